@@ -1,0 +1,29 @@
+# Two commands on a fresh machine: `make run` (install + main job) and `make test` (install + tests).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/datasets/cifar10
+OUT ?= runs/pipeline
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/reprlab: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(BIN)/reprlab
+
+install: $(BIN)/reprlab
+
+run: install
+	$(BIN)/reprlab pipeline --data $(DATA)/cifar10_train.tar.xz \
+		--test_data $(DATA)/cifar10_test_images.npz --out $(OUT)
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	REPRLAB_TEST_DATA=$(DATA) $(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,97 @@
+"""Thin command line over the library: parse flags into a config, call the mode, report errors.
+
+Every user error (:class:`ReprlabError`) is one line on stderr and exit code 2, no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+from typing import Any
+
+from reprlab import __version__
+from reprlab.config import add_arguments, build, explicit_args, from_mapping
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.modes import MODES, TOOLS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
+        raise ReprlabError(f"{self.prog}: {message}")
+
+
+def _parser(command: str | None) -> argparse.ArgumentParser:
+    p = _Parser(prog="reprlab", description="Learn image representations and measure them.")
+    p.add_argument("--version", action="version", version=f"reprlab {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, mode in MODES.items():
+        sp = sub.add_parser(name, help=mode.help, description=mode.help)
+        if name == command:
+            cls, _ = mode.load()
+            if getattr(cls, "PRESETS", None):
+                sp.add_argument(
+                    "--preset",
+                    choices=sorted(cls.PRESETS),
+                    help=f"starting configuration (default: {cls.DEFAULT_PRESET})",
+                )
+            add_arguments(sp, cls)
+    for name, (help_, module) in TOOLS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        if name == command:
+            importlib.import_module(module).add_arguments(sp)
+    return p
+
+
+def config_for(mode: str, overrides: dict[str, Any], preset: str | None = None) -> Any:
+    """A mode's validated config: preset (or the class defaults), then ``overrides``."""
+    cls, _ = MODES[mode].load()
+    presets = getattr(cls, "PRESETS", None)
+    base = None
+    if presets:
+        name = preset or cls.DEFAULT_PRESET
+        if name not in presets:
+            raise ReprlabError(f"--preset: unknown preset {name!r} (choose from {sorted(presets)})")
+        base = from_mapping(cls, presets[name], where=f"preset {name!r}")
+    return build(cls, overrides, base)
+
+
+def run_mode(mode: str, overrides: dict[str, Any], preset: str | None = None) -> dict[str, Any]:
+    cfg = config_for(mode, overrides, preset)
+    _, run = MODES[mode].load()
+    return run(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    try:
+        ns = _parser(command).parse_args(argv)
+        if ns.command is None:
+            _parser(None).print_help()
+            return 2
+        if ns.command in TOOLS:
+            return int(importlib.import_module(TOOLS[ns.command][1]).main(ns) or 0)
+        cls, _ = MODES[ns.command].load()
+        run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
+        return 0
+    except ReprlabError as e:
+        print(f"reprlab: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingFailed as e:
+        print(f"reprlab: training failed: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "reprlab: interrupted (rerun the same command with --resume to continue)",
+            file=sys.stderr,
+        )
+        return 130
+    except OSError as e:  # disk full, file too large, permission denied
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"reprlab: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1

@@ -1,0 +1,277 @@
+"""Every file reprlab writes goes through here: atomic writes, run folders, checkpoints.
+
+A file is always written to a temporary name in the same folder, flushed to disk, then renamed
+over its final name, so a crash (or a full disk) never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from reprlab.errors import ReprlabError
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
+    """Open a temporary file next to ``path``; on success fsync and rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` (for libraries that want a file name), then rename to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
+    )
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, to_json(obj))
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ReprlabError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ReprlabError(f"{path}: not valid JSON ({e})") from None
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite a whole JSON-lines file atomically (metrics logs are small)."""
+    write_text(path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def save_npz(path: str | Path, **arrays: Any) -> None:
+    """Save arrays to ``.npz`` atomically; strings are stored as unicode arrays (no pickles)."""
+    clean = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, v in clean.items():
+        if v.dtype == object:
+            raise TypeError(f"save_npz: {k} would need a pickle")
+    with atomic_open(path, "wb") as f:
+        np.savez(f, **clean)
+
+
+def save_npy(path: str | Path, array: np.ndarray) -> None:
+    with atomic_open(path, "wb") as f:
+        np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def write_predictions(path: str | Path, labels: np.ndarray, overwrite: bool = True) -> None:
+    """The report's leaderboard format: one integer label per line, row i for image i."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise ReprlabError(f"{path}: already exists (choose another name or pass --overwrite)")
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError("predictions must be a 1-D integer array")
+    write_text(path, "".join(f"{int(v)}\n" for v in labels))
+
+
+def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> None:
+    """Save a matplotlib figure atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints (PyTorch): never unpickle arbitrary objects
+# ---------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Save a checkpoint dict (tensors, numbers, strings, lists, dicts) atomically."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True``: a pickle that tries to run code is refused."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ReprlabError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt / unsafe files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ReprlabError(f"{path}: not a readable reprlab checkpoint ({first[:200]})") from None
+    if not isinstance(state, dict):
+        raise ReprlabError(
+            f"{path}: not a reprlab checkpoint (top level is {type(state).__name__})"
+        )
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders
+# ---------------------------------------------------------------------------------------------
+
+
+def environment() -> dict[str, Any]:
+    """Versions, threads and device: recorded with every run."""
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    if "torch" in sys.modules:
+        import torch
+
+        env["torch"] = torch.__version__
+        env["torch_threads"] = torch.get_num_threads()
+        env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    from reprlab import __version__
+
+    env["reprlab"] = __version__
+    return env
+
+
+def default_run_dir(mode: str) -> Path:
+    """A fresh folder name under ``runs/``: never an existing one."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{mode}-{stamp}"
+    path, i = base, 1
+    while path.exists():
+        path = base.with_name(f"{base.name}-{i}")
+        i += 1
+    return path
+
+
+class RunDir:
+    """A run folder: ``config.json`` first, then metrics, plots, model, summary.
+
+    ``RunDir.open`` refuses a folder that holds another configuration's run unless ``overwrite``;
+    a folder with the same configuration is reused (resume / skip if finished).
+    """
+
+    def __init__(self, path: Path, mode: str, config: dict[str, Any]):
+        self.path = path
+        self.mode = mode
+        self.config = config
+
+    @classmethod
+    def open(
+        cls, path: str | Path | None, mode: str, config: dict[str, Any], overwrite: bool = False
+    ) -> RunDir:
+        path = Path(path) if path is not None else default_run_dir(mode)
+        cfg_file = path / "config.json"
+        if path.exists() and not path.is_dir():
+            raise ReprlabError(f"{path}: exists and is not a folder")
+        if path.exists() and any(path.iterdir()):
+            if overwrite:
+                shutil.rmtree(path)
+            elif not cfg_file.exists():
+                raise ReprlabError(
+                    f"{path}: folder exists and is not a reprlab run (choose another --out)"
+                )
+            else:
+                old = read_json(cfg_file)
+                if old.get("mode") != mode or old.get("config") != _comparable(config):
+                    raise ReprlabError(
+                        f"{path}: holds a run with another configuration "
+                        "(choose another --out, or pass --overwrite)"
+                    )
+        path.mkdir(parents=True, exist_ok=True)
+        run = cls(path, mode, config)
+        if not cfg_file.exists():
+            write_json(
+                cfg_file,
+                {"mode": mode, "config": _comparable(config), "environment": environment()},
+            )
+        return run
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def finished(self) -> bool:
+        """True once ``summary.json`` exists with status ``finished``."""
+        f = self.file("summary.json")
+        return f.exists() and read_json(f).get("status") == "finished"
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.file("summary.json"), summary)
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as JSON would store it (tuples become lists), minus run-control flags."""
+    skip = {"overwrite", "resume", "out"}
+    return json.loads(to_json({k: v for k, v in config.items() if k not in skip}))

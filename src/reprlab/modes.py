@@ -1,0 +1,74 @@
+"""The registry of commands. The CLI imports only the module of the command it runs.
+
+A *mode* is a training command made of a config dataclass and a ``run(cfg) -> summary`` function.
+A *tool* is any other command; its module provides ``add_arguments(parser)`` and
+``main(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Mode:
+    name: str
+    help: str
+    module: str
+    config: str  # name of the RunConfig subclass in ``module``
+    run: str  # name of ``run(cfg) -> dict`` in ``module``
+
+    def load(self) -> tuple[type, Any]:
+        mod = importlib.import_module(self.module)
+        return getattr(mod, self.config), getattr(mod, self.run)
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in [
+        Mode(
+            "logistic",
+            "binary logistic regression on pixels (NumPy, from scratch)",
+            "reprlab.linear_modes",
+            "LogisticConfig",
+            "run_logistic",
+        ),
+        Mode(
+            "softmax",
+            "multi-class softmax regression on pixels (NumPy, from scratch)",
+            "reprlab.linear_modes",
+            "SoftmaxConfig",
+            "run_softmax",
+        ),
+        Mode(
+            "cont_rep",
+            "train a CNN encoder with the triplet margin loss; kNN and t-SNE",
+            "reprlab.contrastive",
+            "ContRepConfig",
+            "run_cont_rep",
+        ),
+        Mode(
+            "fine_tune_linear",
+            "softmax regression on frozen encoder embeddings",
+            "reprlab.finetune",
+            "FineTuneLinearConfig",
+            "run_fine_tune_linear",
+        ),
+        Mode(
+            "fine_tune_nn",
+            "encoder + MLP head trained end to end",
+            "reprlab.finetune",
+            "FineTuneNNConfig",
+            "run_fine_tune_nn",
+        ),
+    ]
+}
+
+# Other commands: name -> (help, module)
+TOOLS: dict[str, tuple[str, str]] = {
+    "predict": ("predict labels with a finished run's model", "reprlab.predict"),
+    "pipeline": ("run every mode and write one HTML report", "reprlab.pipeline"),
+    "sweep": ("run a mode over a grid of flags and compare the runs", "reprlab.sweep"),
+}
