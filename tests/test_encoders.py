@@ -1,0 +1,79 @@
+"""Encoders: the report's VGG-16-BN parameter count, shapes, bf16 + channels_last, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_summary
+from reprlab.errors import ReprlabError
+
+
+def test_vgg16_bn_has_report_parameter_count() -> None:
+    model = build_encoder("vgg16_bn", 64)
+    assert count_parameters(model) == 16_328_832
+    assert model.feature_dim == 512 * 49
+    gap = build_encoder("vgg16_bn", 64, head="gap")
+    assert count_parameters(gap) == 16_328_832 - 512 * 49 * 64 + 512 * 64
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoder_shapes_and_bf16_channels_last(name: str) -> None:
+    torch.manual_seed(0)
+    z = 16
+    model = build_encoder(name, z)
+    assert model.z_dim == z
+    x = torch.randn(4, 3, 32, 32)
+    model.train()
+    y = model(x)
+    assert y.shape == (4, z) and y.dtype == torch.float32
+    f = model.features(x)
+    assert f.shape == (4, model.feature_dim)
+    model = model.to(memory_format=torch.channels_last).eval()
+    xc = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            yb = model(xc)
+    assert yb.shape == (4, z)
+    assert torch.isfinite(yb.float()).all()
+    # bf16 keeps ~3 significant digits: the embeddings must agree with fp32 closely
+    cos = torch.nn.functional.cosine_similarity(yb.float(), ref, dim=1)
+    assert cos.min() > 0.95
+
+
+def test_backward_under_autocast() -> None:
+    model = build_encoder("airbench", 8).to(memory_format=torch.channels_last)
+    x = torch.randn(6, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(x).float().pow(2).mean()
+    loss.backward()
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_whitening_init_whitens_patches() -> None:
+    torch.manual_seed(0)
+    model = build_encoder("airbench", 8)
+    x = torch.randn(32, 3, 32, 32) * torch.tensor([1.0, 2.0, 0.5])[None, :, None, None]
+    model.init_whitening(x)
+    with torch.no_grad():
+        out = model.whiten(x)[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = torch.cov(out.T)
+    assert torch.allclose(cov, torch.eye(12), atol=0.05)
+
+
+def test_summary_lists_layers_and_params() -> None:
+    text = encoder_summary(build_encoder("vgg16_bn", 64))
+    assert "16,328,832" in text
+    assert "Conv2d" in text and "Linear" in text
+
+
+def test_errors_name_the_flag() -> None:
+    with pytest.raises(ReprlabError, match="--encoder"):
+        build_encoder("resnet9000", 64)
+    for bad in (0, -3):
+        with pytest.raises(ReprlabError, match="--z_dim"):
+            build_encoder("airbench", bad)
+    with pytest.raises(ReprlabError, match="--head"):
+        build_encoder("vgg16_bn", 64, head="nope")
