@@ -1,0 +1,470 @@
+"""``reprlab pipeline``: every mode of the course report in one folder, resumable, one report.
+
+    reprlab pipeline --preset smoke --data train.tar.xz --test_data test.npz --out runs/p
+
+runs the stages ``logistic``, ``softmax``, ``cont_rep``, ``fine_tune_linear`` and
+``fine_tune_nn`` (the fine-tuning stages load the ``cont_rep`` stage's ``encoder.pt``) each in its
+own sub-folder, then writes ``pipeline_summary.json`` and a self-contained ``report.html``.
+Rerunning the same command resumes: finished stages are skipped, an interrupted one continues
+from its checkpoint.
+
+Where a stage's options come from, lowest to highest precedence:
+
+1. the pipeline preset (:data:`PRESETS`): a mode preset plus per-stage overrides;
+2. the shared options (``--data --test_data --seed --limit``; a config file's top level, then the
+   command line);
+3. the config file's table for the stage (``[softmax]``);
+4. ``--set STAGE.FIELD=VALUE`` on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprlab.config import add_arguments as add_config_arguments
+from reprlab.config import arg, from_mapping, parse_value
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import default_run_dir, read_json, to_json, write_json
+from reprlab.modes import MODES
+
+STAGES: tuple[str, ...] = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+#: Stages that classify, so they get ``--test_data`` and write ``predictions.csv``.
+CLASSIFIERS = frozenset({"logistic", "softmax", "fine_tune_linear", "fine_tune_nn"})
+#: Stages that load the encoder trained by the ``cont_rep`` stage.
+NEEDS_ENCODER = frozenset({"fine_tune_linear", "fine_tune_nn"})
+#: Options the pipeline sets for every stage itself (a stage's folder, resuming).
+CONTROLLED = frozenset({"out", "overwrite", "resume"})
+
+# Each pipeline preset maps a stage to (the mode's own preset, or None for its default;
+# per-stage overrides on top of it). The key names are the modes' config fields.
+PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
+    # smoke: CI's end-to-end check that every stage runs and writes every file, on a stratified
+    # 1,500-image subset with a handful of iterations and the smallest encoder, including the
+    # predictions of every classifier on the 10k test images. Not meant to learn much:
+    # under 2 minutes on a 2-core CPU.
+    "smoke": {
+        "logistic": (None, {"limit": 1500, "num_iters": 60, "eval_every": 10}),
+        "softmax": (None, {"limit": 1500, "num_iters": 60, "eval_every": 10}),
+        "cont_rep": ("fast", {"limit": 1500, "num_iters": 20, "eval_every": 10}),
+        "fine_tune_linear": (None, {"limit": 1500, "num_iters": 20, "eval_every": 10}),
+        "fine_tune_nn": (None, {"limit": 1500, "num_iters": 20, "eval_every": 10}),
+    },
+    # fast: the default; every mode's own defaults (their "fast" presets), tuned for a CPU:
+    # about 20 minutes end to end on 2 cores.
+    "fast": {stage: (None, {}) for stage in STAGES},
+    # seed: the course report's hyperparameters (its Tables 1-6), for a GPU: hours on a CPU.
+    "seed": {
+        # Table 1 / §1.1: logistic regression, batch 256, lr 1e-4, l2 0.1, clip 5, patience 50.
+        "logistic": (
+            None,
+            {
+                "batch_size": 256,
+                "lr": 1e-4,
+                "l2_lambda": 0.1,
+                "grad_norm_clip": 5.0,
+                "patience": 50,
+            },
+        ),
+        # Table 2: softmax, batch 256, lr 1e-3, l2 0.2, clip 5, patience 50.
+        "softmax": (
+            None,
+            {
+                "batch_size": 256,
+                "lr": 1e-3,
+                "l2_lambda": 0.2,
+                "grad_norm_clip": 5.0,
+                "patience": 50,
+            },
+        ),
+        # Table 3 / §2.2: VGG-16-BN, z=64, batch 2048, 2000 iterations, margin 1, patience 300.
+        "cont_rep": ("seed", {}),
+        # Tables 4-5: lr 1e-4, batch 2048, patience 300, 4000 iterations.
+        "fine_tune_linear": (
+            None,
+            {"lr": 1e-4, "batch_size": 2048, "patience": 300, "num_iters": 4000},
+        ),
+        # Table 6 / Table 8: lr 1e-4, batch 2048, patience 10, 4000 iterations, 512-unit head.
+        "fine_tune_nn": (
+            None,
+            {"lr": 1e-4, "batch_size": 2048, "patience": 10, "num_iters": 4000},
+        ),
+    },
+}
+DEFAULT_PRESET = "fast"
+
+
+@dataclass
+class PipelineOptions:
+    """The pipeline's own options (command line, or a config file's top level)."""
+
+    data: str | None = arg(None, "training images for every stage (see a mode's --data)")
+    test_data: str | None = arg(
+        None, "images to predict: every classifier stage writes its predictions.csv"
+    )
+    out: str | None = arg(
+        None, "pipeline folder (default: runs/pipeline-<time>); rerun with it to resume"
+    )
+    seed: int | None = arg(None, "seed for every stage (default: each mode's own)")
+    limit: int | None = arg(None, "stratified subset of this many training images, every stage")
+    overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
+    preset: str = arg(DEFAULT_PRESET, "starting configuration", choices=sorted(PRESETS))
+    stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run (default: all)")
+
+
+SHARED = ("data", "test_data", "seed", "limit")
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolving the configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def _fields(mode: str) -> dict[str, Any]:
+    cls, _ = MODES[mode].load()
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["softmax.lr=0.01", ...]`` -> ``{"softmax": {"lr": 0.01}}``, typed by the field."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        stage, dot, name = key.strip().partition(".")
+        name = name.replace("-", "_")
+        if not eq or not dot or not name:
+            raise ReprlabError(f"--set {item!r}: expected STAGE.FIELD=VALUE, e.g. softmax.lr=0.01")
+        if stage not in STAGES:
+            raise ReprlabError(
+                f"--set {key}: unknown stage {stage!r} (stages: {', '.join(STAGES)})"
+            )
+        fields = _fields(stage)
+        if name not in fields:
+            raise ReprlabError(f"--set {key}: {stage} has no option {name!r}")
+        if name in CONTROLLED:
+            raise ReprlabError(f"--set {key}: set by the pipeline (use the pipeline's --out)")
+        out.setdefault(stage, {})[name] = parse_value(fields[name], text, f"set {key}")
+    return out
+
+
+def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """A TOML file: top-level pipeline options and one ``[stage]`` table per stage (typed)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReprlabError(f"--config {path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReprlabError(f"--config {path}: cannot read ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ReprlabError(f"--config {path}: not valid TOML ({e})") from None
+    top = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+    tables: dict[str, dict[str, Any]] = {}
+    for key, table in raw.items():
+        if not isinstance(table, dict):
+            if key in STAGES:
+                raise ReprlabError(f"{path}: key {key!r} must be a table [{key}]")
+            continue
+        if key not in STAGES:
+            raise ReprlabError(
+                f"{path}: unknown key {key!r} (tables are stages: {', '.join(STAGES)})"
+            )
+        cls, _ = MODES[key].load()
+        where = f"{path} [{key}]"
+        for name in table:
+            if name.replace("-", "_") in CONTROLLED:
+                raise ReprlabError(f"{where}: key {name!r} is set by the pipeline")
+        cfg = from_mapping(cls, table, where=where)  # names an unknown key or a wrong type
+        tables[key] = {n.replace("-", "_"): getattr(cfg, n.replace("-", "_")) for n in table}
+    opts = from_mapping(PipelineOptions, top, where=str(path))
+    given = {k.replace("-", "_"): getattr(opts, k.replace("-", "_")) for k in top}
+    return given, tables
+
+
+def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, dict[str, Any]]]:
+    """Pipeline options (defaults < config file < command line) and per-stage overrides."""
+    file_opts, tables = load_config_file(ns.config) if ns.config else ({}, {})
+    cli = {
+        f.name: getattr(ns, f.name)
+        for f in dataclasses.fields(PipelineOptions)
+        if getattr(ns, f.name, None) is not None
+    }
+    opts = PipelineOptions(**{**file_opts, **cli})
+    if opts.preset not in PRESETS:
+        raise ReprlabError(
+            f"--preset: unknown preset {opts.preset!r} (choose from {sorted(PRESETS)})"
+        )
+    unknown = [s for s in opts.stages if s not in STAGES]
+    if unknown or not opts.stages:
+        raise ReprlabError(
+            f"--stages: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
+            if unknown
+            else "--stages: no stage given"
+        )
+    if opts.limit is not None and opts.limit < 2:
+        raise ReprlabError(f"--limit must be >= 2, got {opts.limit}")
+    overrides: dict[str, dict[str, Any]] = {s: dict(t) for s, t in tables.items()}
+    for stage, vals in parse_sets(ns.set or []).items():
+        overrides.setdefault(stage, {}).update(vals)
+    return opts, overrides
+
+
+@dataclass
+class Stage:
+    name: str
+    mode_preset: str | None
+    overrides: dict[str, Any]  # typed values passed to run_mode (without resume)
+    config: dict[str, Any]  # the resolved configuration, as saved in pipeline.json
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(to_json({k: v for k, v in cfg.items() if k not in CONTROLLED}))
+
+
+def plan_stages(
+    opts: PipelineOptions, overrides: dict[str, dict[str, Any]], folder: Path
+) -> list[Stage]:
+    """Every selected stage's validated configuration (nothing is written)."""
+    from reprlab.cli import config_for
+
+    plan = []
+    for name in STAGES:
+        if name not in opts.stages:
+            continue
+        mode_preset, preset_over = PRESETS[opts.preset][name]
+        cls, _ = MODES[name].load()
+        fields = _fields(name)
+        vals: dict[str, Any] = {}
+        if preset_over:  # checked like a config file, so a typo in PRESETS is caught
+            base = from_mapping(cls, preset_over, where=f"pipeline preset {opts.preset!r} [{name}]")
+            vals.update({k: getattr(base, k) for k in preset_over})
+        for key in SHARED:
+            value = getattr(opts, key)
+            if value is not None and key in fields:
+                if key == "test_data" and name not in CLASSIFIERS:
+                    continue
+                vals[key] = value
+        vals.update(overrides.get(name, {}))
+        vals["out"] = str(folder / name)
+        vals["overwrite"] = False
+        if name in NEEDS_ENCODER and "encoder_path" in fields and "encoder_path" not in vals:
+            vals["encoder_path"] = str(folder / "cont_rep" / "encoder.pt")
+        cfg = config_for(name, vals, mode_preset)
+        plan.append(Stage(name, mode_preset, vals, _comparable(cfg.to_dict())))
+    return plan
+
+
+def _check_dependencies(plan: list[Stage], folder: Path) -> None:
+    names = {s.name for s in plan}
+    for s in plan:
+        enc = s.overrides.get("encoder_path")
+        if s.name in NEEDS_ENCODER and enc and "cont_rep" not in names and not Path(enc).is_file():
+            raise ReprlabError(
+                f"--stages: {s.name} needs an encoder ({enc} not found): add cont_rep to "
+                f"--stages, or --set {s.name}.encoder_path=PATH"
+            )
+
+
+def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -> dict[str, Any]:
+    """Create or reuse the pipeline folder; refuse one of another configuration."""
+    record = {"preset": preset, "stages": {s.name: s.config for s in plan}}
+    pj = folder / "pipeline.json"
+    if folder.exists() and not folder.is_dir():
+        raise ReprlabError(f"--out {folder}: exists and is not a folder")
+    if pj.is_file():
+        old = read_json(pj)
+        old_stages = old.get("stages") or {}
+        same = old.get("preset") == preset and all(
+            old_stages.get(s.name, s.config) == s.config for s in plan
+        )
+        if same:
+            record["stages"] = {
+                k: record["stages"].get(k, old_stages.get(k))
+                for k in STAGES
+                if k in record["stages"] or k in old_stages
+            }
+        elif overwrite:
+            shutil.rmtree(folder)
+        else:
+            diff = next(
+                (s.name for s in plan if old_stages.get(s.name, s.config) != s.config), "preset"
+            )
+            raise ReprlabError(
+                f"--out {folder}: holds a pipeline with another configuration ({diff} differs); "
+                "choose another --out, or pass --overwrite"
+            )
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise ReprlabError(
+            f"--out {folder}: folder exists and is not a reprlab pipeline (choose another --out)"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(pj, record)
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+# ---------------------------------------------------------------------------------------------
+
+
+def _status(run: Path) -> str | None:
+    f = run / "summary.json"
+    if not f.is_file():
+        return None
+    try:
+        return read_json(f).get("status")
+    except ReprlabError:
+        return None
+
+
+def _fmt_acc(v: Any) -> str:
+    return f"{100 * v:6.2f} %" if isinstance(v, (int, float)) and v == v else "     —  "
+
+
+def summary_table(stages: dict[str, dict[str, Any]]) -> str:
+    """The final table printed to stdout."""
+    lines = [
+        f"{'stage':<17} {'status':<22} {'train acc':>9} {'val acc':>9} {'iters':>6} "
+        f"{'wall':>8}  stopped because"
+    ]
+    for name, s in stages.items():
+        it = s.get("iterations")
+        wall = s.get("wall_time_s")
+        lines.append(
+            f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(s.get('final_train_acc')):>9} "
+            f"{_fmt_acc(s.get('final_val_acc')):>9} {'' if it is None else it:>6} "
+            f"{'' if wall is None else f'{wall:.1f} s':>8}  {s.get('stop_reason') or ''}"
+        )
+    return "\n".join(lines)
+
+
+def run_pipeline(
+    opts: PipelineOptions, overrides: dict[str, dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Run (or resume) the pipeline; returns the content of ``pipeline_summary.json``."""
+    from reprlab.cli import run_mode
+    from reprlab.report import render_report, stage_metrics
+
+    folder = Path(opts.out) if opts.out else default_run_dir("pipeline")
+    plan = plan_stages(opts, overrides or {}, folder)
+    _check_dependencies(plan, folder)
+    open_folder(folder, opts.preset, plan, opts.overwrite)
+    print(
+        f"[pipeline] {folder} (preset {opts.preset}); rerun with --out {folder} to resume",
+        file=sys.stderr,
+    )
+    psum_path = folder / "pipeline_summary.json"
+    old = {}
+    if psum_path.is_file():
+        old = read_json(psum_path).get("stages") or {}
+    results: dict[str, dict[str, Any]] = {k: v for k, v in old.items() if k in STAGES}
+    t_start = time.perf_counter()
+    failed: set[str] = set()
+
+    def save() -> dict[str, Any]:
+        ordered = {k: results[k] for k in STAGES if k in results}
+        total = sum(v.get("wall_time_s") or 0.0 for v in ordered.values() if isinstance(v, dict))
+        doc = {
+            "preset": opts.preset,
+            "folder": str(folder),
+            "stages": ordered,
+            "total_wall_time_s": round(total, 2),
+            "this_invocation_s": round(time.perf_counter() - t_start, 2),
+        }
+        write_json(psum_path, doc)
+        return doc
+
+    for i, st in enumerate(plan, 1):
+        run = folder / st.name
+        prefix = f"[pipeline] {i}/{len(plan)} {st.name}"
+        if _status(run) == "finished":
+            print(f"{prefix}: finished earlier, skipped", file=sys.stderr)
+            m = stage_metrics(read_json(run / "summary.json"))
+            prev = results.get(st.name, {})
+            wall = prev.get("wall_time_s", m["wall_time_s"])
+            results[st.name] = {**m, "status": "finished", "wall_time_s": wall, "skipped": True}
+            continue
+        if st.name in NEEDS_ENCODER and "cont_rep" in failed:
+            print(f"{prefix}: skipped (cont_rep failed)", file=sys.stderr)
+            results[st.name] = {"status": "skipped: cont_rep failed"}
+            failed.add(st.name)
+            continue
+        vals = dict(st.overrides)
+        if "resume" in _fields(st.name) and (run / "config.json").is_file():
+            vals["resume"] = True
+        print(f"{prefix}: running{' (resuming)' if vals.get('resume') else ''}", file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            summary = run_mode(st.name, vals, st.mode_preset)
+            status = "finished"
+        except TrainingFailed as e:
+            summary = _read_json_or_empty(run / "summary.json")
+            status = f"failed: {e}"
+            failed.add(st.name)
+        wall = time.perf_counter() - t0
+        m = stage_metrics(summary or {})
+        results[st.name] = {**m, "status": status, "wall_time_s": round(wall, 2), "skipped": False}
+        save()
+    doc = save()
+    report = render_report(folder)
+    print(summary_table(doc["stages"]))
+    print(f"total {doc['total_wall_time_s']:.1f} s (this run {doc['this_invocation_s']:.1f} s)")
+    print(f"report: {report}")
+    doc["failed"] = sorted(failed)
+    return doc
+
+
+def _read_json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        return read_json(path) if path.is_file() else {}
+    except ReprlabError:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser, PipelineOptions)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="STAGE.FIELD=VALUE",
+        help="override any flag of a stage, e.g. softmax.lr=0.01 (repeatable)",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE.toml",
+        help="TOML file: pipeline options at the top level, a [stage] table per stage",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    opts, overrides = resolve_options(args)
+    try:
+        doc = run_pipeline(opts, overrides)
+    except KeyboardInterrupt:
+        print(
+            "reprlab: interrupted (rerun the same command, with the same --out, to resume)",
+            file=sys.stderr,
+        )
+        return 130
+    return 1 if doc["failed"] else 0

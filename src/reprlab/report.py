@@ -1,0 +1,381 @@
+"""One self-contained HTML page for a pipeline (or a single run) folder.
+
+``render_report(run_dir)`` writes ``run_dir/report.html``: a results table beside the course
+report's own numbers, every curve, confusion matrix and t-SNE plot (embedded as base64 data
+URIs), model summaries, the resolved configuration and the environment. No network, no external
+files: the page can be mailed or archived on its own. Every piece of text goes through
+:func:`html.escape`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from reprlab.errors import ReprlabError
+from reprlab.io import read_json, to_json, write_text
+
+#: Stage order of the pipeline (also the order of the report's sections).
+STAGE_ORDER = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+
+#: The course report's own figures (seed report: sections 1.1, 1.3, Tables 4 and 7, 2.6).
+PAPER: dict[str, dict[str, Any]] = {
+    "logistic": {"val_acc": 0.815, "note": "stopped once val acc > 80 % (§1.1)"},
+    "softmax": {"val_acc": 0.26, "note": "val acc plateaus at 26 % (§1.3)"},
+    "cont_rep": {"note": "no accuracy reported (t-SNE only, Fig. 5)"},
+    "fine_tune_linear": {
+        "train_acc": 0.8999,
+        "val_acc": 0.7744,
+        "train_loss": 0.1124,
+        "val_loss": 0.1257,
+        "iterations": 2900,
+        "note": "Table 4",
+    },
+    "fine_tune_nn": {
+        "train_acc": 0.9985,
+        "val_acc": 0.8257,
+        "train_loss": 0.0184,
+        "val_loss": 1.2547,
+        "iterations": 310,
+        "test_acc": 0.8635,
+        "note": "Table 7; 86.35 % leaderboard test accuracy (§2.6)",
+    },
+}
+
+#: Images shown first, in this order, with a caption; any other PNG of a run follows.
+KNOWN_IMAGES = {
+    "loss.png": "loss",
+    "accuracy.png": "accuracy",
+    "confusion.png": "confusion matrix (validation)",
+    "tsne.png": "t-SNE of the embeddings",
+}
+
+# ---------------------------------------------------------------------------------------------
+# Reading a run folder
+# ---------------------------------------------------------------------------------------------
+
+
+def _first(d: dict[str, Any], *keys: str) -> Any:
+    for k in keys:
+        if d.get(k) is not None:
+            return d[k]
+    return None
+
+
+def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a ``summary.json``, whatever its exact layout.
+
+    Accepts flat keys (``final_val_acc``, ``best_val_acc``) as well as nested
+    ``{"final": {"val_acc": ...}, "best": {...}}`` blocks.
+    """
+    final = summary.get("final") if isinstance(summary.get("final"), dict) else {}
+    best = summary.get("best") if isinstance(summary.get("best"), dict) else {}
+    out: dict[str, Any] = {}
+    for m in ("train_acc", "val_acc", "train_loss", "val_loss"):
+        f, b = final.get(m), best.get(m)
+        out[f"final_{m}"] = f if f is not None else _first(summary, f"final_{m}", m)
+        out[f"best_{m}"] = b if b is not None else _first(summary, f"best_{m}")
+    out["iterations"] = _first(summary, "iterations", "iters", "num_iters_run")
+    out["stop_reason"] = _first(summary, "stop_reason")
+    out["wall_time_s"] = _first(summary, "wall_time_s")
+    out["status"] = _first(summary, "status")
+    knn = {k: v for k, v in summary.items() if k.startswith("knn") and isinstance(v, (int, float))}
+    out["knn"] = knn
+    return out
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path) if path.is_file() else None
+    except ReprlabError:
+        return None
+
+
+def _stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:
+    """(name, folder) of each run in ``run_dir``: its stage sub-folders, or itself."""
+    if (run_dir / "config.json").is_file() and not (run_dir / "pipeline.json").is_file():
+        cfg = _read_json_or_none(run_dir / "config.json") or {}
+        return [(str(cfg.get("mode", run_dir.name)), run_dir)]
+    subs = [p for p in sorted(run_dir.iterdir()) if (p / "config.json").is_file()]
+    order = {s: i for i, s in enumerate(STAGE_ORDER)}
+    subs.sort(key=lambda p: (order.get(p.name, len(order)), p.name))
+    return [(p.name, p) for p in subs]
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML pieces
+# ---------------------------------------------------------------------------------------------
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 auto;
+  max-width:1200px;padding:1.5rem;color:#1d2330;background:#fff;line-height:1.4}
+h1{font-size:1.6rem;margin:.2rem 0} h2{margin-top:2.2rem;border-bottom:2px solid #dde3ee;
+  padding-bottom:.2rem} h3{margin:1.2rem 0 .4rem;font-size:1.05rem}
+.meta{color:#5b6577;font-size:.9rem}
+table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
+th,td{border:1px solid #d5dbe6;padding:.3rem .55rem;text-align:right;vertical-align:top}
+td{white-space:nowrap} th{background:#eef2f8} td.l,th.l{text-align:left}
+tr:nth-child(even) td{background:#f8fafc}
+td.paper{background:#fff8e6 !important;color:#6b4e00;white-space:normal}
+.ok{color:#17803d;font-weight:600} .bad{color:#b42318;font-weight:600}
+.figs{display:flex;flex-wrap:wrap;gap:1rem}
+figure{margin:0;border:1px solid #e3e8f0;padding:.4rem;background:#fff}
+figure img{display:block;max-width:520px;max-height:520px;height:auto}
+figcaption{font-size:.8rem;color:#5b6577;text-align:center}
+pre{background:#f4f6fa;border:1px solid #e3e8f0;padding:.6rem;overflow-x:auto;font-size:.78rem}
+details{margin:.4rem 0} summary{cursor:pointer;color:#2a5bd7}
+"""
+
+# Sets <body data-images="N/M"> once every image has loaded (or failed): the report's own
+# check that the embedded data URIs decode, used by the headless-browser test.
+IMG_CHECK_JS = """
+(function(){function check(){var imgs=Array.prototype.slice.call(document.images);
+var ok=imgs.filter(function(i){return i.complete&&i.naturalWidth>0;}).length;
+document.body.setAttribute('data-images',ok+'/'+imgs.length);}
+window.addEventListener('load',check);})();
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _pct(v: Any) -> str:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return f"{100 * v:.2f} %"
+    return "—"
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    if isinstance(v, bool) or v is None:
+        return "—" if v is None else _e(v)
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if math.isfinite(v) else _e(v)
+    return _e(v)
+
+
+def _secs(v: Any) -> str:
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return "—"
+    return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
+
+
+def _img(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_e(caption)}" src="data:image/png;base64,{data}">'
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+    )
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
+def _predictions_cell(run: Path, base: Path) -> str:
+    p = run / "predictions.csv"
+    if not p.is_file():
+        return "—"
+    rel = p.relative_to(base) if p.is_relative_to(base) else p
+    return f'<a href="{_e(rel.as_posix())}">{_e(rel.as_posix())}</a> ({_count_lines(p)} rows)'
+
+
+def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, Any]) -> str:
+    head = (
+        "<tr><th class=l>stage</th><th class=l>status</th><th>train acc</th><th>val acc</th>"
+        "<th>best val acc</th><th>train loss</th><th>val loss</th><th>iterations</th>"
+        "<th class=l>stopped because</th><th>wall time</th><th class=l>predictions</th>"
+        "<th class=l>report: val acc (train acc)</th><th class=l>report: notes</th></tr>"
+    )
+    rows = []
+    for name, run in stages:
+        summary = _read_json_or_none(run / "summary.json") or {}
+        m = stage_metrics(summary)
+        status = m["status"] or "not finished"
+        cls = "ok" if status == "finished" else "bad"
+        paper = PAPER.get(name, {})
+        paper_acc = _pct(paper.get("val_acc"))
+        if paper.get("train_acc") is not None:
+            paper_acc += f" ({_pct(paper['train_acc'])})"
+        extra = ", ".join(f"{k} {_pct(v)}" for k, v in m["knn"].items())
+        val_cell = _pct(m["final_val_acc"])
+        if extra:
+            val_cell = f"{val_cell}<br><small>{_e(extra)}</small>"
+        wall = m["wall_time_s"] if m["wall_time_s"] is not None else walls.get(name)
+        rows.append(
+            f'<tr><td class=l><a href="#{_e(name)}">{_e(name)}</a></td>'
+            f"<td class='l {cls}'>{_e(status)}</td>"
+            f"<td>{_pct(m['final_train_acc'])}</td><td>{val_cell}</td>"
+            f"<td>{_pct(m['best_val_acc'])}</td>"
+            f"<td>{_num(m['final_train_loss'])}</td><td>{_num(m['final_val_loss'])}</td>"
+            f"<td>{_num(m['iterations'])}</td><td class=l>{_e(m['stop_reason'] or '—')}</td>"
+            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, base)}</td>"
+            f"<td class='l paper'>{paper_acc}</td>"
+            f"<td class='l paper'>{_e(paper.get('note', '—'))}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _class_report(rep: Any) -> str:
+    if isinstance(rep, str):
+        return f"<pre>{_e(rep)}</pre>"
+    if not isinstance(rep, dict) or not isinstance(rep.get("per_class"), dict):
+        return ""
+    rows = "".join(
+        f"<tr><td class=l>{_e(c)}</td><td>{_num(v.get('precision'), 3)}</td>"
+        f"<td>{_num(v.get('recall'), 3)}</td><td>{_num(v.get('f1'), 3)}</td>"
+        f"<td>{_num(v.get('support'))}</td></tr>"
+        for c, v in rep["per_class"].items()
+        if isinstance(v, dict)
+    )
+    macro = (
+        f"<tr><th class=l>macro</th><th>{_num(rep.get('macro_precision'), 3)}</th>"
+        f"<th>{_num(rep.get('macro_recall'), 3)}</th><th>{_num(rep.get('macro_f1'), 3)}</th>"
+        f"<th>accuracy {_pct(rep.get('accuracy'))}</th></tr>"
+    )
+    return (
+        "<details><summary>classification report (validation)</summary><table>"
+        "<tr><th class=l>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>support</th></tr>{rows}{macro}</table></details>"
+    )
+
+
+def _stage_section(name: str, run: Path) -> str:
+    summary = _read_json_or_none(run / "summary.json") or {}
+    cfg = _read_json_or_none(run / "config.json") or {}
+    parts = [f'<section id="{_e(name)}"><h2>{_e(name)}</h2>']
+    parts.append(f"<p class=meta>folder: <code>{_e(run)}</code></p>")
+    figs = [_img(run / f, cap) for f, cap in KNOWN_IMAGES.items() if (run / f).is_file()]
+    figs += [
+        _img(p, p.stem.replace("_", " "))
+        for p in sorted(run.glob("*.png"))
+        if p.name not in KNOWN_IMAGES
+    ]
+    if figs:
+        parts.append(f"<div class=figs>{''.join(figs)}</div>")
+    rep = summary.get("classification_report")
+    if rep:
+        parts.append(_class_report(rep))
+    ms = run / "model_summary.txt"
+    if ms.is_file():
+        parts.append(
+            "<h3>model summary</h3>"
+            f"<pre>{_e(ms.read_text(encoding='utf-8', errors='replace'))}</pre>"
+        )
+    if summary:
+        short = {k: v for k, v in summary.items() if k != "classification_report"}
+        parts.append(
+            f"<details><summary>summary.json</summary><pre>{_e(to_json(short))}</pre></details>"
+        )
+    if cfg.get("config"):
+        parts.append(
+            "<details><summary>resolved configuration (config.json)</summary>"
+            f"<pre>{_e(to_json(cfg['config']))}</pre></details>"
+        )
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _environment(stages: list[tuple[str, Path]]) -> str:
+    """One table of versions/device/threads; a column per distinct environment."""
+    envs: dict[str, dict[str, Any]] = {}
+    for name, run in stages:
+        env = (_read_json_or_none(run / "config.json") or {}).get("environment")
+        if isinstance(env, dict):
+            envs[name] = env
+    if not envs:
+        return ""
+    keys = sorted({k for e in envs.values() for k in e})
+    distinct: list[tuple[list[str], dict[str, Any]]] = []
+    for name, env in envs.items():
+        for names, e in distinct:
+            if e == env:
+                names.append(name)
+                break
+        else:
+            distinct.append(([name], env))
+    head = "".join(f"<th class=l>{_e(', '.join(n))}</th>" for n, _ in distinct)
+    rows = "".join(
+        f"<tr><td class=l>{_e(k)}</td>"
+        + "".join(f"<td class=l>{_e(e.get(k, '—'))}</td>" for _, e in distinct)
+        + "</tr>"
+        for k in keys
+    )
+    return f"<h2>environment</h2><table><tr><th class=l>key</th>{head}</tr>{rows}</table>"
+
+
+def render_html(run_dir: str | Path) -> str:
+    """The report of ``run_dir`` (a pipeline folder or a single run folder) as HTML text."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReprlabError(f"{run_dir}: not a folder")
+    stages = _stage_dirs(run_dir)
+    if not stages:
+        raise ReprlabError(f"{run_dir}: no reprlab run found (no config.json)")
+    pipe = _read_json_or_none(run_dir / "pipeline.json") or {}
+    psum = _read_json_or_none(run_dir / "pipeline_summary.json") or {}
+    walls = {
+        k: v.get("wall_time_s")
+        for k, v in (psum.get("stages") or {}).items()
+        if isinstance(v, dict)
+    }
+    title = f"reprlab report — {run_dir.name}"
+    meta = [f"folder <code>{_e(run_dir)}</code>", f"written {_e(time.strftime('%Y-%m-%d %H:%M'))}"]
+    if pipe.get("preset"):
+        meta.insert(0, f"preset <b>{_e(pipe['preset'])}</b>")
+    if isinstance(psum.get("total_wall_time_s"), (int, float)):
+        meta.append(f"total wall time {_secs(psum['total_wall_time_s'])}")
+    body = [
+        f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>",
+        "<h2>results</h2>",
+        "<p class=meta>Final metrics of each run (accuracy on the validation split of the "
+        "training set; the test labels are not available). Shaded columns: the course "
+        "report's own numbers.</p>",
+        _results_table(stages, run_dir, walls),
+    ]
+    body += [_stage_section(name, run) for name, run in stages]
+    body.append(_environment(stages))
+    if pipe:
+        body.append(
+            "<h2>pipeline configuration</h2><details><summary>pipeline.json</summary>"
+            f"<pre>{_e(to_json(pipe))}</pre></details>"
+        )
+    return (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width,initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>"
+        f"<body data-images=loading>{''.join(body)}<script>{IMG_CHECK_JS}</script></body></html>\n"
+    )
+
+
+def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` (self-contained) into ``run_dir``, or to ``out``; return its path."""
+    run_dir = Path(run_dir)
+    path = Path(out) if out is not None else run_dir / "report.html"
+    write_text(path, render_html(run_dir))
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI: reprlab report RUN_DIR
+# ---------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", help="a pipeline folder or a single run folder")
+    parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/report.html)")
+
+
+def main(args: argparse.Namespace) -> int:
+    path = render_report(args.run_dir, args.out)
+    print(path)
+    return 0
+
+
+__all__ = ["PAPER", "render_html", "render_report", "stage_metrics"]

@@ -1,0 +1,260 @@
+"""``reprlab sweep``: one mode over a grid of flags, with overlay plots and a results table.
+
+    reprlab sweep softmax --grid batch_size=256,4096 --grid grad_norm_clip=0,5 \\
+        --data train.tar.xz --num_iters 3000 --out runs/sweep-softmax
+
+runs every combination in ``DIR/<name built from the values>`` (finished runs are skipped, so
+rerunning resumes), then writes one figure per metric with every run's curve (``val_acc.png``,
+``val_loss.png``, ``train_loss.png``, ``train_acc.png``: the report's Figures 1-4, 6 and 8 are such
+comparisons) and ``results.csv`` / ``results.md`` with every run's parameters and final metrics.
+Values of a list-valued flag are separated by ``;`` instead of ``,``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import re
+import shutil
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Any
+
+from reprlab.config import add_arguments as add_config_arguments
+from reprlab.config import explicit_args, parse_value
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import default_run_dir, read_json, read_jsonl, to_json, write_json, write_text
+from reprlab.modes import MODES
+
+#: Metrics drawn as overlays when any run logged them.
+OVERLAY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "knn_acc")
+#: Options the sweep sets for every run itself.
+CONTROLLED = frozenset({"out", "overwrite", "resume"})
+RESULT_COLUMNS = (
+    "status",
+    "final_train_acc",
+    "final_val_acc",
+    "best_val_acc",
+    "final_train_loss",
+    "final_val_loss",
+    "iterations",
+    "stop_reason",
+    "wall_time_s",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:
+        raise ReprlabError(f"{self.prog}: {message}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("mode", choices=sorted(MODES), help="the mode to sweep")
+    parser.add_argument(
+        "mode_args",
+        nargs=argparse.REMAINDER,
+        metavar="--grid FLAG=V1,V2 ... [MODE FLAGS]",
+        help="--grid FLAG=V1,V2 (repeatable), --preset, and any flag of the mode "
+        "(applied to every run); see `reprlab sweep MODE --help`",
+    )
+
+
+def _mode_parser(mode: str) -> argparse.ArgumentParser:
+    cls, _ = MODES[mode].load()
+    p = _Parser(
+        prog=f"reprlab sweep {mode}",
+        description=f"Run {mode} over every combination of the --grid values.",
+    )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="FLAG=V1,V2",
+        help="a flag and its values (repeatable; every combination runs)",
+    )
+    if getattr(cls, "PRESETS", None):
+        p.add_argument(
+            "--preset",
+            choices=sorted(cls.PRESETS),
+            help=f"the mode's starting configuration (default: {cls.DEFAULT_PRESET})",
+        )
+    add_config_arguments(p, cls)
+    return p
+
+
+def _fields(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
+    """``["batch_size=256,4096"]`` -> ``{"batch_size": [256, 4096]}``, typed by the field."""
+    cls, _ = MODES[mode].load()
+    fields = _fields(cls)
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, eq, text = item.partition("=")
+        name = key.strip().lstrip("-").replace("-", "_")
+        if not eq or not name:
+            raise ReprlabError(f"--grid {item!r}: expected FLAG=V1,V2,...")
+        if name not in fields:
+            raise ReprlabError(f"--grid {key}: {mode} has no flag --{name}")
+        if name in CONTROLLED:
+            raise ReprlabError(f"--grid {key}: cannot be swept (set by the sweep)")
+        if name in grid:
+            raise ReprlabError(f"--grid {key}: given twice")
+        tp = fields[name]
+        inner = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp
+        sep = ";" if typing.get_origin(inner) in (tuple, list) else ","
+        texts = [t.strip() for t in text.split(sep)]
+        if any(t == "" for t in texts):
+            raise ReprlabError(f"--grid {key}: empty value in {text!r}")
+        grid[name] = [parse_value(tp, t, f"grid {name}") for t in texts]
+        if len(set(map(repr, grid[name]))) != len(grid[name]):
+            raise ReprlabError(f"--grid {key}: repeated value in {text!r}")
+    if not grid:
+        raise ReprlabError("--grid: give at least one, e.g. --grid batch_size=256,4096")
+    return grid
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return "+".join(_show(x) for x in v) or "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def run_name(combo: dict[str, Any]) -> str:
+    """A folder name from the values, e.g. ``batch_size=256,grad_norm_clip=5``."""
+    name = ",".join(f"{k}={_show(v)}" for k, v in combo.items())
+    return re.sub(r"[^A-Za-z0-9=,.+_-]", "_", name)
+
+
+def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    from reprlab.report import stage_metrics
+
+    return stage_metrics(summary)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def write_results(out: Path, grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> None:
+    """``results.csv`` (full precision) and ``results.md`` (a readable table)."""
+    cols = ["run", *grid, *RESULT_COLUMNS]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else _show(r[c]) if c in grid else r[c] for c in cols])
+    write_text(out / "results.csv", buf.getvalue())
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        cells = [_show(r[c]) if c in grid else _fmt(r.get(c)) for c in cols]
+        md.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    write_text(out / "results.md", "\n".join(md) + "\n")
+
+
+def run_sweep(
+    mode: str,
+    grid: dict[str, list[Any]],
+    base: dict[str, Any],
+    preset: str | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Run every combination of ``grid`` over ``base`` (typed overrides); return the rows."""
+    from reprlab.cli import config_for, run_mode
+    from reprlab.plots import plot_overlay
+
+    folder = Path(out) if out else default_run_dir(f"sweep-{mode}")
+    cls, _ = MODES[mode].load()
+    has_resume = "resume" in _fields(cls)
+    combos = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    runs = []
+    for combo in combos:  # validate every combination before anything is written
+        name = run_name(combo)
+        vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
+        config_for(mode, vals, preset)
+        runs.append((name, combo, vals))
+    record = {
+        "mode": mode,
+        "preset": preset,
+        "grid": grid,
+        "base": {k: v for k, v in base.items() if k not in CONTROLLED},
+    }
+    record = json.loads(to_json(record))
+    sj = folder / "sweep.json"
+    if folder.exists() and not folder.is_dir():
+        raise ReprlabError(f"--out {folder}: exists and is not a folder")
+    if sj.is_file():
+        if read_json(sj) != record:
+            if not overwrite:
+                raise ReprlabError(
+                    f"--out {folder}: holds a sweep with another configuration "
+                    "(choose another --out, or pass --overwrite)"
+                )
+            shutil.rmtree(folder)
+    elif folder.is_dir() and any(folder.iterdir()):
+        raise ReprlabError(
+            f"--out {folder}: folder exists and is not a reprlab sweep (choose another --out)"
+        )
+    write_json(sj, record)
+    print(f"[sweep] {folder}: {len(runs)} runs of {mode}", file=sys.stderr)
+    rows = []
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for i, (name, combo, vals) in enumerate(runs, 1):
+        run = folder / name
+        prefix = f"[sweep] {i}/{len(runs)} {name}"
+        summary: dict[str, Any] = {}
+        if (run / "summary.json").is_file():
+            summary = read_json(run / "summary.json")
+        if summary.get("status") == "finished":
+            print(f"{prefix}: finished earlier, skipped", file=sys.stderr)
+        else:
+            if has_resume and (run / "config.json").is_file():
+                vals = {**vals, "resume": True}
+            print(f"{prefix}: running", file=sys.stderr)
+            t0 = time.perf_counter()
+            try:
+                summary = run_mode(mode, vals, preset)
+            except TrainingFailed as e:
+                print(f"{prefix}: failed: {e}", file=sys.stderr)
+                summary = (
+                    read_json(run / "summary.json") if (run / "summary.json").is_file() else {}
+                )
+                summary = {**summary, "status": "failed"}
+                summary.setdefault("wall_time_s", round(time.perf_counter() - t0, 2))
+        m = _metrics(summary)
+        rows.append({"run": name, **combo, **{c: m.get(c) for c in RESULT_COLUMNS}})
+        curves[name] = read_jsonl(run / "metrics.jsonl")
+    for key in OVERLAY_KEYS:
+        if any(r.get(key) is not None for rs in curves.values() for r in rs):
+            plot_overlay(curves, key, folder / f"{key}.png", title=f"{mode}: {key}")
+    write_results(folder, grid, rows)
+    print((folder / "results.md").read_text(), end="")
+    print(f"[sweep] results: {folder / 'results.csv'}", file=sys.stderr)
+    return rows
+
+
+def main(args: argparse.Namespace) -> int:
+    mode = args.mode
+    cls, _ = MODES[mode].load()
+    ns = _mode_parser(mode).parse_args(args.mode_args)
+    grid = parse_grid(mode, ns.grid)
+    base = explicit_args(ns, cls)
+    out = base.pop("out", None)
+    overwrite = bool(base.pop("overwrite", False))
+    base.pop("resume", None)
+    rows = run_sweep(mode, grid, base, getattr(ns, "preset", None), out, overwrite)
+    return 1 if any(r.get("status") != "finished" for r in rows) else 0
