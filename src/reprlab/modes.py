@@ -71,4 +71,5 @@ TOOLS: dict[str, tuple[str, str]] = {
     "predict": ("predict labels with a finished run's model", "reprlab.predict"),
     "pipeline": ("run every mode and write one HTML report", "reprlab.pipeline"),
     "sweep": ("run a mode over a grid of flags and compare the runs", "reprlab.sweep"),
+    "report": ("write the HTML report of a pipeline or run folder", "reprlab.report"),
 }
