@@ -259,11 +259,19 @@ def _numpy_callables() -> dict[tuple[str, str], Any]:
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
     }
+    # Python-3 protocol-2 pickles store bytes as _codecs.encode(str, 'latin1'): allow just that.
+    allowed[("_codecs", "encode")] = _latin1_encode
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
         if hasattr(numeric, "_frombuffer"):  # protocol-5 pickles of arrays
             allowed[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
     return allowed
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError("refusing to unpickle _codecs.encode with these arguments")
+    return text.encode("latin1")
 
 
 class _SafeUnpickler(pickle.Unpickler):

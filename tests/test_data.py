@@ -1,0 +1,476 @@
+"""reprlab.data: every format, the cache, the download, splits, transforms and bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures_data import (
+    CLASSES3,
+    cifar_batch,
+    cifar_meta,
+    image_folder_files,
+    make_cifar_folder,
+    make_cifar_targz,
+    make_npz,
+    random_images,
+    write_dir,
+    write_tar,
+)
+from PIL import Image
+
+from reprlab import data
+from reprlab.data import (
+    CIFAR10_CLASSES,
+    ImageSet,
+    Standardizer,
+    check_compatible,
+    flatten,
+    grayscale,
+    load_images,
+    select_classes,
+    stratified_split,
+    stratified_subset,
+    to_float,
+)
+from reprlab.errors import ReprlabError
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test gets its own cache folder and no REPRLAB_DATA."""
+    monkeypatch.setenv("REPRLAB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("REPRLAB_DATA", raising=False)
+
+
+def raises_naming(path: Path | str, *words: str):
+    """pytest.raises(ReprlabError) whose one-line message names ``path`` and ``words``."""
+
+    class _Ctx:
+        def __enter__(self):
+            self._ctx = pytest.raises(ReprlabError)
+            self.info = self._ctx.__enter__()
+            return self.info
+
+        def __exit__(self, *exc):
+            handled = self._ctx.__exit__(*exc)
+            msg = str(self.info.value)
+            assert str(Path(path).name) in msg, msg
+            assert "\n" not in msg, msg
+            for w in words:
+                assert w in msg, msg
+            return handled
+
+    return _Ctx()
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats
+# ---------------------------------------------------------------------------------------------
+
+
+def test_npz_labelled_and_unlabelled(tmp_path: Path) -> None:
+    ds = load_images(make_npz(tmp_path / "a.npz", n=12, k=3))
+    assert ds.images.shape == (12, 8, 8, 3) and ds.images.dtype == np.uint8
+    assert ds.labels.dtype == np.int64 and list(ds.labels[:4]) == [0, 1, 2, 0]
+    assert ds.classes == CIFAR10_CLASSES  # labels in 0..9 -> CIFAR-10 names
+    assert ds.source == str(tmp_path / "a.npz") and len(ds) == 12
+    np.testing.assert_array_equal(ds.images, random_images(12))
+
+    un = load_images(make_npz(tmp_path / "b.npz", labels=False))
+    assert un.labels is None and un.classes == []
+    with raises_naming(tmp_path / "b.npz", "no labels"):
+        load_images(tmp_path / "b.npz", require_labels=True)
+
+    named = load_images(make_npz(tmp_path / "c.npz", k=3, classes=np.array(CLASSES3)))
+    assert named.classes == CLASSES3
+    many = load_images(make_npz(tmp_path / "d.npz", n=12, k=12))
+    assert many.classes == [str(i) for i in range(12)]
+
+
+def test_npz_grayscale_gets_channel_axis(tmp_path: Path) -> None:
+    np.savez(tmp_path / "g.npz", images=random_images(5, c=1)[..., 0])
+    ds = load_images(tmp_path / "g.npz")
+    assert ds.images.shape == (5, 8, 8, 1)
+
+
+def test_cifar_python_folder_and_targz(tmp_path: Path) -> None:
+    root = make_cifar_folder(tmp_path / "f", n_train=4, n_test=3)
+    expected = np.concatenate([cifar_batch(4, seed=i)[1] for i in range(1, 6)])
+    for src in (root, root.parent, make_cifar_targz(tmp_path / "cifar-10-python.tar.gz")):
+        tr = load_images(src)
+        assert tr.images.shape == (20, 32, 32, 3)
+        np.testing.assert_array_equal(tr.images, expected)  # CHW rows -> NHWC
+        assert list(tr.labels[:5]) == [0, 1, 2, 3, 0]
+        assert tr.classes == CIFAR10_CLASSES
+        te = load_images(src, split="test")
+        np.testing.assert_array_equal(te.images, cifar_batch(3, seed=99)[1])
+
+
+def test_cifar_protocol5_pickles_and_meta_names(tmp_path: Path) -> None:
+    names = [f"c{i}" for i in range(10)]
+    write_dir(
+        tmp_path,
+        {"test_batch": cifar_batch(6, 1, protocol=5)[0], "batches.meta": cifar_meta(names)},
+    )
+    ds = load_images(tmp_path, split="test")
+    assert len(ds) == 6 and ds.classes == names
+
+
+def test_image_folder_dir_and_tar(tmp_path: Path) -> None:
+    files, imgs, labs = image_folder_files(per_class=3)
+    ds = load_images(write_dir(tmp_path / "dir", files))
+    assert ds.classes == sorted(CLASSES3)
+    np.testing.assert_array_equal(ds.images, imgs)
+    np.testing.assert_array_equal(ds.labels, labs)
+
+    split_files = {"README": b"not an image", "notes.txt": b"x"}
+    split_files |= {f"train/{k}": v for k, v in files.items()}
+    test_files, test_imgs, _ = image_folder_files(per_class=1, classes=["cat", "dog"], size=8)
+    split_files |= {f"test/{k}": v for k, v in test_files.items()}
+    tar = write_tar(tmp_path / "set.tar.xz", split_files)
+    tr = load_images(tar)
+    np.testing.assert_array_equal(tr.images, imgs)
+    np.testing.assert_array_equal(tr.labels, labs)
+    te = load_images(tar, split="test")
+    assert te.classes == ["cat", "dog"] and len(te) == 2
+    with raises_naming(tar, "'val'"):
+        load_images(tar, split="val")
+    # cached: the second load returns the same arrays from .npy files
+    again = load_images(tar)
+    np.testing.assert_array_equal(again.images, imgs)
+    assert again.classes == tr.classes and again.source == str(tar)
+    assert list((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    files, imgs, _ = image_folder_files(per_class=2)
+    flat = {k.replace("/", "_"): v for k, v in files.items()}
+    ds = load_images(write_tar(tmp_path / "flat.tgz", flat))
+    assert ds.labels is None and len(ds) == 6
+
+
+def test_jpeg_and_grayscale_png_are_rgb(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 77, np.uint8), mode="L").save(buf, format="PNG")
+    jbuf = io.BytesIO()
+    Image.fromarray(random_images(1)[0]).save(jbuf, format="JPEG")
+    ds = load_images(
+        write_dir(tmp_path / "d", {"a/x.png": buf.getvalue(), "b/y.jpeg": jbuf.getvalue()})
+    )
+    assert ds.images.shape == (2, 8, 8, 3)
+    assert (ds.images[0] == 77).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# The real shared data
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("real-cache")
+
+
+def test_real_training_tar_and_cached_reload(
+    cifar_train: Path, real_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("REPRLAB_CACHE", str(real_cache))
+    t0 = time.perf_counter()
+    ds = load_images(cifar_train, require_labels=True)
+    first = time.perf_counter() - t0
+    assert ds.images.shape == (50000, 32, 32, 3) and ds.images.dtype == np.uint8
+    assert ds.classes == CIFAR10_CLASSES
+    assert np.bincount(ds.labels).tolist() == [5000] * 10
+    t0 = time.perf_counter()
+    again = load_images(cifar_train, require_labels=True)
+    second = time.perf_counter() - t0
+    print(f"shared train tar: first load {first:.1f} s, cached reload {second:.2f} s")
+    assert second < 2.0
+    np.testing.assert_array_equal(again.images[::997], ds.images[::997])
+    np.testing.assert_array_equal(again.labels, ds.labels)
+
+
+def test_real_test_npz(cifar_test: Path) -> None:
+    ds = load_images(cifar_test)
+    assert ds.images.shape == (10000, 32, 32, 3) and ds.labels is None
+
+
+def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
+    files, imgs, _ = image_folder_files(per_class=2)
+    tar = write_tar(tmp_path / "s.tar", files)
+    load_images(tar)
+    (npy,) = (tmp_path / "cache").rglob("*.images.npy")
+    npy.write_bytes(b"garbage")
+    np.testing.assert_array_equal(load_images(tar).images, imgs)
+    assert np.load(npy).shape == imgs.shape  # rewritten
+    # a changed source (new mtime/size) is a new cache entry, never stale arrays
+    files2, imgs2, _ = image_folder_files(per_class=3)
+    write_tar(tar, files2)
+    np.testing.assert_array_equal(load_images(tar).images, imgs2)
+
+
+def test_cache_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPRLAB_CACHE", "off")
+    files, _, _ = image_folder_files(per_class=1)
+    assert len(load_images(write_tar(tmp_path / "s.tar", files))) == 3
+    assert not (tmp_path / "cache").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Default data and download
+# ---------------------------------------------------------------------------------------------
+
+
+def test_offline_download_says_how_to_point_at_local_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "empty"))
+    with pytest.raises(ReprlabError) as e:
+        load_images(None)
+    assert "--data" in str(e.value) and "REPRLAB_DATA" in str(e.value)
+
+
+def test_download_checks_md5_and_is_used_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = make_cifar_targz(tmp_path / "served.tar.gz")
+    monkeypatch.setattr(data, "CIFAR10_URL", served.as_uri())
+    monkeypatch.setattr(data, "CIFAR10_MD5", "0" * 32)
+    dest = tmp_path / "dl"
+    with pytest.raises(ReprlabError, match="MD5"):
+        data.download_cifar10(dest)
+    assert not dest.exists() or not any(dest.iterdir())  # nothing half-written kept
+
+    monkeypatch.setattr(data, "CIFAR10_MD5", hashlib.md5(served.read_bytes()).hexdigest())
+    monkeypatch.setenv("REPRLAB_DATA", str(dest))
+    ds = load_images(None)
+    assert len(ds) == 20 and (dest / "cifar-10-python.tar.gz").is_file()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("downloaded twice"))
+    assert len(load_images(None, split="test")) == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Splits, subsets, classes
+# ---------------------------------------------------------------------------------------------
+
+
+def test_stratified_split() -> None:
+    labels = np.repeat(np.arange(4), [100, 50, 30, 20])
+    tr, va = stratified_split(labels, 0.2, seed=3)
+    assert len(np.intersect1d(tr, va)) == 0
+    np.testing.assert_array_equal(np.sort(np.concatenate([tr, va])), np.arange(200))
+    assert np.bincount(labels[va]).tolist() == [20, 10, 6, 4]
+    tr2, va2 = stratified_split(labels, 0.2, seed=3)
+    np.testing.assert_array_equal(va, va2)
+    _, va3 = stratified_split(labels, 0.2, seed=4)
+    assert not np.array_equal(va, va3)
+    with pytest.raises(ReprlabError):
+        stratified_split(labels, 1.0, seed=0)
+
+
+def test_stratified_subset() -> None:
+    labels = np.repeat(np.arange(3), [100, 50, 10])
+    idx = stratified_subset(labels, 30, seed=0)
+    assert len(idx) == 30 and len(np.unique(idx)) == 30
+    assert np.bincount(labels[idx]).tolist() == [10, 10, 10]
+    idx = stratified_subset(labels, 40, seed=0)  # the small class gives all it has
+    assert np.bincount(labels[idx]).tolist() == [15, 15, 10]
+    assert len(stratified_subset(labels, 31, seed=0)) == 31
+    np.testing.assert_array_equal(idx, stratified_subset(labels, 40, seed=0))
+
+
+def test_select_classes(tmp_path: Path) -> None:
+    ds = load_images(make_npz(tmp_path / "a.npz", n=30, k=10))
+    sub = select_classes(ds, ["cat", 0])
+    assert sub.classes == ["cat", "airplane"] and len(sub) == 6
+    np.testing.assert_array_equal(sub.labels, [1, 0, 1, 0, 1, 0])
+    np.testing.assert_array_equal(sub.images[0], ds.images[0])
+    with raises_naming(tmp_path / "a.npz", "'zebra'"):
+        select_classes(ds, ["zebra"])
+    with raises_naming(tmp_path / "a.npz"):
+        select_classes(ds, [10])
+
+
+def test_subset_and_compatible(tmp_path: Path) -> None:
+    ds = load_images(make_npz(tmp_path / "a.npz"))
+    s = ds.subset(np.array([3, 1]))
+    assert len(s) == 2 and s.labels.tolist() == [0, 1] and s.classes == ds.classes
+    np.savez(tmp_path / "other.npz", images=random_images(4, 16, 16))
+    check_compatible(ds, ds)
+    with raises_naming(tmp_path / "other.npz", "16x16x3"):
+        check_compatible(ds, load_images(tmp_path / "other.npz"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms
+# ---------------------------------------------------------------------------------------------
+
+
+def test_transforms() -> None:
+    x = to_float(random_images(50, 4, 4))
+    assert x.dtype == np.float32 and x.min() >= 0 and x.max() <= 1
+    x[..., 1] = x[..., 1] * 0.1 + 0.7
+    st = Standardizer().fit(x)
+    z = st.transform(x)
+    np.testing.assert_allclose(z.mean(axis=(0, 1, 2)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std(axis=(0, 1, 2)), 1, atol=1e-4)
+    st2 = Standardizer.from_dict(st.to_dict())
+    np.testing.assert_allclose(st2.transform(x[:3]), z[:3], rtol=1e-6)
+    assert st.mean_.shape == (3,) and st.std_.shape == (3,)
+
+    rgb = np.zeros((1, 1, 2, 3), np.uint8)
+    rgb[0, 0, 0] = [255, 0, 0]
+    rgb[0, 0, 1] = [255, 255, 255]
+    g = grayscale(rgb)
+    assert g.shape == (1, 1, 2, 1) and g[0, 0, :, 0].tolist() == [76, 255]
+    assert grayscale(to_float(rgb)).dtype == np.float32
+    assert flatten(x).shape == (50, 48)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one-line ReprlabError naming the file
+# ---------------------------------------------------------------------------------------------
+
+
+BAD_NPZ = {
+    "float_images": dict(images=np.full((3, 4, 4, 3), np.nan, np.float32)),
+    "wrong_rank": dict(images=np.zeros((3, 4, 4, 3, 1), np.uint8)),
+    "flat_rank": dict(images=np.zeros((3, 48), np.uint8)),
+    "four_channels": dict(images=np.zeros((3, 4, 4, 4), np.uint8)),
+    "empty": dict(images=np.zeros((0, 4, 4, 3), np.uint8)),
+    "labels_length": dict(images=np.zeros((3, 4, 4, 3), np.uint8), labels=np.arange(2)),
+    "labels_float": dict(images=np.zeros((3, 4, 4, 3), np.uint8), labels=np.array([0.0, 1, 2])),
+    "labels_negative": dict(images=np.zeros((3, 4, 4, 3), np.uint8), labels=np.array([0, -1, 2])),
+    "labels_range": dict(
+        images=np.zeros((3, 4, 4, 3), np.uint8),
+        labels=np.array([0, 1, 2]),
+        classes=np.array(["a", "b"]),
+    ),  # fmt: skip
+    "no_images": dict(pictures=np.zeros((3, 4, 4, 3), np.uint8)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_bad_npz(tmp_path: Path, case: str) -> None:
+    path = tmp_path / f"{case}.npz"
+    np.savez(path, **BAD_NPZ[case])
+    with raises_naming(path):
+        load_images(path)
+
+
+def test_missing_truncated_nonzip_unknown(tmp_path: Path) -> None:
+    with raises_naming(tmp_path / "nope.npz", "not found"):
+        load_images(tmp_path / "nope.npz")
+    good = make_npz(tmp_path / "good.npz").read_bytes()
+    (tmp_path / "trunc.npz").write_bytes(good[: len(good) // 2])
+    with raises_naming(tmp_path / "trunc.npz"):
+        load_images(tmp_path / "trunc.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with raises_naming(tmp_path / "text.npz"):
+        load_images(tmp_path / "text.npz")
+    (tmp_path / "x.csv").write_text("1,2")
+    with raises_naming(tmp_path / "x.csv", "unknown data format"):
+        load_images(tmp_path / "x.csv")
+    (tmp_path / "bad.tar.gz").write_bytes(b"not a tar")
+    with raises_naming(tmp_path / "bad.tar.gz"):
+        load_images(tmp_path / "bad.tar.gz")
+
+
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def test_zip_bomb_like_npz_is_refused(tmp_path: Path) -> None:
+    for name, shape in (("huge", (10**6, 10**4, 32, 3)), ("inconsistent", (100, 32, 32, 3))):
+        path = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("images.npy", _npy_header(shape) + b"\0" * 1000)
+        with raises_naming(path, "declares shape"):
+            load_images(path)
+
+
+def test_object_array_npz_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "obj.npz"
+    np.savez(path, images=np.array([{"a": 1}], dtype=object))
+    with raises_naming(path):
+        load_images(path)
+
+
+class _Evil:
+    def __init__(self, fn: object, arg: str):
+        self.fn, self.arg = fn, arg
+
+    def __reduce__(self):
+        return (self.fn, (self.arg,))
+
+
+@pytest.mark.parametrize("how", ["os.system", "builtins.exec"])
+def test_pickle_that_runs_code_is_refused(tmp_path: Path, how: str) -> None:
+    marker = tmp_path / "PWNED"
+    if how == "os.system":
+        evil = _Evil(os.system, f"touch {marker}")
+    else:
+        evil = _Evil(exec, f"open({str(marker)!r}, 'w').close()")
+    batch = pickle.dumps({b"data": evil, b"labels": [0]}, protocol=2)
+    folder = write_dir(tmp_path / "cifar-10-batches-py", {"data_batch_1": batch})
+    tar = write_tar(tmp_path / "evil.tar.gz", {"cifar-10-batches-py/data_batch_1": batch})
+    for src in (folder, tar):
+        with raises_naming(src, "refusing to unpickle"):
+            load_images(src)
+    assert not marker.exists()
+
+
+def test_truncated_cifar_batch(tmp_path: Path) -> None:
+    batch, _ = cifar_batch(4, 0)
+    folder = write_dir(tmp_path / "c", {"data_batch_1": batch[: len(batch) // 2]})
+    with raises_naming(folder / "data_batch_1"):
+        load_images(folder)
+
+
+@pytest.mark.parametrize("member", ["../evil/x.png", "/abs/cat/x.png", "train/../../x.png"])
+def test_tar_member_escaping_is_refused(tmp_path: Path, member: str) -> None:
+    files, _, _ = image_folder_files(per_class=1)
+    files[member] = next(iter(files.values()))
+    tar = write_tar(tmp_path / "esc.tar", files)
+    with raises_naming(tar, member):
+        load_images(tar)
+
+
+def test_undecodable_and_odd_size_images(tmp_path: Path) -> None:
+    files, _, _ = image_folder_files(per_class=2)
+    bad = dict(files, **{"dog/0001.png": b"\x89PNG garbage"})
+    tar = write_tar(tmp_path / "bad.tar", bad)
+    with raises_naming(tar, "dog/0001.png"):
+        load_images(tar)
+    odd_files, _, _ = image_folder_files(per_class=1, classes=["frog"], size=10)
+    odd = dict(files, **{"frog/0000.png": odd_files["frog/0000.png"]})
+    d = write_dir(tmp_path / "odd", odd)
+    with raises_naming(d, "frog/0000.png", "10x10"):
+        load_images(d)
+
+
+def test_empty_folder_and_unlabelled_select(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with raises_naming(tmp_path / "empty", "no images"):
+        load_images(tmp_path / "empty")
+    ds = ImageSet(random_images(2), None, [], "u.npz")
+    with raises_naming("u.npz"):
+        select_classes(ds, [0])
