@@ -204,19 +204,23 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
         if getattr(ns, f.name, None) is not None
     }
     opts = PipelineOptions(**{**file_opts, **cli})
+
+    def where(key: str) -> str:  # name the option where the user wrote it
+        return f"{ns.config}: key {key!r}" if key in file_opts and key not in cli else f"--{key}"
+
     if opts.preset not in PRESETS:
         raise ReprlabError(
-            f"--preset: unknown preset {opts.preset!r} (choose from {sorted(PRESETS)})"
+            f"{where('preset')}: unknown preset {opts.preset!r} (choose from {sorted(PRESETS)})"
         )
     unknown = [s for s in opts.stages if s not in STAGES]
-    if unknown or not opts.stages:
+    if unknown:
         raise ReprlabError(
-            f"--stages: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
-            if unknown
-            else "--stages: no stage given"
+            f"{where('stages')}: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
         )
+    if not opts.stages:
+        raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
-        raise ReprlabError(f"--limit must be >= 2, got {opts.limit}")
+        raise ReprlabError(f"{where('limit')} must be >= 2, got {opts.limit}")
     overrides: dict[str, dict[str, Any]] = {s: dict(t) for s, t in tables.items()}
     for stage, vals in parse_sets(ns.set or []).items():
         overrides.setdefault(stage, {}).update(vals)

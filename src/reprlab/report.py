@@ -339,6 +339,11 @@ def render_html(run_dir: str | Path) -> str:
         "report's own numbers.</p>",
         _results_table(stages, run_dir, walls),
     ]
+    overlays = [_img(p, p.stem.replace("_", " ")) for p in sorted(run_dir.glob("*.png"))]
+    if overlays and stages[0][1] != run_dir:  # a sweep folder: its comparison figures
+        body.append(f"<h2>comparison</h2><div class=figs>{''.join(overlays)}</div>")
+    if (run_dir / "results.md").is_file():
+        body.append(f"<pre>{_e((run_dir / 'results.md').read_text(encoding='utf-8'))}</pre>")
     body += [_stage_section(name, run) for name, run in stages]
     body.append(_environment(stages))
     if pipe:

@@ -6,7 +6,8 @@
 runs every combination in ``DIR/<name built from the values>`` (finished runs are skipped, so
 rerunning resumes), then writes one figure per metric with every run's curve (``val_acc.png``,
 ``val_loss.png``, ``train_loss.png``, ``train_acc.png``: the report's Figures 1-4, 6 and 8 are such
-comparisons) and ``results.csv`` / ``results.md`` with every run's parameters and final metrics.
+comparisons), ``results.csv`` / ``results.md`` with every run's parameters and final metrics,
+and ``report.html``.
 Values of a list-valued flag are separated by ``;`` instead of ``,``.
 """
 
@@ -176,6 +177,7 @@ def run_sweep(
     """Run every combination of ``grid`` over ``base`` (typed overrides); return the rows."""
     from reprlab.cli import config_for, run_mode
     from reprlab.plots import plot_overlay
+    from reprlab.report import render_report
 
     folder = Path(out) if out else default_run_dir(f"sweep-{mode}")
     cls, _ = MODES[mode].load()
@@ -242,6 +244,7 @@ def run_sweep(
         if any(r.get(key) is not None for rs in curves.values() for r in rs):
             plot_overlay(curves, key, folder / f"{key}.png", title=f"{mode}: {key}")
     write_results(folder, grid, rows)
+    render_report(folder)
     print((folder / "results.md").read_text(), end="")
     print(f"[sweep] results: {folder / 'results.csv'}", file=sys.stderr)
     return rows
