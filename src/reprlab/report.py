@@ -25,16 +25,16 @@ STAGE_ORDER = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune
 
 #: The course report's own figures (seed report: sections 1.1, 1.3, Tables 4 and 7, 2.6).
 PAPER: dict[str, dict[str, Any]] = {
-    "logistic": {"val_acc": 0.815, "note": "stopped once val acc > 80 % (§1.1)"},
-    "softmax": {"val_acc": 0.26, "note": "val acc plateaus at 26 % (§1.3)"},
-    "cont_rep": {"note": "no accuracy reported (t-SNE only, Fig. 5)"},
+    "logistic": {"val_acc": 0.815, "note": "binary task; early stopped once val acc > 80 % (§1.1)"},
+    "softmax": {"val_acc": 0.26, "note": "val acc plateaus at 26 % (§1.3, Tables 1-2)"},
+    "cont_rep": {"note": "no accuracy reported: t-SNE only (Fig. 5), 2000 iterations (Table 3)"},
     "fine_tune_linear": {
         "train_acc": 0.8999,
         "val_acc": 0.7744,
         "train_loss": 0.1124,
         "val_loss": 0.1257,
         "iterations": 2900,
-        "note": "Table 4",
+        "note": "Table 4: z_dim 32, early stopped at iteration 2900",
     },
     "fine_tune_nn": {
         "train_acc": 0.9985,
@@ -43,7 +43,8 @@ PAPER: dict[str, dict[str, Any]] = {
         "val_loss": 1.2547,
         "iterations": 310,
         "test_acc": 0.8635,
-        "note": "Table 7; 86.35 % leaderboard test accuracy (§2.6)",
+        "note": "Tables 6-7: early stopped at iteration 310; best leaderboard test "
+        "accuracy 86.35 % (z_dim 64, §2.6)",
     },
 }
 
@@ -117,15 +118,17 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 a
 h1{font-size:1.6rem;margin:.2rem 0} h2{margin-top:2.2rem;border-bottom:2px solid #dde3ee;
   padding-bottom:.2rem} h3{margin:1.2rem 0 .4rem;font-size:1.05rem}
 .meta{color:#5b6577;font-size:.9rem}
-table{border-collapse:collapse;font-size:.88rem;margin:.5rem 0}
-th,td{border:1px solid #d5dbe6;padding:.3rem .55rem;text-align:right;vertical-align:top}
+table{border-collapse:collapse;font-size:.8rem;margin:.5rem 0}
+th,td{border:1px solid #d5dbe6;padding:.25rem .4rem;text-align:right;vertical-align:top}
 td{white-space:nowrap} th{background:#eef2f8} td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#f8fafc}
-td.paper{background:#fff8e6 !important;color:#6b4e00;white-space:normal}
+td.paper,th.paper{background:#fff8e6 !important;color:#6b4e00}
+.wide{overflow-x:auto} ul.notes{font-size:.82rem;color:#5b6577;margin:.3rem 0}
 .ok{color:#17803d;font-weight:600} .bad{color:#b42318;font-weight:600}
-.figs{display:flex;flex-wrap:wrap;gap:1rem}
+.figs{display:flex;flex-wrap:wrap;gap:1rem;align-items:flex-start}
 figure{margin:0;border:1px solid #e3e8f0;padding:.4rem;background:#fff}
-figure img{display:block;max-width:520px;max-height:520px;height:auto}
+figure img{display:block;max-width:370px;max-height:400px;height:auto}
+td.wrap{white-space:normal;min-width:9em;max-width:16em}
 figcaption{font-size:.8rem;color:#5b6577;text-align:center}
 pre{background:#f4f6fa;border:1px solid #e3e8f0;padding:.6rem;overflow-x:auto;font-size:.78rem}
 details{margin:.4rem 0} summary{cursor:pointer;color:#2a5bd7}
@@ -183,15 +186,20 @@ def _predictions_cell(run: Path, base: Path) -> str:
     if not p.is_file():
         return "—"
     rel = p.relative_to(base) if p.is_relative_to(base) else p
-    return f'<a href="{_e(rel.as_posix())}">{_e(rel.as_posix())}</a> ({_count_lines(p)} rows)'
+    return (
+        f'<a href="{_e(rel.as_posix())}">{_e(p.name)}</a><br><small>{_count_lines(p)} rows</small>'
+    )
 
 
 def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, Any]) -> str:
     head = (
-        "<tr><th class=l>stage</th><th class=l>status</th><th>train acc</th><th>val acc</th>"
-        "<th>best val acc</th><th>train loss</th><th>val loss</th><th>iterations</th>"
-        "<th class=l>stopped because</th><th>wall time</th><th class=l>predictions</th>"
-        "<th class=l>report: val acc (train acc)</th><th class=l>report: notes</th></tr>"
+        "<tr><th class=l rowspan=2>stage</th><th class=l rowspan=2>status</th>"
+        "<th colspan=2>val accuracy</th><th colspan=2>train accuracy</th>"
+        "<th colspan=2>val loss</th><th colspan=2>train loss</th>"
+        "<th colspan=2>iterations</th><th class=l rowspan=2>stopped because</th>"
+        "<th rowspan=2>wall time</th><th class=l rowspan=2>predictions</th></tr><tr>"
+        + "<th>reprlab</th><th class=paper>report</th>" * 5
+        + "</tr>"
     )
     rows = []
     for name, run in stages:
@@ -200,26 +208,35 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
         status = m["status"] or "not finished"
         cls = "ok" if status == "finished" else "bad"
         paper = PAPER.get(name, {})
-        paper_acc = _pct(paper.get("val_acc"))
-        if paper.get("train_acc") is not None:
-            paper_acc += f" ({_pct(paper['train_acc'])})"
-        extra = ", ".join(f"{k} {_pct(v)}" for k, v in m["knn"].items())
         val_cell = _pct(m["final_val_acc"])
-        if extra:
-            val_cell = f"{val_cell}<br><small>{_e(extra)}</small>"
+        if m["best_val_acc"] is not None and m["best_val_acc"] != m["final_val_acc"]:
+            val_cell += f"<br><small>best {_pct(m['best_val_acc'])}</small>"
+        for k, v in m["knn"].items():
+            val_cell += f"<br><small>{_e(k)} {_pct(v)}</small>"
         wall = m["wall_time_s"] if m["wall_time_s"] is not None else walls.get(name)
+
+        def pair(ours: str, key: str, fmt: Any = _pct, paper: dict = paper) -> str:
+            theirs = fmt(paper[key]) if paper.get(key) is not None else "—"
+            return f"<td>{ours}</td><td class=paper>{theirs}</td>"
+
         rows.append(
             f'<tr><td class=l><a href="#{_e(name)}">{_e(name)}</a></td>'
             f"<td class='l {cls}'>{_e(status)}</td>"
-            f"<td>{_pct(m['final_train_acc'])}</td><td>{val_cell}</td>"
-            f"<td>{_pct(m['best_val_acc'])}</td>"
-            f"<td>{_num(m['final_train_loss'])}</td><td>{_num(m['final_val_loss'])}</td>"
-            f"<td>{_num(m['iterations'])}</td><td class=l>{_e(m['stop_reason'] or '—')}</td>"
-            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, base)}</td>"
-            f"<td class='l paper'>{paper_acc}</td>"
-            f"<td class='l paper'>{_e(paper.get('note', '—'))}</td></tr>"
+            + pair(val_cell, "val_acc")
+            + pair(_pct(m["final_train_acc"]), "train_acc")
+            + pair(_num(m["final_val_loss"]), "val_loss", _num)
+            + pair(_num(m["final_train_loss"]), "train_loss", _num)
+            + pair(_num(m["iterations"]), "iterations", _num)
+            + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
+            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, base)}</td></tr>"
         )
-    return f"<table>{head}{''.join(rows)}</table>"
+    notes = "".join(
+        f"<li><b>{_e(name)}</b>: {_e(PAPER[name]['note'])}</li>"
+        for name, _ in stages
+        if name in PAPER
+    )
+    notes_html = f"<ul class=notes>{notes}</ul>" if notes else ""
+    return f"<div class=wide><table class=results>{head}{''.join(rows)}</table></div>{notes_html}"
 
 
 def _class_report(rep: Any) -> str:
@@ -335,8 +352,8 @@ def render_html(run_dir: str | Path) -> str:
         f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>",
         "<h2>results</h2>",
         "<p class=meta>Final metrics of each run (accuracy on the validation split of the "
-        "training set; the test labels are not available). Shaded columns: the course "
-        "report's own numbers.</p>",
+        "training set; the test labels are not available), beside the course report's own "
+        "numbers (shaded).</p>",
         _results_table(stages, run_dir, walls),
     ]
     overlays = [_img(p, p.stem.replace("_", " ")) for p in sorted(run_dir.glob("*.png"))]
