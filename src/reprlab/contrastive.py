@@ -1,0 +1,556 @@
+"""``cont_rep``: train a CNN encoder with the triplet margin loss (report, sections 2.1-2.3).
+
+Every batch is ``batch_size`` random training images (uint8, kept as one tensor), normalised
+and augmented (random translate-crop + flip) as a batch tensor, embedded with one forward pass;
+triplets are then formed inside the batch: ``random`` is the report's sampler (for each anchor a
+random positive and a random negative of the batch), ``hard``/``semihard``/``all`` mine them on
+the embeddings. The loss is logged every 10 iterations, kNN accuracy on the validation split
+every ``eval_every`` iterations, and at the end the encoder (``encoder.pt``), validation (and
+test) embeddings and a t-SNE map (``tsne.png``) are written.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reprlab.augment import random_crop_flip
+from reprlab.config import RunConfig, arg, positive
+from reprlab.data import (
+    ImageSet,
+    Standardizer,
+    check_compatible,
+    load_images,
+    stratified_split,
+    stratified_subset,
+    to_float,
+)
+from reprlab.embed import as_mean_std, embed, knn_accuracy, to_input, tsne_2d
+from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_summary
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import RunDir, load_checkpoint, save_checkpoint, save_npy, write_text
+from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
+from reprlab.train import OPTIMIZERS, SCHEDULES, StepRNG, TrainConfig, pick_device, train
+from reprlab.triplets import DISTANCES, MINERS, TripletMarginLoss, mine_triplets, sample_triplets
+
+ENCODER_FORMAT = "reprlab-encoder"
+ENCODER_VERSION = 1
+EARLY_STOP_METRICS = ("train_loss", "val_loss", "knn_acc")
+
+
+@dataclass
+class ContRepConfig(RunConfig):
+    """Triplet-loss representation learning. Defaults are the ``fast`` preset's values."""
+
+    # --- model -------------------------------------------------------------------------------
+    encoder: str = arg(
+        "airbench",
+        f"encoder architecture: {', '.join(ENCODERS)} (report: vgg16_bn)",
+        choices=tuple(ENCODERS),
+    )
+    # report 2.1: d_out = 64; small enough for kNN / t-SNE, large enough to separate 10 classes
+    z_dim: int = arg(64, "embedding size (report: 64)")
+    # vgg16_bn only: "report" = AdaptiveAvgPool2d(7) + Linear(25088, z) as printed in 2.1;
+    # "gap" = global average pool + Linear(512, z) (same function class, 49x fewer parameters)
+    head: str = arg("report", "vgg16_bn head: report | gap", choices=("report", "gap"))
+    encoder_path: str | None = arg(
+        None, "start from this encoder.pt (a finished cont_rep run's encoder)"
+    )
+    # --- triplets ----------------------------------------------------------------------------
+    # report 2.2.1: margin 1.0 on squared L2 distances of raw embeddings
+    margin: float = arg(0.2, "triplet margin (report: 1.0)")
+    distance: str = arg("l2", "l2 | squared_l2 (report: squared_l2)", choices=DISTANCES)
+    # unit-norm embeddings keep distances in [0, 2]: margin on a fixed scale, matches cosine kNN
+    normalize: bool = arg(True, "L2-normalise embeddings before the loss (report: no)")
+    # batch-hard mining gives informative triplets from the first step (Hermans et al., 2017)
+    mining: str = arg(
+        "hard", "triplet mining: random (report) | all | hard | semihard", choices=MINERS
+    )
+    augment: bool = arg(True, "random translate-crop (4 px) + horizontal flip of every batch")
+    # --- optimisation ------------------------------------------------------------------------
+    # 256 images hold ~25 per class: plenty of positives/negatives for in-batch mining, and an
+    # iteration is ~8x cheaper than the report's 2048 on CPU
+    batch_size: int = arg(256, "images per batch (report: 2048)")
+    num_iters: int = arg(1000, "training iterations (report: 2000)")
+    optimizer: str = arg("adamw", "adam (report) | adamw | sgd (Nesterov)", choices=OPTIMIZERS)
+    # Adam-family peak lr for a BatchNorm net of this size with warmup; report: 1e-4 (Adam)
+    lr: float = arg(2e-3, "peak learning rate (report: 1e-4)")
+    weight_decay: float = arg(5e-4, "weight decay (decoupled for adamw)")
+    schedule: str = arg(
+        "cosine", "lr schedule after warmup: " + " | ".join(SCHEDULES), choices=SCHEDULES
+    )
+    warmup_iters: int = arg(50, "linear warmup iterations")
+    ema_decay: float = arg(0.0, "EMA of the weights (0 = off)")
+    grad_clip: float = arg(0.0, "max gradient norm (0 = off)")
+    # --- early stopping, evaluation, checkpoints ---------------------------------------------
+    # report 2.2.4 / table 3: criterion = loss, patience 300 (checks every 10 iterations)
+    early_stop_metric: str = arg(
+        "train_loss", "train_loss (report) | val_loss | knn_acc", choices=EARLY_STOP_METRICS
+    )
+    patience: int = arg(
+        300,
+        "early-stopping patience in checks without improvement (train_loss is checked every "
+        "10 iterations, val_loss/knn_acc every --eval_every); 0 = off (report: 300)",
+    )
+    eval_every: int = arg(200, "iterations between evaluations (kNN accuracy, val loss)")
+    knn_k: int = arg(20, "neighbours of the kNN classifier (cosine, majority vote)")
+    knn_eval_size: int = arg(
+        5000, "images of the train/val splits used for kNN during training (final: all)"
+    )
+    checkpoint_every: int = arg(200, "iterations between checkpoints (0 = end and Ctrl-C only)")
+    resume: bool = arg(False, "continue from checkpoint.pt in --out")
+    # --- compute -----------------------------------------------------------------------------
+    device: str = arg("auto", "auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps")
+    autocast: bool = arg(True, "bfloat16 autocast on CPU/CUDA (--no-autocast: float32)")
+    embed_batch_size: int = arg(512, "batch size when computing embeddings")
+    tsne: bool = arg(True, "draw the t-SNE map of the validation embeddings (tsne.png)")
+    tsne_max: int = arg(10000, "at most this many validation points in the t-SNE map")
+    progress: bool = arg(True, "show progress bars")
+
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # the report's configuration (sections 2.1-2.2, tables 3 and 5)
+        "seed": {
+            "encoder": "vgg16_bn",
+            "head": "report",
+            "z_dim": 64,
+            "batch_size": 2048,
+            "num_iters": 2000,
+            "margin": 1.0,
+            "distance": "squared_l2",
+            "normalize": False,
+            "mining": "random",
+            "augment": False,
+            "optimizer": "adam",
+            "lr": 1e-4,
+            "weight_decay": 0.0,
+            "schedule": "constant",
+            "warmup_iters": 0,
+            "early_stop_metric": "train_loss",
+            "patience": 300,
+        },
+        # CPU-fast recipe (best guess pending /tmp/recipe.md's measured values): airbench
+        # encoder, batch-hard mining on unit-norm embeddings, AdamW + warmup + cosine
+        "fast": {},
+    }
+    DEFAULT_PRESET: ClassVar[str] = "fast"
+
+    def validate(self) -> None:
+        super().validate()
+        positive(
+            self,
+            "z_dim",
+            "batch_size",
+            "num_iters",
+            "lr",
+            "eval_every",
+            "knn_k",
+            "knn_eval_size",
+            "embed_batch_size",
+            "tsne_max",
+        )
+        positive(
+            self,
+            "patience",
+            "weight_decay",
+            "warmup_iters",
+            "grad_clip",
+            "checkpoint_every",
+            "margin",
+            allow_zero=True,
+        )
+        if self.batch_size < 4:
+            raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
+        for name, choices in (
+            ("encoder", tuple(ENCODERS)),
+            ("mining", MINERS),
+            ("distance", DISTANCES),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("head", ("report", "gap")),
+            ("early_stop_metric", EARLY_STOP_METRICS),
+        ):
+            v = getattr(self, name)
+            if v not in choices:
+                raise ReprlabError(f"--{name} must be one of {', '.join(choices)}, got {v!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.resume and self.out is None:
+            raise ReprlabError("--resume needs --out (the run folder to continue)")
+
+    def encoder_kwargs(self) -> dict[str, Any]:
+        return {"head": self.head} if self.encoder == "vgg16_bn" else {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder files
+# ---------------------------------------------------------------------------------------------
+
+
+def save_encoder(
+    path: str | Path,
+    encoder: torch.nn.Module,
+    name: str,
+    z_dim: int,
+    kwargs: dict[str, Any],
+    mean: np.ndarray,
+    std: np.ndarray,
+    classes: list[str],
+    image_shape: tuple[int, int, int],
+) -> None:
+    """``encoder.pt``: weights + everything needed to rebuild and feed the encoder."""
+    save_checkpoint(
+        path,
+        {
+            "format": ENCODER_FORMAT,
+            "version": ENCODER_VERSION,
+            "encoder": name,
+            "z_dim": int(z_dim),
+            "kwargs": dict(kwargs),
+            "state_dict": {
+                k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()
+            },
+            "mean": [float(v) for v in np.asarray(mean).reshape(-1)],
+            "std": [float(v) for v in np.asarray(std).reshape(-1)],
+            "classes": list(classes),
+            "image_shape": [int(v) for v in image_shape],
+        },
+    )
+
+
+def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild an encoder saved by ``cont_rep``: ``(encoder in eval mode, meta)``.
+
+    ``meta`` holds ``encoder`` (name), ``z_dim``, ``kwargs``, ``mean``/``std`` ([0, 1] pixel
+    scale, per channel), ``classes`` and ``image_shape`` (H, W, C).
+    """
+    path = Path(path)
+    ck = load_checkpoint(path)
+    if ck.get("format") != ENCODER_FORMAT:
+        raise ReprlabError(f"{path}: not a reprlab encoder file (expected cont_rep's encoder.pt)")
+    try:
+        enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
+        enc.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, ReprlabError) as e:
+        raise ReprlabError(f"{path}: encoder does not load ({str(e)[:200]})") from None
+    enc.eval()
+    meta = {k: v for k, v in ck.items() if k != "state_dict"}
+    return enc, meta
+
+
+# ---------------------------------------------------------------------------------------------
+# The mode
+# ---------------------------------------------------------------------------------------------
+
+
+def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    ds = load_images(cfg.data, require_labels=True)
+    if cfg.limit is not None:
+        if cfg.limit > len(ds):
+            raise ReprlabError(f"--limit {cfg.limit} exceeds the {len(ds)} images of {ds.source}")
+        ds = ds.subset(stratified_subset(ds.labels, cfg.limit, cfg.seed))
+    n_cls = len(np.unique(ds.labels))
+    if n_cls < 2:
+        raise ReprlabError(
+            f"{ds.source}: has {n_cls} class; triplets need at least two classes (negatives)"
+        )
+    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
+    if len(val_set) == 0:
+        raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")
+    if cfg.batch_size > len(train_set):
+        raise ReprlabError(
+            f"--batch_size {cfg.batch_size} is larger than the training split "
+            f"({len(train_set)} images of {ds.source})"
+        )
+    test_set = None
+    if cfg.test_data is not None:
+        test_set = load_images(cfg.test_data, split="test")
+        check_compatible(ds, test_set)
+    return train_set, val_set, test_set
+
+
+def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
+    """Train the encoder; write the run folder; return the summary."""
+    cfg.validate()
+    device = pick_device(cfg.device)
+    train_set, val_set, test_set = _prepare_data(cfg)
+    init_meta = None
+    if cfg.encoder_path is not None:
+        init_enc, init_meta = load_encoder(cfg.encoder_path)
+        if init_meta["encoder"] != cfg.encoder or int(init_meta["z_dim"]) != cfg.z_dim:
+            raise ReprlabError(
+                f"{cfg.encoder_path}: holds a {init_meta['encoder']} encoder with "
+                f"z_dim={init_meta['z_dim']}, but --encoder {cfg.encoder} --z_dim {cfg.z_dim} "
+                "were asked for"
+            )
+    torch.manual_seed(cfg.seed)
+    encoder = build_encoder(cfg.encoder, cfg.z_dim, **cfg.encoder_kwargs())
+    run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
+    t0 = time.perf_counter()
+
+    # normalisation statistics: training split only (a 10k subset is plenty for 3 numbers)
+    fit_idx = np.random.default_rng(cfg.seed).permutation(len(train_set))[:10000]
+    std_ = Standardizer().fit(to_float(train_set.images[np.sort(fit_idx)]))
+    mean, std = as_mean_std(std_.mean_, std_.std_)
+    mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
+
+    if init_meta is not None:
+        encoder.load_state_dict(init_enc.state_dict())
+    elif hasattr(encoder, "init_whitening"):  # airbench: whitened 2x2 patch stem
+        sub = torch.from_numpy(train_set.images[np.sort(fit_idx)[:2000]])
+        x0 = to_input(sub, torch.from_numpy(mean), torch.from_numpy(std), channels_last=False)
+        encoder.init_whitening(x0)
+
+    summary_txt = encoder_summary(encoder, (1, train_set.shape[2], *train_set.shape[:2]))
+    print(summary_txt)
+    write_text(run.file("model_summary.txt"), summary_txt + "\n")
+
+    # ---- data on the device: uint8 NHWC, normalised/augmented per batch ---------------------
+    x_train = torch.from_numpy(train_set.images).to(device)
+    y_train = torch.from_numpy(train_set.labels).to(device)
+    y_train_np = train_set.labels
+    n_train = len(x_train)
+    loss_fn = TripletMarginLoss(cfg.margin, cfg.distance, normalize=cfg.normalize)
+
+    def sample(it: int, rng: StepRNG) -> dict[str, Any]:
+        idx = torch.randperm(n_train, generator=rng.torch)[: cfg.batch_size]
+        x = to_input(x_train[idx.to(device)], mean_t, std_t)
+        if cfg.augment:
+            x = random_crop_flip(x, pad=4, generator=rng.torch)
+        batch = {"x": x, "y": y_train[idx.to(device)]}
+        if cfg.mining == "random":
+            batch["triplets"] = _random_triplets(y_train_np[idx.numpy()], rng.numpy, device)
+        return batch
+
+    def step(batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        emb = encoder(batch["x"]).float()
+        if cfg.mining == "random":
+            a, p, n = batch["triplets"]
+        else:
+            e = F.normalize(emb, dim=1) if cfg.normalize else emb
+            a, p, n = mine_triplets(
+                e, batch["y"], cfg.mining, cfg.margin, squared=cfg.distance == "squared_l2"
+            )
+        loss = loss_fn(emb[a], emb[p], emb[n])
+        return loss, {}
+
+    # fixed evaluation subsets (kNN during training; a fixed validation batch for val_loss)
+    rng_eval = np.random.default_rng([cfg.seed, 7])
+    ref_idx = np.sort(rng_eval.permutation(len(train_set))[: cfg.knn_eval_size])
+    q_idx = np.sort(rng_eval.permutation(len(val_set))[: cfg.knn_eval_size])
+    vb_idx = np.sort(rng_eval.permutation(len(val_set))[: min(cfg.batch_size, len(val_set))])
+    vb_y = val_set.labels[vb_idx]
+    val_triplets = None
+    if len(np.unique(vb_y)) >= 2:
+        keep = _with_partner(vb_y)
+        if len(np.unique(vb_y[keep])) >= 2:
+            a, p, n = sample_triplets(vb_y[keep], np.random.default_rng([cfg.seed, 8]))
+            val_triplets = (keep[a], keep[p], keep[n])
+
+    def embed_(images: np.ndarray, desc: str) -> np.ndarray:
+        return embed(
+            encoder,
+            images,
+            mean,
+            std,
+            batch_size=cfg.embed_batch_size,
+            device=device,
+            autocast=cfg.autocast,
+            progress=False,
+            desc=desc,
+        )
+
+    def evaluate(it: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        ref = embed_(train_set.images[ref_idx], "embed train")
+        q = embed_(val_set.images[q_idx], "embed val")
+        out["knn_acc"] = knn_accuracy(
+            ref, train_set.labels[ref_idx], q, val_set.labels[q_idx], k=cfg.knn_k
+        )
+        out["val_acc"] = out["knn_acc"]  # drawn by plot_curves as accuracy.png
+        if val_triplets is not None:  # the training loss (same mining) on a fixed val batch
+            e = torch.from_numpy(embed_(val_set.images[vb_idx], "embed val batch"))
+            if cfg.mining == "random":
+                a, p, n = (torch.from_numpy(v) for v in val_triplets)
+            else:
+                en = F.normalize(e, dim=1) if cfg.normalize else e
+                a, p, n = mine_triplets(
+                    en,
+                    torch.from_numpy(vb_y),
+                    cfg.mining,
+                    cfg.margin,
+                    squared=cfg.distance == "squared_l2",
+                )
+            out["val_loss"] = float(loss_fn(e[a], e[p], e[n]))
+        return out
+
+    tcfg = TrainConfig(
+        num_iters=cfg.num_iters,
+        lr=cfg.lr,
+        optimizer=cfg.optimizer,
+        weight_decay=cfg.weight_decay,
+        schedule=cfg.schedule,
+        warmup_iters=cfg.warmup_iters,
+        grad_clip=cfg.grad_clip,
+        ema_decay=cfg.ema_decay,
+        eval_every=cfg.eval_every,
+        checkpoint_every=cfg.checkpoint_every,
+        patience=cfg.patience,
+        early_stop_metric=cfg.early_stop_metric,
+        device=str(device),
+        autocast=cfg.autocast,
+        seed=cfg.seed,
+        progress=cfg.progress,
+        desc="cont_rep",
+    )
+    meta = {
+        "mode": "cont_rep",
+        "encoder": cfg.encoder,
+        "z_dim": cfg.z_dim,
+        "kwargs": cfg.encoder_kwargs(),
+    }
+    base = {
+        "mode": "cont_rep",
+        "encoder": cfg.encoder,
+        "z_dim": cfg.z_dim,
+        "parameters": count_parameters(encoder),
+        "n_train": len(train_set),
+        "n_val": len(val_set),
+        "batch_size": cfg.batch_size,
+        "mining": cfg.mining,
+        "device": str(device),
+    }
+    try:
+        res = train(
+            encoder,
+            sample,
+            step,
+            tcfg,
+            evaluate=evaluate,
+            run_dir=run.path,
+            resume=cfg.resume,
+            meta=meta,
+        )
+    except TrainingFailed as e:
+        rows = _read_rows(run)
+        _plots(rows, run)
+        run.write_summary(
+            {
+                **base,
+                "status": "failed",
+                "stop_reason": "nan_loss",
+                "error": str(e),
+                "wall_time_s": time.perf_counter() - t0,
+                "iterations": rows[-1]["iter"] if rows else 0,
+            }
+        )
+        raise
+
+    # ---- final evaluation on the whole splits -----------------------------------------------
+    encoder.eval()
+    save_encoder(
+        run.file("encoder.pt"),
+        encoder,
+        cfg.encoder,
+        cfg.z_dim,
+        cfg.encoder_kwargs(),
+        mean,
+        std,
+        train_set.classes,
+        train_set.shape,
+    )
+    train_emb = embed_(train_set.images, "embed train")
+    val_emb = embed_(val_set.images, "embed val")
+    knn = knn_accuracy(train_emb, train_set.labels, val_emb, val_set.labels, k=cfg.knn_k)
+    save_npy(run.file("val_embeddings.npy"), val_emb)
+    save_npy(run.file("val_labels.npy"), val_set.labels.astype(np.int64))
+    if test_set is not None:
+        save_npy(run.file("test_embeddings.npy"), embed_(test_set.images, "embed test"))
+    _plots(res.rows, run)
+    if cfg.tsne:
+        sel = np.arange(len(val_emb))
+        if len(sel) > cfg.tsne_max:
+            sel = np.sort(np.random.default_rng(cfg.seed).permutation(len(sel))[: cfg.tsne_max])
+        xy = tsne_2d(val_emb[sel], seed=cfg.seed)
+        plot_embedding_2d(
+            xy,
+            val_set.labels[sel],
+            val_set.classes,
+            run.file("tsne.png"),
+            title=f"t-SNE of validation embeddings ({cfg.encoder}, z={cfg.z_dim}, "
+            f"kNN acc {knn:.3f})",
+        )
+    losses = [r["train_loss"] for r in res.rows]
+    summary = {
+        **base,
+        "status": res.status,
+        "stop_reason": res.stop_reason,
+        "iterations": res.iterations,
+        "final_train_loss": res.final_loss,
+        "best_train_loss": min(losses) if losses else None,
+        "best_iter": res.best_iter,
+        "early_stop_metric": cfg.early_stop_metric,
+        "best_metric": res.best,
+        "final_val_loss": next(
+            (r["val_loss"] for r in reversed(res.rows) if "val_loss" in r), None
+        ),
+        "knn_acc": knn,
+        "knn_k": cfg.knn_k,
+        "resumed_from": res.resumed_from,
+        "train_wall_time_s": res.wall_time_s,
+        "steps_per_s": res.steps_per_s,
+        "wall_time_s": time.perf_counter() - t0,
+    }
+    run.write_summary(summary)
+    print(
+        f"cont_rep: {res.iterations} iterations ({res.stop_reason}), final loss "
+        f"{res.final_loss:.4f}, kNN@{cfg.knn_k} val accuracy {knn:.4f} -> {run.path}"
+    )
+    return summary
+
+
+def _with_partner(labels: np.ndarray) -> np.ndarray:
+    """Indices whose class occurs at least twice (they can have a positive)."""
+    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return np.flatnonzero(counts[inv.reshape(-1)] >= 2)
+
+
+def _random_triplets(
+    labels: np.ndarray, rng: np.random.Generator, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The report's sampler on a batch; anchors of a class seen once in the batch are skipped."""
+    keep = _with_partner(labels)
+    if len(np.unique(labels[keep])) < 2:
+        raise ReprlabError(
+            "a batch holds fewer than two classes with two images each; use a larger --batch_size"
+        )
+    a, p, n = sample_triplets(labels[keep], rng)
+    return tuple(torch.from_numpy(keep[v]).to(device) for v in (a, p, n))  # type: ignore[return-value]
+
+
+def _read_rows(run: RunDir) -> list[dict[str, Any]]:
+    from reprlab.io import read_jsonl
+
+    return read_jsonl(run.file("metrics.jsonl"))
+
+
+def _plots(rows: list[dict[str, Any]], run: RunDir) -> None:
+    if not rows:
+        return
+    plot_curves(rows, run.path, title="cont_rep")
+    if any("knn_acc" in r for r in rows):
+        plot_overlay(
+            {"validation kNN": rows},
+            "knn_acc",
+            run.file("knn.png"),
+            title="cont_rep — kNN accuracy (validation)",
+        )
+
+
+__all__ = ["ContRepConfig", "load_encoder", "run_cont_rep", "save_encoder"]

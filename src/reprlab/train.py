@@ -1,0 +1,569 @@
+"""The one training loop of the neural modes (``cont_rep``, ``fine_tune_nn``), nanoGPT style.
+
+    result = train(model, sample, step, TrainConfig(num_iters=500, lr=1e-3),
+                   evaluate=lambda it: {"knn_acc": ...}, run_dir="runs/x", meta={"z_dim": 64})
+
+* ``sample(it, rng) -> batch`` draws the batch of iteration ``it``; ``rng`` holds a torch and a
+  NumPy generator seeded from ``(seed, it)``, so the data order depends only on the seed and the
+  iteration: a resumed run sees exactly the batches an uninterrupted run would have seen.
+* ``step(batch) -> (loss, extras)`` is the forward pass (run under ``torch.autocast``); the loop
+  does backward, clipping, the optimiser step, the learning-rate schedule and the EMA.
+* ``evaluate(it) -> dict`` runs every ``eval_every`` iterations and at the end (in eval mode,
+  without gradients, on the EMA weights when EMA is on).
+
+The loss is summed on the device and read back only every ``log_every`` iterations (one host
+sync), where it is checked for NaN/Inf: then training stops, the last good checkpoint is kept,
+and :class:`~reprlab.errors.TrainingFailed` is raised. Checkpoints (atomic, via
+:func:`reprlab.io.save_checkpoint`) hold the model, optimiser, EMA, early-stopping state, best
+weights, metrics rows, elapsed time and every RNG state, so ``resume=True`` continues bit for bit
+(on CPU) where the run stopped: after a crash, a SIGKILL or a Ctrl-C (which saves, then re-raises).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from reprlab.early_stopping import EarlyStopping
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import load_checkpoint, save_checkpoint, write_jsonl
+
+CHECKPOINT_VERSION = 1
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "cosine", "linear", "onecycle")
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """Everything the loop needs; modes fill it from their run config."""
+
+    num_iters: int
+    lr: float
+    optimizer: str = "adam"  # adam | adamw | sgd (nesterov when momentum > 0)
+    momentum: float = 0.9  # SGD momentum; Adam uses betas
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant | cosine | linear | onecycle (after warmup)
+    warmup_iters: int = 0
+    final_lr_frac: float = 0.0  # lr at the last iteration, as a fraction of the peak
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    ema_decay: float = 0.0  # EMA of the weights (evaluated and returned); 0 = off
+    log_every: int = 10  # report: the loss is sampled every 10 iterations
+    eval_every: int = 100
+    checkpoint_every: int = 200  # 0 = only at the end / on Ctrl-C
+    patience: int = 0  # checks without improvement before stopping; 0 = off
+    early_stop_metric: str = "train_loss"  # train_loss (checked every log) or an eval key
+    min_delta: float = 0.0
+    restore_best: bool = True  # end with the best weights seen by the early-stopping metric
+    device: str = "auto"  # auto -> cuda, mps, cpu
+    autocast: bool = True  # bfloat16 autocast on CPU and CUDA
+    channels_last: bool = True
+    seed: int = 0
+    progress: bool = True
+    desc: str = "train"
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ReprlabError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ReprlabError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.num_iters <= 0:
+            raise ReprlabError(f"--num_iters must be > 0, got {self.num_iters}")
+        if not self.lr > 0:
+            raise ReprlabError(f"--lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        for name in ("log_every", "eval_every"):
+            if getattr(self, name) <= 0:
+                raise ReprlabError(f"--{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished" | "failed"
+    stop_reason: str  # "num_iters" | "early_stopping" | "nan_loss"
+    iterations: int  # iterations completed
+    rows: list[dict[str, Any]]
+    wall_time_s: float
+    best: float | None = None
+    best_iter: int | None = None
+    final_loss: float | None = None
+    resumed_from: int | None = None
+    steps_per_s: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` -> cuda, then mps, then cpu; anything else is checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ReprlabError(f"--device: unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ReprlabError("--device cuda: no CUDA device available")
+    if dev.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ReprlabError("--device mps: MPS is not available")
+    return dev
+
+
+def autocast_ctx(device: torch.device, enabled: bool = True) -> Any:
+    """bfloat16 autocast on CPU and CUDA (AMX / tensor cores); a no-op elsewhere or if off."""
+    on = enabled and device.type in ("cpu", "cuda")
+    return torch.autocast(device.type if on else "cpu", dtype=torch.bfloat16, enabled=on)
+
+
+class StepRNG:
+    """Per-iteration generators derived from ``(seed, iteration)`` only (resume-safe)."""
+
+    def __init__(self, seed: int, it: int):
+        self.seed, self.it = seed, it
+        self._torch: torch.Generator | None = None
+        self._numpy: np.random.Generator | None = None
+
+    @property
+    def torch(self) -> torch.Generator:
+        if self._torch is None:
+            ss = np.random.SeedSequence([self.seed, self.it, 1])
+            self._torch = torch.Generator().manual_seed(int(ss.generate_state(1, np.uint64)[0]))
+        return self._torch
+
+    @property
+    def numpy(self) -> np.random.Generator:
+        if self._numpy is None:
+            self._numpy = np.random.default_rng([self.seed, self.it, 2])
+        return self._numpy
+
+
+def lr_multiplier(cfg: TrainConfig, it: int) -> float:
+    """Learning-rate factor at iteration ``it`` (0-based): linear warmup, then the schedule."""
+    if cfg.schedule == "onecycle":
+        # one-cycle: warm up over the first 25% (or warmup_iters), then decay linearly to the end
+        warm = cfg.warmup_iters or max(1, cfg.num_iters // 4)
+    else:
+        warm = cfg.warmup_iters
+    if it < warm:
+        return (it + 1) / warm
+    if cfg.schedule == "constant":
+        return 1.0
+    span = max(1, cfg.num_iters - warm)
+    t = min(1.0, (it - warm + 1) / span)
+    lo = cfg.final_lr_frac
+    if cfg.schedule == "cosine":
+        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * t))
+    return lo + (1 - lo) * (1 - t)  # linear / onecycle tail
+
+
+def make_optimizer(
+    cfg: TrainConfig, params: Iterable[torch.nn.Parameter] | list[dict[str, Any]]
+) -> torch.optim.Optimizer:
+    """Adam (report), AdamW or SGD-Nesterov; ``params`` may be param groups with their own
+    ``lr`` (absolute) and ``start_iter`` (the group is frozen before that iteration)."""
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    for g in groups:
+        g.setdefault("lr", cfg.lr)
+        g["base_lr"] = g["lr"]
+        g.setdefault("start_iter", 0)
+        g.setdefault("name", "")
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        groups,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """All global RNG states as tensors / plain Python data (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": np_state[1].tolist(),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            n["name"],
+            np.array(n["keys"], dtype=np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _state_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class EMA:
+    """Exponential moving average of a model's parameters and float buffers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.state = _state_copy(model)
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            e = self.state[k]
+            if e.is_floating_point():
+                e.lerp_(v.detach(), 1.0 - self.decay)
+            else:
+                e.copy_(v)
+
+
+class _SigintDeferred:
+    """First Ctrl-C sets a flag (the loop saves at the next iteration boundary and raises
+    KeyboardInterrupt); a second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._old: Any = None
+
+    def __enter__(self) -> _SigintDeferred:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------
+
+
+def train(
+    model: torch.nn.Module,
+    sample: Callable[[int, StepRNG], Any],
+    step: Callable[[Any], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    cfg: TrainConfig,
+    *,
+    params: Iterable[torch.nn.Parameter] | list[dict[str, Any]] | None = None,
+    evaluate: Callable[[int], dict[str, float]] | None = None,
+    run_dir: str | Path | None = None,
+    checkpoint_name: str = "checkpoint.pt",
+    resume: bool = False,
+    meta: dict[str, Any] | None = None,
+    on_train_mode: Callable[[torch.nn.Module, int], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place; see the module docstring.
+
+    ``meta`` (architecture name, z_dim, ...) is stored in the checkpoint and must match on
+    resume. ``on_train_mode(model, it)`` lets a mode adjust train/eval modes per iteration
+    (e.g. keep a frozen encoder's BatchNorm in eval mode). Returns a :class:`TrainResult`; the
+    model ends with the best weights (``restore_best``) or the EMA weights (``ema_decay > 0``).
+    """
+    cfg.validate()
+    device = pick_device(cfg.device)
+    meta = dict(meta or {})
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(cfg, params if params is not None else model.parameters())
+    ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    stopper = EarlyStopping(cfg.patience, metric=cfg.early_stop_metric, min_delta=cfg.min_delta)
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    ckpt_path = run_dir / checkpoint_name if run_dir is not None else None
+    metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
+
+    it0, rows, elapsed0 = 0, [], 0.0
+    loss_sum = torch.zeros((), device=device, dtype=torch.float32)
+    loss_count = 0
+    extra_sums: dict[str, torch.Tensor] = {}
+    resumed_from = None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        _check_meta(ckpt_path, ck, meta)
+        try:
+            model.load_state_dict(ck["model"])
+            optimizer.load_state_dict(ck["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ReprlabError(f"{ckpt_path}: does not fit this model ({str(e)[:200]})") from None
+        if ema is not None and ck.get("ema") is not None:
+            ema.state = ck["ema"]
+        stopper.load_state_dict(ck["early_stopping"])
+        stopper.best_state = ck.get("best_state")
+        it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
+        loss_sum = ck["loss_sum"].to(device)
+        loss_count = int(ck["loss_count"])
+        extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
+        set_rng_state(ck["rng"])
+        resumed_from = it0
+    if ckpt_path is not None:
+        _checkpoint_ready(ckpt_path)
+
+    def checkpoint(it: int) -> None:
+        if ckpt_path is None:
+            return
+        save_checkpoint(
+            ckpt_path,
+            {
+                "version": CHECKPOINT_VERSION,
+                "meta": meta,
+                "iter": it,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state if ema is not None else None,
+                "early_stopping": stopper.state_dict(),
+                "best_state": stopper.best_state,
+                "rows": rows,
+                "elapsed_s": elapsed0 + (time.perf_counter() - t_start),
+                "loss_sum": loss_sum.detach().cpu(),
+                "loss_count": loss_count,
+                "extra_sums": {k: v.detach().cpu() for k, v in extra_sums.items()},
+                "rng": rng_state(device),
+                "train_config": _plain(asdict(cfg)),
+            },
+        )
+        if metrics_path is not None:
+            write_jsonl(metrics_path, rows)
+
+    def run_eval(it: int) -> dict[str, float]:
+        if evaluate is None:
+            return {}
+        saved = None
+        if ema is not None:
+            saved = _state_copy(model)
+            model.load_state_dict(ema.state)
+        model.eval()
+        with torch.no_grad(), autocast_ctx(device, cfg.autocast):
+            out = {k: float(v) for k, v in evaluate(it).items()}
+        if saved is not None:
+            model.load_state_dict(saved)
+        return out
+
+    def weights_for_best() -> dict[str, torch.Tensor]:
+        return ema.state if ema is not None else model.state_dict()
+
+    t_start = time.perf_counter()
+    status, stop_reason, it = "finished", "num_iters", it0
+    last_loss: float | None = None
+    bar = tqdm(
+        total=cfg.num_iters,
+        initial=it0,
+        desc=cfg.desc,
+        disable=not cfg.progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
+    stop_now = stopper.should_stop
+    try:
+        with _SigintDeferred() as sigint:
+            while it < cfg.num_iters and not stop_now:
+                # ---- one iteration: sample, forward, backward, update -------------------
+                mult = lr_multiplier(cfg, it)
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * mult
+                model.train()
+                if on_train_mode is not None:
+                    on_train_mode(model, it)
+                batch = sample(it, StepRNG(cfg.seed, it))
+                with autocast_ctx(device, cfg.autocast):
+                    loss, extras = step(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                for g in optimizer.param_groups:
+                    if it < g["start_iter"]:  # frozen group (e.g. encoder while the head warms up)
+                        for p in g["params"]:
+                            p.grad = None
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                if ema is not None:
+                    ema.update(model)
+                loss_sum += loss.detach().float()
+                loss_count += 1
+                for k, v in extras.items():
+                    v = torch.as_tensor(v, device=device).detach().float()
+                    extra_sums[k] = extra_sums[k] + v if k in extra_sums else v.clone()
+                it += 1
+                bar.update(1)
+
+                # ---- logging (one host sync every log_every iterations) ------------------
+                do_eval = it % cfg.eval_every == 0 or it == cfg.num_iters
+                do_log = it % cfg.log_every == 0 or do_eval
+                if do_log:
+                    mean_loss = float(loss_sum) / max(1, loss_count)
+                    if not math.isfinite(mean_loss):
+                        status, stop_reason = "failed", "nan_loss"
+                        raise _NonFinite(it, mean_loss)
+                    row: dict[str, Any] = {
+                        "iter": it,
+                        "train_loss": mean_loss,
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                    row.update({k: float(v) / loss_count for k, v in extra_sums.items()})
+                    loss_sum.zero_()
+                    loss_count, extra_sums = 0, {}
+                    last_loss = mean_loss
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                    if cfg.early_stop_metric == "train_loss":
+                        stop_now = stopper.update(it, mean_loss, state=weights_for_best())
+                    if do_eval:
+                        ev = run_eval(it)
+                        row.update(ev)
+                        if cfg.early_stop_metric != "train_loss":
+                            if cfg.early_stop_metric not in ev:
+                                raise ReprlabError(
+                                    f"early stopping metric {cfg.early_stop_metric!r} is not "
+                                    f"computed (have {sorted(ev)})"
+                                )
+                            stop_now = stopper.update(
+                                it, ev[cfg.early_stop_metric], state=weights_for_best()
+                            )
+                        if ev:
+                            bar.set_postfix(
+                                loss=f"{mean_loss:.4f}",
+                                **{k: f"{v:.4f}" for k, v in ev.items()},
+                                refresh=False,
+                            )
+                    row["elapsed_s"] = round(elapsed0 + time.perf_counter() - t_start, 3)
+                    rows.append(row)
+                    if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
+                        checkpoint(it)
+                    elif do_eval and metrics_path is not None:
+                        write_jsonl(metrics_path, rows)
+                if sigint.hit:
+                    checkpoint(it)
+                    raise KeyboardInterrupt
+    except _NonFinite as e:
+        bar.close()
+        if metrics_path is not None:
+            write_jsonl(metrics_path, rows)
+        where = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None else ""
+        raise TrainingFailed(
+            f"loss became {e.value} by iteration {e.it} (try a lower --lr){where}"
+        ) from None
+    except KeyboardInterrupt:
+        bar.close()
+        raise
+    bar.close()
+
+    if stop_now:
+        stop_reason = "early_stopping"
+    checkpoint(it)  # final state (resume of a finished run is then a no-op)
+    if ema is not None:
+        model.load_state_dict(ema.state)
+    if cfg.restore_best and stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+    wall = elapsed0 + time.perf_counter() - t_start
+    done = it - it0
+    return TrainResult(
+        status=status,
+        stop_reason=stop_reason,
+        iterations=it,
+        rows=rows,
+        wall_time_s=wall,
+        best=None if math.isinf(stopper.best) else stopper.best,
+        best_iter=stopper.best_step,
+        final_loss=last_loss,
+        resumed_from=resumed_from,
+        steps_per_s=done / max(1e-9, time.perf_counter() - t_start),
+    )
+
+
+class _NonFinite(Exception):
+    def __init__(self, it: int, value: float):
+        self.it, self.value = it, value
+
+
+def _check_meta(path: Path, ck: dict[str, Any], meta: dict[str, Any]) -> None:
+    if ck.get("version") != CHECKPOINT_VERSION or "model" not in ck:
+        raise ReprlabError(f"{path}: not a reprlab training checkpoint")
+    old = ck.get("meta") or {}
+    diff = [k for k in sorted(set(old) | set(meta)) if old.get(k) != meta.get(k)]
+    if diff:
+        what = ", ".join(f"{k}={old.get(k)!r} (now {meta.get(k)!r})" for k in diff)
+        raise ReprlabError(f"{path}: checkpoint of another model: {what}")
+
+
+def _checkpoint_ready(path: Path) -> None:
+    """Fail early (before any training) when the checkpoint folder cannot be written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def load_training_checkpoint(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Read a training checkpoint and check it belongs to a model described by ``meta``."""
+    path = Path(path)
+    ck = load_checkpoint(path)
+    _check_meta(path, ck, meta)
+    return ck
+
+
+def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``model.state_dict()`` (for callers that keep snapshots)."""
+    return copy.deepcopy(_state_copy(model))
