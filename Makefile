@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DATA ?= ../shared/datasets/cifar10
 OUT ?= runs/pipeline
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean chromium
 
 $(BIN)/reprlab: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,7 +21,12 @@ run: install
 	$(BIN)/reprlab pipeline --data $(DATA)/cifar10_train.tar.xz \
 		--test_data $(DATA)/cifar10_test_images.npz --out $(OUT)
 
-test: install
+# tests/test_report.py renders report.html in headless Chromium (Debian package `chromium`).
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		(apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+test: install chromium
 	$(BIN)/ruff check src tests benchmarks
 	REPRLAB_TEST_DATA=$(DATA) $(BIN)/pytest
 
