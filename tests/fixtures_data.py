@@ -72,6 +72,7 @@ def write_tar(path: Path, files: dict[str, bytes], mode: str | None = None) -> P
     if mode is None:
         name = path.name
         mode = "w:xz" if name.endswith(".xz") else "w:gz" if name.endswith("gz") else "w"
+    path.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(path, mode) as tf:
         for name, data in files.items():
             info = tarfile.TarInfo(name)

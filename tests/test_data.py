@@ -474,3 +474,32 @@ def test_empty_folder_and_unlabelled_select(tmp_path: Path) -> None:
     ds = ImageSet(random_images(2), None, [], "u.npz")
     with raises_naming("u.npz"):
         select_classes(ds, [0])
+
+
+def test_layout_errors(tmp_path: Path) -> None:
+    files, _, _ = image_folder_files(per_class=1)
+    mixed = dict(files, **{"extra/deep/x.png": next(iter(files.values()))})
+    tar = write_tar(tmp_path / "mixed.tar", mixed)
+    with raises_naming(tar, "different folder depths"):
+        load_images(tar)
+    only_test = write_tar(tmp_path / "t.tar", {f"test/{k}": v for k, v in files.items()})
+    with raises_naming(only_test, "no 'train' split"):
+        load_images(only_test)
+    assert len(load_images(only_test, split="test")) == 3
+    nested = write_tar(tmp_path / "n.tar", {f"mydata/train/{k}": v for k, v in files.items()})
+    assert load_images(nested).classes == sorted(CLASSES3)
+
+
+def test_reprlab_data_points_at_local_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: pytest.fail("no download"))
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    make_npz(shared / "cifar10_test_images.npz", labels=False)
+    monkeypatch.setenv("REPRLAB_DATA", str(shared))
+    assert len(load_images(None, split="test")) == 12
+    monkeypatch.setenv("REPRLAB_DATA", str(shared / "cifar10_test_images.npz"))
+    assert len(load_images(None)) == 12
+    make_cifar_targz(tmp_path / "dl" / "cifar-10-python.tar.gz")
+    assert len(load_images(tmp_path / "dl")) == 20  # a folder holding the official archive

@@ -118,6 +118,8 @@ def _load_path(path: Path, split: str) -> ImageSet:
         batches = _cifar_folder(path)
         if batches is not None:
             return _load_cifar_folder(batches, split)
+        if (path / CIFAR10_ARCHIVE).is_file():  # e.g. --data ~/.cache/reprlab/datasets
+            return _load_path(path / CIFAR10_ARCHIVE, split)
         return _cached(path, split, lambda: _load_image_dir(path, split))
     if name.endswith(".npz"):
         return load_npz(path)
@@ -500,7 +502,7 @@ def _decode_all(
         where = f"{source}: {name}" if not name.startswith(str(source)) else name
         try:
             with Image.open(io.BytesIO(read())) as im:
-                arr = np.asarray(im.convert("RGB"))
+                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ReprlabError(f"{where}: not a readable image ({_short(e)})") from None
         if out is None:
