@@ -119,3 +119,21 @@ def make_cifar_folder(root: Path, **kw: object) -> Path:
 def make_cifar_targz(path: Path, **kw: object) -> Path:
     files = cifar_files(**kw)  # type: ignore[arg-type]
     return write_tar(path, {f"cifar-10-batches-py/{k}": v for k, v in files.items()}, "w:gz")
+
+
+def py2_cifar_batch(data: np.ndarray, labels: list[int]) -> bytes:
+    """A batch pickled opcode by opcode the way Python 2 wrote the official CIFAR-10 release.
+
+    (str keys and raw bytes as SHORT_BINSTRING/BINSTRING, arrays via
+    ``numpy.core.multiarray._reconstruct``; ``data`` must be (N, 3072) uint8, N < 65536.)
+    """
+    n = data.shape[0]
+    raw = data.tobytes()
+    out = b"\x80\x02}(" + b"U\x04data"  # PROTO 2, EMPTY_DICT, MARK, key
+    out += b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+    out += b"(K\x01M" + n.to_bytes(2, "little") + b"M\x00\x0c\x86"  # state: (1, (n, 3072),
+    out += b"cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R"  # dtype('u1') ...
+    out += b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+    out += b"\x89T" + len(raw).to_bytes(4, "little") + raw + b"tb"  # False, raw bytes) BUILD
+    out += b"U\x06labels](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
+    return out + b"u."

@@ -22,6 +22,7 @@ from fixtures_data import (
     make_cifar_folder,
     make_cifar_targz,
     make_npz,
+    py2_cifar_batch,
     random_images,
     write_dir,
     write_tar,
@@ -114,6 +115,14 @@ def test_cifar_python_folder_and_targz(tmp_path: Path) -> None:
         assert tr.classes == CIFAR10_CLASSES
         te = load_images(src, split="test")
         np.testing.assert_array_equal(te.images, cifar_batch(3, seed=99)[1])
+
+
+def test_cifar_python2_pickle_as_in_the_official_release(tmp_path: Path) -> None:
+    imgs = random_images(3, 32, 32, seed=5)
+    batch = py2_cifar_batch(imgs.transpose(0, 3, 1, 2).reshape(3, 3072), [1, 2, 9])
+    ds = load_images(write_dir(tmp_path / "cifar-10-batches-py", {"data_batch_1": batch}))
+    np.testing.assert_array_equal(ds.images, imgs)
+    assert ds.labels.tolist() == [1, 2, 9] and ds.classes == CIFAR10_CLASSES
 
 
 def test_cifar_protocol5_pickles_and_meta_names(tmp_path: Path) -> None:

@@ -814,10 +814,17 @@ class Standardizer:
     def fit(self, x: np.ndarray) -> Standardizer:
         """Fit on float NHWC (or (N, D)) training data: one mean/std per last-axis channel."""
         x = np.asarray(x)
-        axes = tuple(range(x.ndim - 1))
-        self.mean_ = x.mean(axis=axes, dtype=np.float64).astype(np.float32)
-        std = x.std(axis=axes, dtype=np.float64)
-        self.std_ = np.where(std < 1e-8, 1.0, std).astype(np.float32)
+        flat = x.reshape(-1, x.shape[-1])
+        total = np.zeros(flat.shape[1])
+        squares = np.zeros(flat.shape[1])
+        for start in range(0, len(flat), 1 << 20):  # float64 sums in chunks: no full-size temp
+            chunk = flat[start : start + (1 << 20)].astype(np.float64)
+            total += chunk.sum(axis=0)
+            squares += np.square(chunk).sum(axis=0)
+        mean = total / len(flat)
+        std = np.sqrt(np.maximum(squares / len(flat) - mean**2, 0.0))
+        self.mean_ = mean.astype(np.float32)
+        self.std_ = np.where(std < 1e-6, 1.0, std).astype(np.float32)
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
