@@ -289,6 +289,8 @@ def test_stratified_split() -> None:
     assert not np.array_equal(va, va3)
     with pytest.raises(ReprlabError):
         stratified_split(labels, 1.0, seed=0)
+    tr, va = stratified_split(np.array([0, 0, 0, 1]), 0.5, seed=0)  # singleton class stays in train
+    assert len(va) == 2 and 3 in tr
 
 
 def test_stratified_subset() -> None:
@@ -510,5 +512,8 @@ def test_reprlab_data_points_at_local_files(
     assert len(load_images(None, split="test")) == 12
     monkeypatch.setenv("REPRLAB_DATA", str(shared / "cifar10_test_images.npz"))
     assert len(load_images(None)) == 12
+    files, _, _ = image_folder_files(per_class=2)
+    monkeypatch.setenv("REPRLAB_DATA", str(write_dir(tmp_path / "mine", files)))
+    assert load_images(None).classes == sorted(CLASSES3)  # the user's folder, no download
     make_cifar_targz(tmp_path / "dl" / "cifar-10-python.tar.gz")
     assert len(load_images(tmp_path / "dl")) == 20  # a folder holding the official archive

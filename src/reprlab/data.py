@@ -622,7 +622,8 @@ def default_cifar10(split: str = "train") -> Path:
 
     ``REPRLAB_DATA`` may name a data file/folder directly, or a folder holding
     ``cifar-10-batches-py/``, ``cifar-10-python.tar.gz`` (or this project's shared
-    ``cifar10_train.tar.xz`` / ``cifar10_test_images.npz``).
+    ``cifar10_train.tar.xz`` / ``cifar10_test_images.npz``); any other non-empty folder is loaded
+    as data. A missing or empty folder is where CIFAR-10 is downloaded to.
     """
     d = data_dir()
     if d.is_file():
@@ -633,6 +634,8 @@ def default_cifar10(split: str = "train") -> Path:
             return d / name
     if _cifar_folder(d) is not None:
         return d
+    if os.environ.get("REPRLAB_DATA") and d.is_dir() and any(d.iterdir()):
+        return d  # the user's own data folder (image folder): load it, never download into it
     return download_cifar10(d)
 
 
@@ -703,7 +706,11 @@ def stratified_split(
     rng = np.random.default_rng(seed)
     groups = _class_indices(labels)
     counts = np.array([len(g) for g in groups])
-    n_val = _largest_remainder(counts * val_fraction, round(len(labels) * val_fraction), counts)
+    total = max(1, round(len(labels) * val_fraction))
+    # a class never gives all its images to validation (training needs every class)
+    n_val = _largest_remainder(counts * val_fraction, total, np.maximum(counts - 1, 0))
+    if n_val.sum() == 0:
+        raise ReprlabError(f"cannot split {len(labels)} images into training and validation")
     train, val = [], []
     for g, k in zip(groups, n_val, strict=True):
         perm = rng.permutation(g)
@@ -775,6 +782,8 @@ def select_classes(ds: ImageSet, classes: Sequence[int | str]) -> ImageSet:
     mapping[chosen] = np.arange(len(chosen))
     new = mapping[ds.labels]
     keep = np.flatnonzero(new >= 0)
+    if len(keep) == 0:
+        raise ReprlabError(f"{ds.source}: no images of the selected classes")
     return ImageSet(ds.images[keep], new[keep], [ds.classes[i] for i in chosen], ds.source)
 
 
