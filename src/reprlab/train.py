@@ -183,6 +183,29 @@ def lr_multiplier(cfg: TrainConfig, it: int) -> float:
     return lo + (1 - lo) * (1 - t)  # linear / onecycle tail
 
 
+def param_groups(
+    module: torch.nn.Module,
+    weight_decay: float,
+    lr: float | None = None,
+    name: str = "",
+    start_iter: int = 0,
+) -> list[dict[str, Any]]:
+    """Two groups of ``module``'s trainable parameters: weights (ndim > 1) with ``weight_decay``,
+    biases and norm parameters without (the usual recipe). ``lr`` (absolute, default: the
+    config's), ``name`` and ``start_iter`` (frozen before that iteration) apply to both."""
+    decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = []
+    for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, "/no_decay")):
+        if params:
+            g: dict[str, Any] = {"params": params, "weight_decay": wd, "name": name + suffix}
+            g["start_iter"] = start_iter
+            if lr is not None:
+                g["lr"] = lr
+            groups.append(g)
+    return groups
+
+
 def make_optimizer(
     cfg: TrainConfig, params: Iterable[torch.nn.Parameter] | list[dict[str, Any]]
 ) -> torch.optim.Optimizer:
@@ -361,6 +384,12 @@ def train(
     def checkpoint(it: int) -> None:
         if ckpt_path is None:
             return
+        if not all(
+            bool(torch.isfinite(t).all())
+            for t in model.state_dict().values()
+            if t.is_floating_point()
+        ):
+            raise _NonFinite(it, float("nan"))  # never overwrite a good checkpoint with NaNs
         save_checkpoint(
             ckpt_path,
             {
@@ -492,6 +521,7 @@ def train(
                 if sigint.hit:
                     checkpoint(it)
                     raise KeyboardInterrupt
+            checkpoint(it)  # final state (resuming a finished run is then a no-op)
     except _NonFinite as e:
         bar.close()
         if metrics_path is not None:
@@ -507,7 +537,6 @@ def train(
 
     if stop_now:
         stop_reason = "early_stopping"
-    checkpoint(it)  # final state (resume of a finished run is then a no-op)
     if ema is not None:
         model.load_state_dict(ema.state)
     if cfg.restore_best and stopper.best_state is not None:

@@ -1,0 +1,265 @@
+"""The shared training loop: schedules, resume bit-identity, Ctrl-C, NaN, early stopping."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import load_checkpoint, read_jsonl
+from reprlab.train import (
+    StepRNG,
+    TrainConfig,
+    lr_multiplier,
+    param_groups,
+    rng_state,
+    set_rng_state,
+    train,
+)
+
+X = torch.from_numpy(np.random.default_rng(0).normal(size=(256, 3, 8, 8)).astype(np.float32))
+Y = (X.mean((1, 2, 3)) > 0).long()
+
+
+class Net(nn.Module):
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Dropout(0.2),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(width, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def make(seed: int = 0, width: int = 8) -> Net:
+    torch.manual_seed(seed)
+    return Net(width)
+
+
+def sample(it: int, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = torch.randperm(len(X), generator=rng.torch)[:32]
+    noise = torch.from_numpy(rng.numpy.normal(size=(32, 1, 1, 1)).astype(np.float32))
+    return X[idx] + 0.1 * noise, Y[idx]
+
+
+def stepper(model: nn.Module):
+    def step(batch):
+        x, y = batch
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        loss = nn.functional.cross_entropy(logits.float(), y)
+        return loss, {"acc": (logits.argmax(1) == y).float().mean()}
+
+    return step
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(
+        num_iters=40,
+        lr=0.05,
+        optimizer="sgd",
+        schedule="cosine",
+        warmup_iters=5,
+        eval_every=10,
+        checkpoint_every=10,
+        ema_decay=0.9,
+        patience=0,
+        progress=False,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def evaluator(model: nn.Module):
+    return lambda it: {"val_loss": float(nn.functional.cross_entropy(model(X).float(), Y))}
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_schedules():
+    c = TrainConfig(num_iters=100, lr=1.0, schedule="cosine", warmup_iters=10)
+    assert lr_multiplier(c, 0) == pytest.approx(0.1)
+    assert lr_multiplier(c, 9) == pytest.approx(1.0)
+    assert lr_multiplier(c, 99) == pytest.approx(0.0, abs=1e-9)
+    assert lr_multiplier(c, 54) == pytest.approx(0.5, abs=0.02)
+    lin = TrainConfig(num_iters=100, lr=1.0, schedule="linear", final_lr_frac=0.1)
+    assert lr_multiplier(lin, 99) == pytest.approx(0.1)
+    one = TrainConfig(num_iters=100, lr=1.0, schedule="onecycle")
+    assert lr_multiplier(one, 24) == pytest.approx(1.0) and lr_multiplier(one, 0) < 0.1
+    assert lr_multiplier(TrainConfig(num_iters=5, lr=1.0), 3) == 1.0
+
+
+def test_rng_state_roundtrip():
+    st = rng_state(torch.device("cpu"))
+    a = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    set_rng_state(st)
+    b = (torch.rand(3), np.random.rand(3), __import__("random").random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+@pytest.mark.parametrize("autocast", [True, False])
+def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool):
+    ref = make()
+    r = train(
+        ref,
+        sample,
+        stepper(ref),
+        cfg(autocast=autocast),
+        evaluate=evaluator(ref),
+        run_dir=tmp_path / "a",
+    )
+    assert r.status == "finished" and r.iterations == 40
+
+    # crash (like SIGKILL) at iteration 25: the checkpoint of iteration 20 survives
+    crashed = make()
+
+    def crashing(it, rng):
+        if it == 25:
+            raise KeyboardInterrupt
+        return sample(it, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(
+            crashed,
+            crashing,
+            stepper(crashed),
+            cfg(autocast=autocast),
+            evaluate=evaluator(crashed),
+            run_dir=tmp_path / "b",
+        )
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["iter"] == 20
+    torch.manual_seed(123)  # a fresh process would have another global RNG state
+    resumed = make(seed=5)  # and other initial weights
+    r2 = train(
+        resumed,
+        sample,
+        stepper(resumed),
+        cfg(autocast=autocast),
+        evaluate=evaluator(resumed),
+        run_dir=tmp_path / "b",
+        resume=True,
+    )
+    assert r2.resumed_from == 20 and r2.iterations == 40
+    assert same_weights(ref, resumed)
+    rows_a = read_jsonl(tmp_path / "a" / "metrics.jsonl")
+    rows_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_a]
+    assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_b]
+    assert [r["iter"] for r in rows_a] == [10, 20, 30, 40]
+
+
+def test_ctrl_c_saves_then_reraises(tmp_path: Path):
+    ref = make()
+    train(ref, sample, stepper(ref), cfg(checkpoint_every=0), run_dir=tmp_path / "a")
+
+    m = make()
+
+    def interrupting(it, rng):
+        if it == 13:
+            signal.raise_signal(signal.SIGINT)  # deferred: the loop finishes iteration 14
+        return sample(it, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(m, interrupting, stepper(m), cfg(checkpoint_every=0), run_dir=tmp_path / "b")
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["iter"] == 14
+    m2 = make(seed=9)
+    train(m2, sample, stepper(m2), cfg(checkpoint_every=0), run_dir=tmp_path / "b", resume=True)
+    assert same_weights(ref, m2)
+
+
+def test_nan_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path):
+    m = make()
+    base = stepper(m)
+    calls = {"n": 0}
+
+    def step(batch):
+        calls["n"] += 1
+        loss, extra = base(batch)
+        return (loss * float("nan") if calls["n"] > 23 else loss), extra
+
+    with pytest.raises(TrainingFailed, match="nan.*iteration 30"):
+        train(m, sample, step, cfg(), run_dir=tmp_path)
+    ck = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert ck["iter"] == 20
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == [10, 20]
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path: Path):
+    m = make()
+    train(m, sample, stepper(m), cfg(num_iters=10), run_dir=tmp_path, meta={"z_dim": 8})
+    other = make(width=4)
+    with pytest.raises(ReprlabError, match=r"checkpoint\.pt.*z_dim=8 \(now 4\)"):
+        train(
+            other,
+            sample,
+            stepper(other),
+            cfg(num_iters=10),
+            run_dir=tmp_path,
+            resume=True,
+            meta={"z_dim": 4},
+        )
+    with pytest.raises(ReprlabError, match=r"checkpoint\.pt: does not fit"):
+        train(
+            other,
+            sample,
+            stepper(other),
+            cfg(num_iters=10),
+            run_dir=tmp_path,
+            resume=True,
+            meta={"z_dim": 8},
+        )
+
+
+def test_frozen_group_and_weight_decay_groups():
+    m = make()
+    head0 = m.head.weight.detach().clone()
+    body0 = m.body[0].weight.detach().clone()
+    groups = param_groups(m.body, 1e-4, lr=0.01, name="encoder", start_iter=10)
+    groups += param_groups(m.head, 1e-4, lr=0.1, name="head")
+    assert [g["weight_decay"] for g in groups] == [1e-4, 0.0, 1e-4, 0.0]
+    seen = {}
+
+    def step(batch):
+        it = len(seen)
+        seen[it] = torch.equal(m.body[0].weight.detach(), body0)
+        return stepper(m)(batch)
+
+    train(m, sample, step, cfg(num_iters=12, ema_decay=0.0, checkpoint_every=0), params=groups)
+    assert all(seen[i] for i in range(11)) and not seen[11]  # encoder frozen for 10 iterations
+    assert not torch.equal(m.head.weight.detach(), head0)
+
+
+def test_early_stopping_restores_best(tmp_path: Path):
+    m = make()
+    vals = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.95])
+    snaps = {}
+
+    def ev(it):
+        snaps[it] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"val_loss": next(vals)}
+
+    r = train(
+        m,
+        sample,
+        stepper(m),
+        cfg(num_iters=100, patience=3, ema_decay=0.0, early_stop_metric="val_loss"),
+        evaluate=ev,
+    )
+    assert r.stop_reason == "early_stopping" and r.iterations == 50 and r.best_iter == 20
+    assert all(torch.equal(m.state_dict()[k], snaps[20][k]) for k in snaps[20])
