@@ -54,7 +54,17 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
     "smoke": {
         "logistic": (None, {"limit": 1500, "num_iters": 60, "eval_every": 10}),
         "softmax": (None, {"limit": 1500, "num_iters": 60, "eval_every": 10}),
-        "cont_rep": ("fast", {"limit": 1500, "num_iters": 20, "eval_every": 10}),
+        "cont_rep": (
+            "fast",
+            {
+                "limit": 1500,
+                "encoder": "airbench_small",
+                "batch_size": 128,
+                "num_iters": 20,
+                "eval_every": 10,
+                "knn_eval_size": 600,
+            },
+        ),
         "fine_tune_linear": (None, {"limit": 1500, "num_iters": 20, "eval_every": 10}),
         "fine_tune_nn": (None, {"limit": 1500, "num_iters": 20, "eval_every": 10}),
     },
@@ -345,14 +355,20 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
         f"{'stage':<17} {'status':<22} {'train acc':>9} {'val acc':>9} {'iters':>6} "
         f"{'wall':>8}  stopped because"
     ]
+    knn_note = False
     for name, s in stages.items():
         it = s.get("iterations")
         wall = s.get("wall_time_s")
+        val = _fmt_acc(s.get("final_val_acc"))
+        if s.get("final_val_acc") is None and (s.get("knn") or {}).get("knn_acc") is not None:
+            val, knn_note = _fmt_acc(s["knn"]["knn_acc"]) + "*", True
         lines.append(
             f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(s.get('final_train_acc')):>9} "
-            f"{_fmt_acc(s.get('final_val_acc')):>9} {'' if it is None else it:>6} "
+            f"{val:>9} {'' if it is None else it:>6} "
             f"{'' if wall is None else f'{wall:.1f} s':>8}  {s.get('stop_reason') or ''}"
         )
+    if knn_note:
+        lines.append("* kNN accuracy of the embeddings on the validation split")
     return "\n".join(lines)
 
 

@@ -85,7 +85,11 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     out["stop_reason"] = _first(summary, "stop_reason")
     out["wall_time_s"] = _first(summary, "wall_time_s")
     out["status"] = _first(summary, "status")
-    knn = {k: v for k, v in summary.items() if k.startswith("knn") and isinstance(v, (int, float))}
+    knn = {
+        k: v
+        for k, v in summary.items()
+        if k.startswith("knn") and k.endswith("acc") and isinstance(v, (int, float))
+    }
     out["knn"] = knn
     return out
 
