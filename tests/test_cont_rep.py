@@ -1,0 +1,226 @@
+"""cont_rep on small real CIFAR-10 subsets; embeddings, kNN; flag checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reprlab import contrastive
+from reprlab.cli import config_for, main
+from reprlab.contrastive import load_encoder, run_cont_rep
+from reprlab.embed import embed, knn_accuracy
+from reprlab.encoders import build_encoder
+from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.io import load_checkpoint, read_jsonl
+
+TINY = {
+    "limit": 600,
+    "encoder": "airbench_small",
+    "batch_size": 64,
+    "num_iters": 30,
+    "eval_every": 10,
+    "checkpoint_every": 10,
+    "knn_k": 5,
+    "progress": False,
+}
+
+
+def tiny(train: Path, out: Path, **kw) -> contrastive.ContRepConfig:
+    return config_for("cont_rep", {**TINY, "data": str(train), "out": str(out), **kw})
+
+
+def state(path: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(path)["state_dict"]
+
+
+@pytest.fixture(scope="module")
+def finished(cifar_train: Path, cifar_test: Path, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("cr") / "run"
+    summary = run_cont_rep(tiny(cifar_train, out, test_data=str(cifar_test), tsne_max=100))
+    return out, summary
+
+
+def test_run_writes_everything_and_learns(finished):
+    out, summary = finished
+    for f in (
+        "config.json",
+        "metrics.jsonl",
+        "loss.png",
+        "accuracy.png",
+        "knn.png",
+        "tsne.png",
+        "encoder.pt",
+        "checkpoint.pt",
+        "val_embeddings.npy",
+        "val_labels.npy",
+        "test_embeddings.npy",
+        "summary.json",
+        "model_summary.txt",
+    ):
+        assert (out / f).is_file(), f
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == [10, 20, 30]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert all(0 <= r["knn_acc"] <= 1 and "val_loss" in r and "lr" in r for r in rows)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "finished" and s["iterations"] == 30 and s["stop_reason"] == "num_iters"
+    assert s["knn_acc"] > 0.15  # 10 classes: chance is 0.10
+    emb = np.load(out / "val_embeddings.npy")
+    assert emb.shape == (120, 64) and np.load(out / "val_labels.npy").shape == (120,)
+    assert np.load(out / "test_embeddings.npy").shape == (10000, 64)
+    assert "Total params" in (out / "model_summary.txt").read_text()
+    # encoder.pt rebuilds the encoder: same embeddings
+    enc, meta = load_encoder(out / "encoder.pt")
+    assert (
+        meta["encoder"] == "airbench_small" and meta["z_dim"] == 64 and len(meta["classes"]) == 10
+    )
+    from reprlab.data import load_images, stratified_split, stratified_subset
+
+    ds = load_images(finished_source(out))
+    ds = ds.subset(stratified_subset(ds.labels, 600, 0))
+    _, va = stratified_split(ds.labels, 0.2, 0)
+    again = embed(enc, ds.images[va], meta["mean"], meta["std"], progress=False)
+    np.testing.assert_allclose(again, emb, atol=1e-5)
+
+
+def finished_source(out: Path) -> str:
+    return json.loads((out / "config.json").read_text())["config"]["data"]
+
+
+def test_resume_after_crash_gives_identical_weights(
+    cifar_train: Path, tmp_path: Path, finished, monkeypatch
+):
+    ref_out, _ = finished
+    real = contrastive.random_crop_flip
+    calls = {"n": 0}
+
+    def crash_at_25(x, **kw):
+        calls["n"] += 1
+        if calls["n"] == 26:  # like a SIGKILL in iteration 25: checkpoint of iteration 20 left
+            raise KeyboardInterrupt
+        return real(x, **kw)
+
+    monkeypatch.setattr(contrastive, "random_crop_flip", crash_at_25)
+    with pytest.raises(KeyboardInterrupt):
+        run_cont_rep(tiny(cifar_train, tmp_path, tsne=False))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
+    assert not (tmp_path / "encoder.pt").exists()
+    monkeypatch.setattr(contrastive, "random_crop_flip", real)
+    s = run_cont_rep(tiny(cifar_train, tmp_path, tsne=False, resume=True))
+    assert s["resumed_from"] == 20 and s["iterations"] == 30
+    a, b = state(ref_out / "encoder.pt"), state(tmp_path / "encoder.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == [10, 20, 30]
+
+
+def test_nan_loss_marks_run_failed(cifar_train: Path, tmp_path: Path, capsys):
+    flags = ["cont_rep", "--data", str(cifar_train), "--out", str(tmp_path)]
+    for k, v in {
+        **TINY,
+        "num_iters": 20,
+        "normalize": False,
+        "distance": "squared_l2",
+        "optimizer": "sgd",
+        "lr": 1e12,
+        "warmup_iters": 0,
+        "schedule": "constant",
+        "tsne": False,
+    }.items():
+        flags += [f"--{k}"] if v is True else [f"--no-{k}"] if v is False else [f"--{k}", str(v)]
+    assert main(flags) == 1
+    err = capsys.readouterr().err
+    assert "training failed" in err and "--lr" in err
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["status"] == "failed" and s["stop_reason"] == "nan_loss"
+    assert not (tmp_path / "encoder.pt").exists()
+    if (tmp_path / "checkpoint.pt").exists():  # only ever a finite, good state
+        ck = load_checkpoint(tmp_path / "checkpoint.pt")
+        assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+    with pytest.raises(TrainingFailed):
+        run_cont_rep(
+            tiny(
+                cifar_train,
+                tmp_path / "again",
+                normalize=False,
+                distance="squared_l2",
+                optimizer="sgd",
+                lr=1e12,
+                warmup_iters=0,
+                schedule="constant",
+                num_iters=20,
+            )
+        )
+
+
+def test_encoder_of_another_z_dim_is_refused(cifar_train: Path, tmp_path: Path, finished):
+    ref_out, _ = finished
+    with pytest.raises(ReprlabError, match=r"encoder\.pt.*z_dim=64.*--z_dim 32"):
+        run_cont_rep(
+            tiny(cifar_train, tmp_path / "x", z_dim=32, encoder_path=str(ref_out / "encoder.pt"))
+        )
+    assert not (tmp_path / "x").exists()
+    with pytest.raises(ReprlabError, match=r"checkpoint\.pt: not a reprlab encoder"):
+        load_encoder(ref_out / "checkpoint.pt")
+
+
+def test_embed_is_deterministic_across_batch_sizes():
+    torch.manual_seed(0)
+    enc = build_encoder("airbench_small", 16)
+    imgs = np.random.default_rng(0).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    kw = dict(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], autocast=False, progress=False)
+    a = embed(enc, imgs, batch_size=1, **kw)
+    b = embed(enc, imgs, batch_size=256, **kw)
+    c = embed(enc, imgs, batch_size=256, **kw)
+    assert a.dtype == np.float32 and a.shape == (40, 16)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(b, c)
+    assert enc.training  # mode restored
+    flip = embed(enc, imgs, batch_size=8, flip_tta=True, **kw)
+    mirrored = embed(enc, imgs[:, :, ::-1].copy(), batch_size=8, **kw)
+    np.testing.assert_allclose(flip, (b + mirrored) / 2, atol=1e-5)
+
+
+def test_knn_accuracy_hand_built():
+    train = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    query = np.array([[1, 0.05], [0.05, 1], [-1, 0.1], [0.2, 0.8]], np.float32)
+    assert knn_accuracy(train, labels, query, np.array([0, 1, 2, 1]), k=1) == 1.0
+    assert knn_accuracy(train, labels, query, np.array([0, 1, 2, 0]), k=1) == 0.75
+    # k=3 majority: [-1, 0.1]'s neighbours are the class-2 point and two class-1 points
+    assert knn_accuracy(train, labels, query, np.array([0, 1, 1, 1]), k=3) == 1.0
+    # tie (k=2: one vote each) goes to the more similar class
+    q = np.array([[0.95, 0.0]], np.float32)
+    t2 = np.array([[1, 0], [0.5, 0.5]], np.float32)
+    assert knn_accuracy(t2, np.array([3, 1]), q, np.array([3]), k=2) == 1.0
+    assert (
+        knn_accuracy(train, labels, query, np.array([0, 1, 2, 1]), k=1, metric="euclidean") == 1.0
+    )
+
+
+def test_bad_flags_exit_2_and_write_nothing(cifar_train: Path, tmp_path: Path, capsys):
+    one_class = tmp_path / "one.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        one_class,
+        images=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8),
+        labels=np.zeros(20, dtype=np.int64),
+    )
+    cases = [
+        (["--z_dim", "0"], "--z_dim"),
+        (["--encoder", "resnet9"], "--encoder"),
+        (["--mining", "hardest"], "--mining"),
+        (["--batch_size", "5000"], "--batch_size"),
+        (["--data", str(one_class)], "two classes"),
+    ]
+    for i, (extra, needle) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        data = [] if "--data" in extra else ["--data", str(cifar_train), "--limit", "600"]
+        assert main(["cont_rep", "--out", str(out), *data, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("reprlab: error:") and needle in err, err
+        assert not out.exists()
