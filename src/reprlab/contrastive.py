@@ -36,7 +36,15 @@ from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import RunDir, load_checkpoint, save_checkpoint, save_npy, write_text
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
-from reprlab.train import OPTIMIZERS, SCHEDULES, StepRNG, TrainConfig, pick_device, train
+from reprlab.train import (
+    OPTIMIZERS,
+    SCHEDULES,
+    StepRNG,
+    TrainConfig,
+    param_groups,
+    pick_device,
+    train,
+)
 from reprlab.triplets import DISTANCES, MINERS, TripletMarginLoss, mine_triplets, sample_triplets
 
 ENCODER_FORMAT = "reprlab-encoder"
@@ -108,6 +116,9 @@ class ContRepConfig(RunConfig):
     # --- compute -----------------------------------------------------------------------------
     device: str = arg("auto", "auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps")
     autocast: bool = arg(True, "bfloat16 autocast on CPU/CUDA (--no-autocast: float32)")
+    flip_tta: bool = arg(
+        False, "average each image's embedding with its mirror's (evaluation and saved embeddings)"
+    )
     embed_batch_size: int = arg(512, "batch size when computing embeddings")
     tsne: bool = arg(True, "draw the t-SNE map of the validation embeddings (tsne.png)")
     tsne_max: int = arg(10000, "at most this many validation points in the t-SNE map")
@@ -362,6 +373,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             batch_size=cfg.embed_batch_size,
             device=device,
             autocast=cfg.autocast,
+            flip_tta=cfg.flip_tta,
             progress=False,
             desc=desc,
         )
@@ -432,6 +444,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             sample,
             step,
             tcfg,
+            params=param_groups(encoder, cfg.weight_decay),  # no decay on biases / BatchNorm
             evaluate=evaluate,
             run_dir=run.path,
             resume=cfg.resume,
