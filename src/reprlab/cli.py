@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
         return 0
     except ReprlabError as e:
-        print(f"reprlab: error: {e}", file=sys.stderr)
+        print(f"reprlab: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except TrainingFailed as e:
-        print(f"reprlab: training failed: {e}", file=sys.stderr)
+        print(f"reprlab: training failed: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(
@@ -93,5 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # disk full, file too large, permission denied
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"reprlab: error: {where}{e.strerror or e}", file=sys.stderr)
+        print(f"reprlab: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
         return 1
+
+
+def _one_line(e: object) -> str:
+    """The message on a single line (library messages, e.g. torch's, may hold newlines)."""
+    return " ".join(str(e).split())

@@ -787,6 +787,21 @@ def select_classes(ds: ImageSet, classes: Sequence[int | str]) -> ImageSet:
     return ImageSet(ds.images[keep], new[keep], [ds.classes[i] for i in chosen], ds.source)
 
 
+def check_inputs(configs: Sequence[dict[str, Any]]) -> None:
+    """Read each distinct ``data`` (labelled) and ``test_data`` of ``configs`` once, raising
+    :class:`ReprlabError` for a bad one: pipeline and sweep call this before making their
+    folder, so bad input writes nothing. ``None`` (the default CIFAR-10) is not checked."""
+    seen: set[tuple[str, str]] = set()
+    for cfg in configs:
+        for key, split in (("data", "train"), ("test_data", "test")):
+            src = cfg.get(key)
+            if src is None or (key, str(src)) in seen:
+                continue
+            seen.add((key, str(src)))
+            ds = load_images(src, require_labels=key == "data", split=split)
+            del ds
+
+
 def check_compatible(train: ImageSet, test: ImageSet) -> None:
     """Raise :class:`ReprlabError` naming ``test.source`` unless its H, W, C match train's."""
     if train.images.shape[1:] != test.images.shape[1:]:

@@ -32,6 +32,7 @@ from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import arg, from_mapping, parse_value
+from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, to_json, write_json
 from reprlab.modes import MODES
@@ -382,6 +383,7 @@ def run_pipeline(
     folder = Path(opts.out) if opts.out else default_run_dir("pipeline")
     plan = plan_stages(opts, overrides or {}, folder)
     _check_dependencies(plan, folder)
+    check_inputs([s.overrides for s in plan])  # bad data: error before the folder is made
     open_folder(folder, opts.preset, plan, opts.overwrite)
     print(
         f"[pipeline] {folder} (preset {opts.preset}); rerun with --out {folder} to resume",

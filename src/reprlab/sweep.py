@@ -29,6 +29,7 @@ from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import explicit_args, parse_value
+from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, read_jsonl, to_json, write_json, write_text
 from reprlab.modes import MODES
@@ -189,6 +190,7 @@ def run_sweep(
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
         config_for(mode, vals, preset)
         runs.append((name, combo, vals))
+    check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
     record = {
         "mode": mode,
         "preset": preset,

@@ -1,0 +1,520 @@
+"""A corpus of malformed inputs for every reprlab entry point (data, checkpoints, configs, flags).
+
+Each :class:`BadInput` builds its files inside a fresh folder and returns the command line that
+must fail cleanly: exit code 2, exactly one line ``reprlab: error: ...`` on stderr naming the
+file or flag (``expect``), no traceback, and the ``--out`` folder untouched.
+
+    from badinputs import CORPUS
+    for case in CORPUS:
+        argv = case.build(tmp_path)      # files under tmp_path, --out tmp_path / "out"
+
+The pickles with a code payload (:class:`Payload`) would create ``MARKER`` in their folder if
+anything ever unpickled them without restriction; the tests check that it never appears.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import struct
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from fixtures_data import (
+    cifar_batch,
+    cifar_meta,
+    image_folder_files,
+    random_images,
+    write_dir,
+    write_tar,
+)
+
+MARKER = "MARKER"
+
+
+class Payload:
+    """Unpickling this runs ``touch <folder>/MARKER`` (the attack the loaders must refuse)."""
+
+    def __init__(self, folder: Path):
+        self.folder = str(folder)
+
+    def __reduce__(self):  # noqa: D105
+        return (os.system, (f"touch {self.folder}/{MARKER}",))
+
+
+def payload_pickle(folder: Path, protocol: int = 2) -> bytes:
+    return pickle.dumps(Payload(folder), protocol=protocol)
+
+
+@dataclass(frozen=True)
+class BadInput:
+    name: str
+    entry: str  # the command it exercises
+    build: Callable[[Path], list[str]]  # files under root -> argv (with --out root/"out")
+    expect: tuple[str, ...]  # substrings the one-line message must contain (file / flag + what)
+    payload: bool = False  # a pickle whose unpickling would create root/MARKER
+
+
+# ---------------------------------------------------------------------------------------------
+# Good files the bad cases start from
+# ---------------------------------------------------------------------------------------------
+
+
+def good_npz(root: Path, n: int = 40, k: int = 4, size: int = 8) -> Path:
+    """A small valid labelled .npz (n images size x size x 3, labels 0..k-1)."""
+    p = root / "good.npz"
+    if not p.exists():
+        np.savez(p, images=random_images(n, size, size), labels=np.arange(n) % k)
+    return p
+
+
+def npz_bytes(**arrays: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def write(root: Path, name: str, data: bytes) -> Path:
+    p = root / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_bytes(data)
+    return p
+
+
+def bomb_npz(root: Path) -> Path:
+    """A ~300-byte .npz whose ``images`` header claims a 3 TB array."""
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': (1000000, 1000, 1000, 3), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    npy = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + b"\x00" * 16
+    p = root / "bomb.npz"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("images.npy", npy)
+        zf.writestr("labels.npy", npz_member(np.arange(4)))
+    return p
+
+
+def npz_member(a: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
+
+
+def payload_npz(root: Path) -> Path:
+    """An .npz whose ``images`` is an object array holding a code payload (numpy pickles it)."""
+    arr = np.empty(2, dtype=object)
+    arr[0] = Payload(root)
+    arr[1] = Payload(root)
+    p = root / "payload.npz"
+    np.savez(p, images=arr, labels=np.arange(2))
+    return p
+
+
+def cifar_dir_with(root: Path, batch1: bytes) -> Path:
+    """A cifar-10-batches-py folder whose data_batch_1 is ``batch1`` (the rest valid)."""
+    d = root / "cifar-10-batches-py"
+    write(d, "data_batch_1", batch1)
+    for i in range(2, 6):
+        write(d, f"data_batch_{i}", cifar_batch(4, seed=i)[0])
+    write(d, "batches.meta", cifar_meta(["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]))
+    return d
+
+
+def encoder_file(root: Path, name: str = "airbench_small", z_dim: int = 8, tag: str = "") -> Path:
+    """A real ``encoder.pt`` as cont_rep writes it (random weights); ``tag`` renames the arch."""
+    import torch
+
+    from reprlab.contrastive import save_encoder
+    from reprlab.encoders import build_encoder
+
+    torch.manual_seed(0)
+    enc = build_encoder(name, z_dim)
+    p = root / f"encoder_{name}_{z_dim}{tag}.pt"
+    save_encoder(p, enc, name, z_dim, {}, np.zeros(3), np.ones(3), list("abcd"), (8, 8, 3))
+    if tag:  # same weights, another architecture's name: the state dict does not fit
+        ck = torch.load(p, weights_only=True)
+        ck["encoder"] = tag
+        torch.save(ck, p)
+    return p
+
+
+def torch_payload(root: Path, name: str = "evil.pt") -> Path:
+    """``torch.save`` of a dict holding an object whose unpickling runs code."""
+    import torch
+
+    p = root / name
+    torch.save({"format": "reprlab-encoder", "state_dict": Payload(root)}, p)
+    return p
+
+
+def truncated(p: Path, keep: float = 0.5) -> Path:
+    data = p.read_bytes()
+    p.write_bytes(data[: max(1, int(len(data) * keep))])
+    return p
+
+
+def toml(root: Path, text: str) -> Path:
+    return write(root, "config.toml", text.encode())
+
+
+# ---------------------------------------------------------------------------------------------
+# The corpus
+# ---------------------------------------------------------------------------------------------
+
+
+def _out(root: Path) -> list[str]:
+    return ["--out", str(root / "out")]
+
+
+def _mode(mode: str, data: Callable[[Path], Path], *flags: str) -> Callable[[Path], list[str]]:
+    """``reprlab <mode> --data <built file> <flags> --out root/out``."""
+
+    def build(root: Path) -> list[str]:
+        return [mode, "--data", str(data(root)), *flags, *_out(root)]
+
+    return build
+
+
+def _flags(mode: str, *flags: str, data: bool = True) -> Callable[[Path], list[str]]:
+    """``reprlab <mode> [--data good.npz] <flags> --out root/out``."""
+
+    def build(root: Path) -> list[str]:
+        d = ["--data", str(good_npz(root))] if data else []
+        return [mode, *d, *flags, *_out(root)]
+
+    return build
+
+
+def _cont(*flags: str, extra: Callable[[Path], list[str]] | None = None):
+    """A cont_rep command on the good .npz with tiny sizes plus ``flags`` / ``extra(root)``."""
+
+    def build(root: Path) -> list[str]:
+        more = extra(root) if extra else []
+        tiny = ["--encoder", "airbench_small", "--batch_size", "8", "--num_iters", "2"]
+        return ["cont_rep", "--data", str(good_npz(root)), *tiny, *flags, *more, *_out(root)]
+
+    return build
+
+
+def _pipeline(make: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    def build(root: Path) -> list[str]:
+        return ["pipeline", "--data", str(good_npz(root)), *make(root), *_out(root)]
+
+    return build
+
+
+def _sweep(mode: str, *flags: str) -> Callable[[Path], list[str]]:
+    def build(root: Path) -> list[str]:
+        return ["sweep", mode, "--data", str(good_npz(root)), *flags, *_out(root)]
+
+    return build
+
+
+def _tar_members(root: Path, name: str, extra: dict[str, bytes]) -> Path:
+    files, _, _ = image_folder_files(per_class=3, prefix="train/")
+    return write_tar(root / name, {**files, **extra})
+
+
+def _cifar_bad(obj: object) -> Callable[[Path], Path]:
+    return lambda root: cifar_dir_with(root, pickle.dumps(obj, protocol=2))
+
+
+_DATA: list[BadInput] = [
+    # --- .npz -------------------------------------------------------------------------------
+    BadInput("npz_truncated", "softmax",
+             _mode("softmax", lambda r: truncated(write(r, "t.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(40) % 4)))),
+             ("t.npz",)),
+    BadInput("npz_not_zip", "softmax",
+             _mode("softmax", lambda r: write(r, "garbage.npz", os.urandom(2000))),
+             ("garbage.npz", "not a readable .npz")),
+    BadInput("npz_zero_bytes", "logistic",
+             _mode("logistic", lambda r: write(r, "empty.npz", b"")), ("empty.npz",)),
+    BadInput("npz_wrong_dtype", "softmax",
+             _mode("softmax", lambda r: write(r, "f.npz", npz_bytes(
+                 images=random_images(40).astype(np.float32), labels=np.arange(40) % 4))),
+             ("f.npz", "dtype")),
+    BadInput("npz_nan_float_images", "softmax",
+             _mode("softmax", lambda r: write(r, "nan.npz", npz_bytes(
+                 images=np.full((40, 8, 8, 3), np.nan, np.float32), labels=np.arange(40) % 4))),
+             ("nan.npz", "dtype")),
+    BadInput("npz_wrong_rank", "softmax",
+             _mode("softmax", lambda r: write(r, "rank.npz", npz_bytes(
+                 images=random_images(40).reshape(40, -1), labels=np.arange(40) % 4))),
+             ("rank.npz", "shape")),
+    BadInput("npz_wrong_channels", "softmax",
+             _mode("softmax", lambda r: write(r, "ch.npz", npz_bytes(
+                 images=random_images(40, c=5), labels=np.arange(40) % 4))),
+             ("ch.npz", "channels")),
+    BadInput("npz_zero_size_images", "softmax",
+             _mode("softmax", lambda r: write(r, "zs.npz", npz_bytes(
+                 images=np.zeros((40, 0, 8, 3), np.uint8), labels=np.arange(40) % 4))),
+             ("zs.npz", "size")),
+    BadInput("npz_no_images", "softmax",
+             _mode("softmax", lambda r: write(r, "noimg.npz", npz_bytes(
+                 pictures=random_images(4), labels=np.arange(4)))),
+             ("noimg.npz", "images")),
+    BadInput("npz_empty", "softmax",
+             _mode("softmax", lambda r: write(r, "none.npz", npz_bytes(
+                 images=np.zeros((0, 8, 8, 3), np.uint8), labels=np.zeros(0, np.int64)))),
+             ("none.npz", "no images")),
+    BadInput("npz_labels_out_of_range", "softmax",
+             _mode("softmax", lambda r: write(r, "oor.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(40) % 4 + 5,
+                 classes=np.array(["a", "b", "c", "d"])))),
+             ("oor.npz", "out of range")),
+    BadInput("npz_labels_negative", "softmax",
+             _mode("softmax", lambda r: write(r, "neg.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(40) % 4 - 1))),
+             ("neg.npz", "negative")),
+    BadInput("npz_labels_length", "softmax",
+             _mode("softmax", lambda r: write(r, "len.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(39) % 4))),
+             ("len.npz", "labels")),
+    BadInput("npz_labels_float", "softmax",
+             _mode("softmax", lambda r: write(r, "lf.npz", npz_bytes(
+                 images=random_images(40), labels=(np.arange(40) % 4).astype(float)))),
+             ("lf.npz", "dtype")),
+    BadInput("npz_unlabelled_for_training", "softmax",
+             _mode("softmax", lambda r: write(r, "nolab.npz", npz_bytes(
+                 images=random_images(40)))),
+             ("nolab.npz", "no labels")),
+    BadInput("npz_bomb_header", "softmax", _mode("softmax", bomb_npz), ("bomb.npz", "GiB")),
+    BadInput("npz_object_payload", "softmax", _mode("softmax", payload_npz),
+             ("payload.npz", "objects"), payload=True),
+    BadInput("npz_one_class", "softmax",
+             _mode("softmax", lambda r: write(r, "one.npz", npz_bytes(
+                 images=random_images(40), labels=np.zeros(40, np.int64)))),
+             ("one.npz", "class")),
+    # --- image folders and tars -------------------------------------------------------------
+    BadInput("folder_text_as_jpg", "softmax",
+             _mode("softmax", lambda r: write_dir(r / "imgs", {
+                 **image_folder_files()[0], "dog/9999.jpg": b"this is not a jpeg\n"})),
+             ("9999.jpg", "not a readable image")),
+    BadInput("folder_empty", "softmax",
+             _mode("softmax", lambda r: (r / "emptydir").mkdir() or r / "emptydir"),
+             ("emptydir", "no images")),
+    BadInput("folder_mixed_sizes", "softmax",
+             _mode("softmax", lambda r: write_dir(r / "mixed", {
+                 **image_folder_files()[0],
+                 **{k.replace("/", "/big"): v
+                    for k, v in image_folder_files(size=9, classes=["cat"])[0].items()}})),
+             ("mixed", "size")),
+    BadInput("tar_member_dotdot", "softmax",
+             _mode("softmax", lambda r: _tar_members(r, "dotdot.tar", {"../evil.jpg": b"x"})),
+             ("dotdot.tar", "escapes")),
+    BadInput("tar_member_absolute", "softmax",
+             _mode("softmax", lambda r: _tar_members(r, "abs.tar", {"/tmp/evil.jpg": b"x"})),
+             ("abs.tar", "escapes")),
+    BadInput("tar_truncated", "softmax",
+             _mode("softmax", lambda r: truncated(_tar_members(r, "trunc.tar.gz", {}), 0.6)),
+             ("trunc.tar.gz",)),
+    BadInput("tar_not_a_tar", "softmax",
+             _mode("softmax", lambda r: write(r, "fake.tar.gz", gzip.compress(b"hello" * 99))),
+             ("fake.tar.gz",)),
+    BadInput("tar_text_as_png", "softmax",
+             _mode("softmax", lambda r: _tar_members(r, "txt.tar", {
+                 "train/cat/bad.png": b"<html>not a png</html>"})),
+             ("bad.png", "not a readable image")),
+    # --- CIFAR-10 python batches ------------------------------------------------------------
+    BadInput("cifar_wrong_keys", "softmax",
+             _mode("softmax", _cifar_bad({b"pixels": np.zeros((4, 3072), np.uint8)})),
+             ("data_batch_1", "CIFAR batch")),
+    BadInput("cifar_wrong_shape", "softmax",
+             _mode("softmax", _cifar_bad({b"data": np.zeros((4, 100), np.uint8),
+                                          b"labels": [0, 1, 2, 3]})),
+             ("data_batch_1", "shape")),
+    BadInput("cifar_wrong_dtype", "softmax",
+             _mode("softmax", _cifar_bad({b"data": np.zeros((4, 3072), np.float64),
+                                          b"labels": [0, 1, 2, 3]})),
+             ("data_batch_1", "dtype")),
+    BadInput("cifar_label_count", "softmax",
+             _mode("softmax", _cifar_bad({b"data": np.zeros((4, 3072), np.uint8),
+                                          b"labels": [0, 1]})),
+             ("data_batch_1", "labels")),
+    BadInput("cifar_not_a_dict", "softmax", _mode("softmax", _cifar_bad([1, 2, 3])),
+             ("data_batch_1", "not a CIFAR batch")),
+    BadInput("cifar_truncated_pickle", "softmax",
+             _mode("softmax", lambda r: cifar_dir_with(r, cifar_batch(4, 1)[0][:500])),
+             ("data_batch_1",)),
+    BadInput("cifar_payload", "softmax",
+             _mode("softmax", lambda r: cifar_dir_with(r, payload_pickle(r))),
+             ("data_batch_1", "refusing"), payload=True),
+    BadInput("cifar_payload_meta", "softmax",
+             _mode("softmax", lambda r: write(cifar_dir_with(r, cifar_batch(4, 1)[0]),
+                                              "batches.meta", payload_pickle(r)).parent),
+             ("batches.meta", "refusing"), payload=True),
+    # --- other data problems ----------------------------------------------------------------
+    BadInput("data_unknown_format", "softmax",
+             _mode("softmax", lambda r: write(r, "table.csv", b"a,b\n1,2\n")),
+             ("table.csv", "unknown data format")),
+    BadInput("data_missing", "logistic", _mode("logistic", lambda r: r / "nope.npz"),
+             ("nope.npz", "not found")),
+    BadInput("test_data_wrong_size", "softmax",
+             _flags("softmax", "--num_iters", "2", "--batch_size", "4", "--test_data", "__T__"),
+             ("test16.npz", "training images")),
+    BadInput("test_data_garbage", "logistic",
+             _flags("logistic", "--num_iters", "2", "--batch_size", "4", "--test_data",
+                    "__G__"),
+             ("garbage_test.npz",)),
+]
+
+
+def _fill(build: Callable[[Path], list[str]]) -> Callable[[Path], list[str]]:
+    """Replace placeholders by files made in root (test-data cases)."""
+
+    def wrapped(root: Path) -> list[str]:
+        argv = build(root)
+        subs = {
+            "__T__": lambda: write(root, "test16.npz", npz_bytes(images=random_images(5, 16, 16))),
+            "__G__": lambda: write(root, "garbage_test.npz", os.urandom(300)),
+        }
+        return [str(subs[a]()) if a in subs else a for a in argv]
+
+    return wrapped
+
+
+_DATA = [
+    BadInput(c.name, c.entry, _fill(c.build), c.expect, c.payload)
+    if c.name.startswith("test_data")
+    else c
+    for c in _DATA
+]
+
+_FLAGS: list[BadInput] = [
+    BadInput("lr_zero", "softmax", _flags("softmax", "--lr", "0"), ("--lr", "> 0")),
+    BadInput("lr_negative", "logistic", _flags("logistic", "--lr", "-0.1"), ("--lr",)),
+    BadInput("lr_nan", "softmax", _flags("softmax", "--lr", "nan"), ("--lr",)),
+    BadInput("batch_zero", "softmax", _flags("softmax", "--batch_size", "0"), ("--batch_size",)),
+    BadInput("batch_larger_than_set", "softmax", _flags("softmax", "--batch_size", "500"),
+             ("--batch_size", "larger")),
+    BadInput("num_iters_negative", "softmax", _flags("softmax", "--num_iters", "-5"),
+             ("--num_iters",)),
+    BadInput("num_iters_not_int", "softmax", _flags("softmax", "--num_iters", "ten"),
+             ("--num_iters", "'ten'")),
+    BadInput("val_fraction_above_one", "softmax", _flags("softmax", "--val_fraction", "1.5"),
+             ("--val_fraction",)),
+    BadInput("val_fraction_zero", "logistic", _flags("logistic", "--val-fraction", "0"),
+             ("--val_fraction",)),
+    BadInput("limit_one", "softmax", _flags("softmax", "--limit", "1"), ("--limit",)),
+    BadInput("limit_above_size", "softmax", _flags("softmax", "--limit", "41"),
+             ("--limit", "41")),
+    BadInput("momentum_one", "softmax", _flags("softmax", "--momentum", "1"), ("--momentum",)),
+    BadInput("unknown_schedule", "softmax", _flags("softmax", "--lr_schedule", "zigzag"),
+             ("--lr_schedule", "zigzag")),
+    BadInput("unknown_flag", "softmax", _flags("softmax", "--learning_rate", "0.1"),
+             ("--learning_rate",)),
+    BadInput("unknown_mode", "cli", lambda r: ["softmaxx", *_out(r)], ("softmaxx",)),
+    BadInput("logistic_three_classes", "logistic", _flags("logistic", "--classes", "0,1,2"),
+             ("--classes", "two")),
+    BadInput("logistic_same_class", "logistic", _flags("logistic", "--classes", "1,1"),
+             ("--classes", "different")),
+    BadInput("logistic_unknown_class", "logistic", _flags("logistic", "--classes", "0,zebra"),
+             ("--classes", "zebra")),
+    # --- cont_rep -----------------------------------------------------------------------------
+    BadInput("cont_unknown_encoder", "cont_rep", _cont("--encoder", "resnet9000"),
+             ("--encoder", "resnet9000")),
+    BadInput("cont_unknown_mining", "cont_rep", _cont("--mining", "lucky"),
+             ("--mining", "lucky")),
+    BadInput("cont_unknown_preset", "cont_rep", _cont("--preset", "turbo"),
+             ("--preset", "turbo")),
+    BadInput("cont_z_dim_zero", "cont_rep", _cont("--z_dim", "0"), ("--z_dim",)),
+    BadInput("cont_batch_three", "cont_rep", _cont("--batch_size", "3"), ("--batch_size",)),
+    BadInput("cont_batch_larger_than_set", "cont_rep", _cont("--batch_size", "64"),
+             ("--batch_size", "larger")),
+    BadInput("cont_resume_without_out", "cont_rep",
+             lambda r: ["cont_rep", "--data", str(good_npz(r)), "--resume"],
+             ("--resume", "--out")),
+    BadInput("cont_encoder_missing", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(r / "none.pt")]),
+             ("none.pt", "not found")),
+    BadInput("cont_encoder_truncated", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(truncated(encoder_file(r, z_dim=64)))]),
+             ("encoder_airbench_small_64.pt", "not a readable")),
+    BadInput("cont_encoder_random_bytes", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(write(r, "rand.pt", os.urandom(999)))]),
+             ("rand.pt",)),
+    BadInput("cont_encoder_is_npz", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(write(r, "model.pt",
+                                                                 good_npz(r).read_bytes()))]),
+             ("model.pt",)),
+    BadInput("cont_encoder_wrong_z_dim", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(encoder_file(r, z_dim=8))]),
+             ("encoder_airbench_small_8.pt", "z_dim")),
+    BadInput("cont_encoder_wrong_architecture", "cont_rep",
+             _cont("--encoder", "airbench", extra=lambda r: [
+                 "--encoder_path", str(encoder_file(r, z_dim=64, tag="airbench"))]),
+             ("encoder_airbench_small_64airbench.pt", "does not load")),
+    BadInput("cont_encoder_payload", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(torch_payload(r))]),
+             ("evil.pt",), payload=True),
+    BadInput("cont_encoder_plain_pickle_payload", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(write(r, "evil2.pt",
+                                                                 payload_pickle(r)))]),
+             ("evil2.pt",), payload=True),
+    # --- pipeline: config files and --set ------------------------------------------------------
+    BadInput("toml_invalid", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "limit = [1,\n[softmax\n"))]),
+             ("config.toml", "TOML")),
+    BadInput("toml_unknown_top_key", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "learning_rate = 0.1\n"))]),
+             ("config.toml", "learning_rate")),
+    BadInput("toml_unknown_stage_key", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "[softmax]\nlearning_rate = 1\n"))]),
+             ("config.toml", "learning_rate")),
+    BadInput("toml_wrong_type", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "[softmax]\nnum_iters = 'many'\n"))]),
+             ("config.toml", "num_iters")),
+    BadInput("toml_unknown_table", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "[softmaxx]\nlr = 0.1\n"))]),
+             ("config.toml", "softmaxx")),
+    BadInput("toml_negative_lr", "pipeline",
+             _pipeline(lambda r: ["--config", str(toml(r, "[softmax]\nlr = -1.0\n"))]),
+             ("lr",)),
+    BadInput("toml_missing", "pipeline",
+             _pipeline(lambda r: ["--config", str(r / "absent.toml")]), ("absent.toml",)),
+    BadInput("pipeline_unknown_stage", "pipeline",
+             _pipeline(lambda r: ["--stages", "softmax,teleport"]), ("--stages", "teleport")),
+    BadInput("pipeline_unknown_preset", "pipeline",
+             _pipeline(lambda r: ["--preset", "ludicrous"]), ("--preset", "ludicrous")),
+    BadInput("pipeline_bad_set", "pipeline",
+             _pipeline(lambda r: ["--set", "softmax.lr"]), ("--set", "softmax.lr")),
+    BadInput("pipeline_set_wrong_type", "pipeline",
+             _pipeline(lambda r: ["--set", "softmax.num_iters=lots"]), ("num_iters", "'lots'")),
+    BadInput("pipeline_limit_zero", "pipeline", _pipeline(lambda r: ["--limit", "0"]),
+             ("--limit",)),
+    BadInput("pipeline_bad_data", "pipeline",
+             lambda r: ["pipeline", "--data", str(write(r, "junk.npz", b"PK\x03\x04junk")),
+                        "--stages", "softmax", *_out(r)],
+             ("junk.npz",)),
+    # --- sweep: grids ---------------------------------------------------------------------------
+    BadInput("grid_unparseable", "sweep", _sweep("softmax", "--grid", "lr=0.1,fast"),
+             ("lr", "'fast'")),
+    BadInput("grid_unknown_flag", "sweep", _sweep("softmax", "--grid", "speed=1,2"),
+             ("--grid", "speed")),
+    BadInput("grid_empty_value", "sweep", _sweep("softmax", "--grid", "lr=0.1,,0.2"),
+             ("--grid", "empty")),
+    BadInput("grid_no_equals", "sweep", _sweep("softmax", "--grid", "lr"), ("--grid", "lr")),
+    BadInput("grid_invalid_value", "sweep", _sweep("softmax", "--grid", "lr=0.1,0"),
+             ("--lr", "> 0")),
+    BadInput("sweep_unknown_mode", "sweep", _sweep("softmaxx", "--grid", "lr=1,2"),
+             ("softmaxx",)),
+    BadInput("sweep_bad_data", "sweep",
+             lambda r: ["sweep", "softmax", "--data", str(write(r, "junk2.npz", os.urandom(64))),
+                        "--grid", "lr=0.1,0.2", *_out(r)],
+             ("junk2.npz",)),
+]
+
+CORPUS: list[BadInput] = _DATA + _FLAGS
+
+
+def by_name(name: str) -> BadInput:
+    return next(c for c in CORPUS if c.name == name)
+
+
+__all__ = ["CORPUS", "MARKER", "BadInput", "Payload", "by_name", "encoder_file", "good_npz",
+           "payload_npz", "payload_pickle", "torch_payload", "write"]

@@ -1,0 +1,109 @@
+"""Reliability: malformed inputs fail cleanly, pickled code never runs, nothing is overwritten.
+
+The corpus is :mod:`badinputs`; every case runs the CLI in-process (``reprlab.cli.main``), and a
+handful run as a real ``python -m reprlab`` subprocess to prove that no traceback reaches stderr.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from badinputs import CORPUS, MARKER, BadInput, by_name
+
+from reprlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, str] | None:
+    """Every file under ``folder`` with its SHA-256 (None if the folder does not exist)."""
+    if not folder.exists():
+        return None
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        if p.is_file()
+        else "dir"
+        for p in sorted(folder.rglob("*"))
+    }
+
+
+def check_one_line(err: str, case: BadInput) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, f"{case.name}: expected one line on stderr, got:\n{err}"
+    line = lines[0]
+    assert line.startswith("reprlab: error: "), line
+    assert "Traceback" not in err
+    for s in case.expect:
+        assert s in line, f"{case.name}: {s!r} not in {line!r}"
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    # decoded-array cache off: a bad archive must be judged on its own bytes
+    monkeypatch.setenv("REPRLAB_CACHE", "off")
+
+
+@pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
+@pytest.mark.parametrize("out_exists", [False, True], ids=["new_out", "empty_out"])
+def test_bad_input_fails_cleanly(
+    case: BadInput, out_exists: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = case.build(tmp_path)
+    out = tmp_path / "out"
+    if out_exists:
+        out.mkdir()
+        (out / "keep.txt").write_text("weeks of work\n")
+    capsys.readouterr()
+    before = snapshot(out)
+    rc = main(argv)
+    captured = capsys.readouterr()
+    assert rc == 2, f"{case.name}: exit code {rc}\n{captured.err}"
+    check_one_line(captured.err, case)
+    assert snapshot(out) == before, f"{case.name}: the output folder changed"
+    assert not (tmp_path / MARKER).exists(), f"{case.name}: pickled code ran"
+
+
+def test_corpus_is_large_and_covers_every_entry_point() -> None:
+    assert len(CORPUS) >= 40
+    assert {c.entry for c in CORPUS} >= {"logistic", "softmax", "cont_rep", "pipeline", "sweep"}
+    assert len({c.name for c in CORPUS}) == len(CORPUS)
+
+
+SUBPROCESS_CASES = [
+    "npz_bomb_header",
+    "tar_member_dotdot",
+    "cifar_payload",
+    "cont_encoder_payload",
+    "toml_invalid",
+    "grid_unparseable",
+    "unknown_flag",
+]
+
+
+def run_cli(argv: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REPRLAB_CACHE": "off", "PYTHONPATH": str(ROOT / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "reprlab", *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_bad_input_subprocess_has_no_traceback(name: str, tmp_path: Path) -> None:
+    case = by_name(name)
+    argv = case.build(tmp_path)
+    proc = run_cli(argv, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    check_one_line(proc.stderr, case)
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / MARKER).exists()
