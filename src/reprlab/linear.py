@@ -162,8 +162,9 @@ class _LinearModel:
         ``W`` and ``b`` default to the learned weights; they may be given in the shapes of
         ``W_``/``b_``. The gradients come back in the same shapes as the given weights.
         """
-        shape_w, shape_b = np.shape(W if W is not None else self.W_), np.shape(
-            b if b is not None else self.b_
+        shape_w, shape_b = (
+            np.shape(W if W is not None else self.W_),
+            np.shape(b if b is not None else self.b_),
         )
         W2, b2 = self._params(W, b)
         z = X @ W2 + b2
@@ -349,8 +350,11 @@ class _LinearModel:
                 self.history_.append(row)
                 if bar is not None:
                     bar.set_postfix(
-                        {k: f"{row[k]:.4f}" for k in ("train_loss", "val_loss", "val_acc")
-                         if k in row}
+                        {
+                            k: f"{row[k]:.4f}"
+                            for k in ("train_loss", "val_loss", "val_acc")
+                            if k in row
+                        }
                     )
                 elif callable(self.progress):
                     self.progress(row)

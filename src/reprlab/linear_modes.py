@@ -181,8 +181,7 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
     train, val = ds.subset(tr_idx), ds.subset(va_idx)
     if cfg.batch_size > len(train):
         raise ReprlabError(
-            f"--batch_size {cfg.batch_size} is larger than the training split "
-            f"({len(train)} images)"
+            f"--batch_size {cfg.batch_size} is larger than the training split ({len(train)} images)"
         )
     test = None
     if cfg.test_data is not None:
@@ -468,4 +467,3 @@ def run_logistic(cfg: LogisticConfig) -> dict[str, Any]:
 def run_softmax(cfg: SoftmaxConfig) -> dict[str, Any]:
     """Train/evaluate softmax regression on every class; returns the summary."""
     return _run(cfg, "softmax")
-
