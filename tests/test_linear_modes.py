@@ -1,0 +1,162 @@
+"""CLI modes ``logistic`` and ``softmax`` on a small subset of the real CIFAR-10 copy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reprlab.cli import main
+from reprlab.linear_modes import load_linear_model
+
+FILES = [
+    "config.json",
+    "metrics.jsonl",
+    "loss.png",
+    "accuracy.png",
+    "model.npz",
+    "summary.json",
+    "confusion.png",
+    "predictions.csv",
+]
+
+
+def _quick(mode, cifar_train, out, *extra):
+    return [
+        mode,
+        "--data",
+        str(cifar_train),
+        "--limit",
+        "1000",
+        "--num_iters",
+        "50",
+        "--eval_every",
+        "10",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("mode,n_classes", [("logistic", 2), ("softmax", 10)])
+def test_mode_writes_the_run_folder(mode, n_classes, cifar_train, cifar_test, tmp_path, capsys):
+    out = tmp_path / mode
+    assert main(_quick(mode, cifar_train, out, "--test_data", str(cifar_test))) == 0
+    for f in FILES:
+        assert (out / f).is_file(), f
+    stdout = capsys.readouterr().out
+    assert f"{mode}: val_acc" in stdout
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    assert summary["iterations"] == 50 and summary["stop_reason"] == "num_iters"
+    assert summary["n_train"] + summary["n_val"] == 1000 and summary["n_val"] == 200
+    for k in ("best_val_acc", "final_val_acc", "best_val_loss", "final_train_loss", "wall_time_s"):
+        assert np.isfinite(summary[k]), k
+    rep = summary["classification_report"]
+    assert len(rep["class_names"]) == n_classes
+    assert np.array(rep["confusion_matrix"]).sum() == 200
+    assert summary["val_acc"] == pytest.approx(rep["accuracy"])
+    assert summary["val_acc"] > (0.6 if mode == "logistic" else 0.2)  # well above chance
+
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iter"] for r in rows] == [10, 20, 30, 40, 50]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc"} <= set(rows[0])
+
+    lines = (out / "predictions.csv").read_text().splitlines()
+    assert len(lines) == 10000
+    labels = np.array([int(v) for v in lines])
+    allowed = {0, 1} if mode == "logistic" else set(range(10))
+    assert set(labels) <= allowed and len(set(labels)) > 1
+
+    # the saved model reproduces the predictions, and the file holds no pickles
+    model = load_linear_model(out)
+    test = np.load(cifar_test)["images"]
+    np.testing.assert_array_equal(model.predict(test[:500]), labels[:500])
+    with np.load(out / "model.npz", allow_pickle=False) as z:
+        assert {"W", "b", "mean", "std", "classes"} <= set(z.files)
+
+    # a second identical run is recognised as finished and does no work
+    before = (out / "summary.json").stat().st_mtime_ns
+    assert main(_quick(mode, cifar_train, out, "--test_data", str(cifar_test))) == 0
+    assert "already holds" in capsys.readouterr().out
+    assert (out / "summary.json").stat().st_mtime_ns == before
+
+
+def test_logistic_other_pair_predicts_original_indices(cifar_train, cifar_test, tmp_path):
+    out = tmp_path / "pair"
+    args = _quick("logistic", cifar_train, out, "--classes", "cat,dog", "--test_data")
+    assert main([*args, str(cifar_test)]) == 0
+    labels = {int(v) for v in (out / "predictions.csv").read_text().split()}
+    assert labels <= {3, 5}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classes"] == ["cat", "dog"] and summary["class_ids"] == [3, 5]
+
+
+@pytest.mark.parametrize(
+    "mode,extra,needle",
+    [
+        ("logistic", ["--lr", "-1"], "--lr"),
+        ("logistic", ["--lr", "0"], "--lr"),
+        ("softmax", ["--batch_size", "0"], "--batch_size"),
+        ("softmax", ["--num_iters", "-5"], "--num_iters"),
+        ("softmax", ["--l2_lambda", "-0.1"], "--l2_lambda"),
+        ("softmax", ["--eval_every", "0"], "--eval_every"),
+        ("softmax", ["--early_stop_metric", "f1"], "early_stop_metric"),
+        ("softmax", ["--momentum", "1.5"], "--momentum"),
+        ("logistic", ["--batch_size", "900"], "--batch_size"),  # > 800 training images
+        ("logistic", ["--classes", "3,3"], "--classes"),
+        ("logistic", ["--classes", "3"], "--classes"),
+        ("logistic", ["--classes", "airplane,unicorn"], "unicorn"),
+        ("softmax", ["--limit", "999999"], "--limit"),
+        ("softmax", ["--lr", "abc"], "--lr"),
+    ],
+)
+def test_bad_flags_exit_2_and_write_nothing(mode, extra, needle, cifar_train, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(_quick(mode, cifar_train, out, *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("reprlab: error:")
+    assert needle in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_test_data_of_another_shape_is_refused(cifar_train, tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=np.zeros((4, 16, 16, 3), np.uint8))
+    out = tmp_path / "run"
+    assert main(_quick("softmax", cifar_train, out, "--test_data", str(bad))) == 2
+    err = capsys.readouterr().err
+    assert "bad.npz" in err and not out.exists()
+
+
+def test_single_class_data_is_refused(tmp_path, capsys):
+    data = tmp_path / "one.npz"
+    rng = np.random.default_rng(0)
+    np.savez(
+        data,
+        images=rng.integers(0, 255, (40, 8, 8, 3), dtype=np.uint8),
+        labels=np.zeros(40, np.int64),
+    )
+    out = tmp_path / "run"
+    argv = ["softmax", "--data", str(data), "--batch_size", "8", "--out", str(out)]
+    assert main(argv) == 2
+    assert "two classes" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_load_linear_model_rejects_other_files(tmp_path):
+    from reprlab.errors import ReprlabError
+
+    with pytest.raises(ReprlabError, match="not found"):
+        load_linear_model(tmp_path / "nope.npz")
+    other = tmp_path / "other.npz"
+    np.savez(other, W=np.zeros((3, 2)))
+    with pytest.raises(ReprlabError, match="not a reprlab linear model"):
+        load_linear_model(other)
+    junk = tmp_path / "junk.npz"
+    Path(junk).write_bytes(b"not a zip")
+    with pytest.raises(ReprlabError, match="not a readable"):
+        load_linear_model(junk)
