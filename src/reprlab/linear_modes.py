@@ -39,7 +39,12 @@ MODEL_FORMAT = "reprlab-linear-1"
 
 @dataclass
 class _LinearConfig(RunConfig):
-    """Flags shared by ``logistic`` and ``softmax`` (defaults are overridden per mode below)."""
+    """Flags shared by ``logistic`` and ``softmax`` (defaults are overridden per mode below).
+
+    Shared defaults: batch 256 (the report's; larger batches cost time for < 0.2 %), clipping at
+    5 (the report's; it only bites in the first updates), no momentum/EMA (no gain measured
+    with the cosine schedule), no L2 (the finite SGD budget regularises enough), mirroring on.
+    """
 
     num_iters: int = arg(2000, "number of minibatch SGD updates")
     lr: float = arg(0.01, "initial learning rate")
@@ -93,12 +98,19 @@ class LogisticConfig(_LinearConfig):
     classes: str = arg(
         "0,1", "the two classes (names or indices, comma-separated); the first is label 0"
     )
-    # Tuned on airplane vs automobile, 20 % validation split, seed 0 (see the final report):
-    # 2000 updates of 256 = ~64 epochs of the 8000 training images; a cosine schedule from 0.01
-    # ends on a well-averaged solution; mirroring doubles the effective data (+~0.5 % accuracy);
-    # L2 and momentum did not help measurably (SGD's early end already regularises).
+    # Tuned on airplane vs automobile, 20 % validation split, seed 0 (measured figures in the
+    # README): 2000 updates of 256 = ~64 epochs of the 8000 training images; a cosine schedule
+    # from lr 0.01 ends on a low-noise solution (constant lr: -0.3..0.5 % accuracy); mirroring
+    # half of each batch doubles the effective data (+~0.5 %); momentum, EMA, L2, random shifts,
+    # per-pixel standardisation, PCA and 2x2 pooling did not help measurably (SGD's finite
+    # budget already regularises). The best-val_acc evaluation's weights are kept (report).
     num_iters: int = arg(2000, "number of minibatch SGD updates")
     lr: float = arg(0.01, "initial learning rate")
+    early_stop_metric: str = arg(
+        "val_acc",
+        "validation metric watched by early stopping and used to keep the best weights",
+        choices=list(STOP_METRICS),
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -124,9 +136,18 @@ class LogisticConfig(_LinearConfig):
 class SoftmaxConfig(_LinearConfig):
     """Multi-class softmax regression on all classes (report section 1.3)."""
 
+    # Tuned on the 10 classes, 20 % validation split, seed 0: the model underfits (train ~43 %,
+    # val ~41 %), so no L2; lr 0.03 with clipping at 5 and a cosine schedule over 3000 updates
+    # (~19 epochs of 40k) is as good as 0.01 and safer than 0.1; batch 1024 costs 4x the time
+    # for +0.2 %; mirroring adds ~+0.3 %.
     num_iters: int = arg(3000, "number of minibatch SGD updates")
-    lr: float = arg(0.01, "initial learning rate")
+    lr: float = arg(0.03, "initial learning rate")
     eval_every: int = arg(100, "evaluate train/validation metrics every this many iterations")
+    early_stop_metric: str = arg(
+        "val_acc",
+        "validation metric watched by early stopping and used to keep the best weights",
+        choices=list(STOP_METRICS),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
