@@ -432,7 +432,8 @@ def train(
 
     t_start = time.perf_counter()
     status, stop_reason, it = "finished", "num_iters", it0
-    last_loss: float | None = None
+    # a resumed finished run does no iteration: its last logged loss is the checkpoint's
+    last_loss: float | None = rows[-1]["train_loss"] if rows else None
     bar = tqdm(
         total=cfg.num_iters,
         initial=it0,
