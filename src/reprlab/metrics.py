@@ -48,3 +48,20 @@ def classification_report(
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
     }
+
+
+def report_with_confusion(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    class_names: list[str],
+    png_path: Any,
+    title: str = "",
+) -> dict[str, Any]:
+    """The one evaluation path of every classifier mode: :func:`classification_report` of
+    ``(y_true, y_pred)`` plus the confusion matrix drawn with class names to ``png_path``
+    (``confusion.png``). Returns the report (store it in ``summary.json``)."""
+    from reprlab.plots import plot_confusion  # matplotlib only when a figure is drawn
+
+    report = classification_report(y_true, y_pred, class_names)
+    plot_confusion(np.array(report["confusion_matrix"]), class_names, png_path, title=title)
+    return report

@@ -1,0 +1,119 @@
+"""``reprlab predict RUN_DIR --data IMAGES``: labels from a finished classifier run's folder.
+
+    reprlab predict runs/ftnn --data cifar10_test_images.npz --out predictions.csv
+
+Works for every classifier mode (``logistic``, ``softmax``, ``fine_tune_linear``,
+``fine_tune_nn``): the run folder's ``config.json`` names the mode, its model file (``model.npz``
+or ``model.pt``, plus the copied ``encoder.pt`` of ``fine_tune_linear``) holds everything the
+prediction needs. Output: one integer label per line, row i for image i (the report's
+leaderboard format), in the training set's class numbering. An existing output file is kept
+unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reprlab.errors import ReprlabError
+from reprlab.io import read_json, write_predictions
+
+CLASSIFIER_MODES = ("logistic", "softmax", "fine_tune_linear", "fine_tune_nn")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished classifier run")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="images to label: .npz (key images), image folder or tar, CIFAR python batches",
+    )
+    parser.add_argument(
+        "--out", default="predictions.csv", help="output file (default: predictions.csv)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the output file if it exists"
+    )
+    parser.add_argument(
+        "--batch_size",
+        "--batch-size",
+        type=int,
+        default=512,
+        help="images per forward pass (neural models; default: 512)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto (cuda, mps, cpu) | cpu | cuda | mps (default: auto)"
+    )
+
+
+def load_predictor(run_dir: str | Path) -> tuple[str, Any]:
+    """``(mode, predictor)`` of a finished classifier run; ``predictor.predict(images)``
+    returns labels and checks the images' shape against the training images'."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReprlabError(f"{run_dir}: run folder not found")
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.is_file():
+        raise ReprlabError(f"{run_dir}: not a reprlab run folder (no config.json)")
+    mode = read_json(cfg_file).get("mode")
+    if mode not in CLASSIFIER_MODES:
+        raise ReprlabError(
+            f"{run_dir}: a {mode} run has no classifier to predict with "
+            f"(use a run of {', '.join(CLASSIFIER_MODES)})"
+        )
+    if mode in ("logistic", "softmax"):
+        from reprlab.linear_modes import load_linear_model
+
+        model_file = run_dir / "model.npz"
+        if not model_file.is_file():
+            raise ReprlabError(f"{model_file}: model file not found (is the run finished?)")
+        return mode, load_linear_model(model_file)
+    from reprlab.finetune import load_classifier, load_fine_tune_linear
+
+    if mode == "fine_tune_linear":
+        return mode, load_fine_tune_linear(run_dir)
+    return mode, load_classifier(run_dir)
+
+
+def predict_labels(
+    run_dir: str | Path,
+    images_path: str | Path,
+    batch_size: int = 512,
+    device: str = "auto",
+    progress: bool = True,
+) -> np.ndarray:
+    """Labels of the images in ``images_path`` by the model of ``run_dir``."""
+    from reprlab.data import load_images
+
+    mode, predictor = load_predictor(run_dir)
+    ds = load_images(images_path, split="test")
+    shape = tuple(predictor.image_shape)
+    if tuple(ds.images.shape[1:]) != shape:
+        h, w, c = ds.images.shape[1:]
+        raise ReprlabError(
+            f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the model of {run_dir} was "
+            f"trained on {'x'.join(map(str, shape))} images"
+        )
+    if mode in ("logistic", "softmax"):
+        return np.asarray(predictor.predict(ds.images), dtype=np.int64)
+    return predictor.predict(
+        ds.images, batch_size=batch_size, device=device, progress=progress, where=ds.source
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise ReprlabError(f"{out}: already exists (choose another --out or pass --overwrite)")
+    if out.is_dir():
+        raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
+    if args.batch_size <= 0:
+        raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
+    labels = predict_labels(args.run_dir, args.data, args.batch_size, args.device)
+    write_predictions(out, labels, overwrite=True)
+    counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
+    print(f"predict: {len(labels)} labels -> {out} (per class: {counts.tolist()})")
+    return 0

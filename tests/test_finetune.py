@@ -1,0 +1,313 @@
+"""fine_tune_linear and fine_tune_nn on a tiny cont_rep encoder and small real CIFAR-10 subsets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from reprlab.cli import config_for, main
+from reprlab.contrastive import load_encoder, run_cont_rep
+from reprlab.finetune import (
+    load_classifier,
+    load_fine_tune_linear,
+    run_fine_tune_linear,
+    run_fine_tune_nn,
+)
+from reprlab.io import load_checkpoint, read_jsonl, save_checkpoint
+
+# Session fixtures are also used by tests/test_predict.py (which imports them from here); the
+# cache makes each one run once per session even though two modules register it.
+_CACHE: dict[str, Any] = {}
+
+
+def _once(key: str, make: Callable[[], Any]) -> Any:
+    if key not in _CACHE:
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+LIMIT = 600  # 480 training / 120 validation images, stratified (same split as the encoder's)
+NN = {
+    "limit": LIMIT,
+    "batch_size": 64,
+    "num_iters": 40,
+    "eval_every": 5,
+    "warmup_iters": 5,
+    "checkpoint_every": 10,
+    "patience": 0,
+    "progress": False,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run folder of a short cont_rep run (airbench_small, z=64) on 600 images."""
+    return _once("enc", lambda: _make_encoder(cifar_train, tmp_path_factory))
+
+
+def _make_encoder(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("enc") / "cont_rep"
+    cfg = config_for(
+        "cont_rep",
+        {
+            "data": str(cifar_train),
+            "out": str(out),
+            "limit": LIMIT,
+            "encoder": "airbench_small",
+            "batch_size": 64,
+            "num_iters": 30,
+            "eval_every": 30,
+            "knn_k": 5,
+            "tsne": False,
+            "progress": False,
+        },
+    )
+    run_cont_rep(cfg)
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_test(cifar_test: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64 real unlabelled test images as an .npz (predictions stay quick)."""
+
+    def make() -> Path:
+        with np.load(cifar_test) as z:
+            images = z["images"][:64]
+        path = tmp_path_factory.mktemp("test") / "test64.npz"
+        np.savez(path, images=images)
+        return path
+
+    return _once("test", make)
+
+
+def ftl_config(cifar_train: Path, encoder: Path, out: Path, **kw):
+    base = {
+        "data": str(cifar_train),
+        "encoder_path": str(encoder / "encoder.pt"),
+        "out": str(out),
+        "limit": LIMIT,
+        "num_iters": 300,
+        "progress": False,
+    }
+    return config_for("fine_tune_linear", {**base, **kw})
+
+
+def nn_config(cifar_train: Path, encoder: Path, out: Path, **kw):
+    base = {"data": str(cifar_train), "encoder_path": str(encoder / "encoder.pt"), "out": str(out)}
+    return config_for("fine_tune_nn", {**base, **NN, **kw})
+
+
+@pytest.fixture(scope="session")
+def ftl_run(cifar_train, tiny_encoder, small_test, tmp_path_factory) -> tuple[Path, dict]:
+    def make() -> tuple[Path, dict]:
+        out = tmp_path_factory.mktemp("ftl") / "run"
+        cfg = ftl_config(cifar_train, tiny_encoder, out, test_data=str(small_test))
+        return out, run_fine_tune_linear(cfg)
+
+    return _once("ftl", make)
+
+
+@pytest.fixture(scope="session")
+def nn_run(cifar_train, tiny_encoder, small_test, tmp_path_factory) -> tuple[Path, dict]:
+    def make() -> tuple[Path, dict]:
+        out = tmp_path_factory.mktemp("ftnn") / "run"
+        cfg = nn_config(cifar_train, tiny_encoder, out, test_data=str(small_test))
+        return out, run_fine_tune_nn(cfg)
+
+    return _once("nn", make)
+
+
+COMMON_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "loss.png",
+    "accuracy.png",
+    "summary.json",
+    "confusion.png",
+    "predictions.csv",
+)
+
+
+def _check_summary(s: dict, n_val: int = 120) -> None:
+    assert s["status"] == "finished"
+    rep = s["classification_report"]
+    cm = np.array(rep["confusion_matrix"])
+    assert cm.shape == (10, 10) and cm.sum() == n_val == s["n_val"]
+    assert rep["accuracy"] == pytest.approx(s["val_acc"])
+    assert np.trace(cm) / cm.sum() == pytest.approx(s["val_acc"])
+    assert set(rep["per_class"]) == set(rep["class_names"]) and len(rep["class_names"]) == 10
+    for k in ("train_loss", "train_acc", "val_loss", "best_iter", "iterations", "stop_reason"):
+        assert s[k] is not None, k
+
+
+def test_fine_tune_linear_writes_everything_and_learns(ftl_run):
+    out, s = ftl_run
+    for f in (*COMMON_FILES, "model.npz", "encoder.pt"):
+        assert (out / f).is_file(), f
+    _check_summary(s)
+    assert s["val_acc"] > 0.2  # chance: 0.10; the tiny encoder's kNN is ~0.25
+    assert s["feature_dim"] == 64 and s["split_warning"] is None
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert {"iter", "train_loss", "train_acc", "val_loss", "val_acc"} <= set(rows[0])
+    assert len((out / "predictions.csv").read_text().splitlines()) == 64
+    assert json.loads((out / "summary.json").read_text())["val_acc"] == s["val_acc"]
+
+
+def test_fine_tune_linear_embeddings_independent_of_batch_size(ftl_run, small_test):
+    out, s = ftl_run
+    pred = load_fine_tune_linear(out)
+    with np.load(small_test) as z:
+        images = z["images"][:20]
+    kw = {"autocast": False, "device": "cpu"}
+    a = pred.embed(images, batch_size=1, **kw)
+    b = pred.embed(images, batch_size=256, **kw)
+    assert a.shape == (20, 64)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert np.array_equal(b, pred.embed(images, batch_size=256, **kw))  # deterministic
+    # the copied encoder embeds exactly like the original
+    enc, _ = load_encoder(out / "encoder.pt")
+    sd = enc.state_dict()
+    for k, v in pred.encoder.state_dict().items():
+        assert torch.equal(v, sd[k])
+
+
+def test_fine_tune_nn_learns_and_writes_everything(nn_run):
+    out, s = nn_run
+    for f in (*COMMON_FILES, "model.pt", "checkpoint.pt"):
+        assert (out / f).is_file(), f
+    _check_summary(s)
+    rows = read_jsonl(out / "metrics.jsonl")
+    assert [r["iter"] for r in rows] == list(range(5, 41, 5))
+    assert all("val_loss" in r and "val_acc" in r and "train_acc" in r for r in rows)
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert s["iterations"] == 40 and s["stop_reason"] == "num_iters"
+    # the saved model reproduces the final evaluation
+    pred = load_classifier(out)
+    assert pred.classes == s["classes"] and pred.image_shape == (32, 32, 3)
+
+
+def test_fine_tune_nn_early_stops_and_restores_best(cifar_train, tiny_encoder, tmp_path):
+    out = tmp_path / "es"
+    s = run_fine_tune_nn(
+        nn_config(
+            cifar_train,
+            tiny_encoder,
+            out,
+            num_iters=200,
+            early_stop_metric="val_acc",
+            patience=2,
+            checkpoint_every=0,
+        )
+    )
+    assert s["stop_reason"] == "early_stopping" and s["iterations"] < 200
+    assert s["best_iter"] < s["iterations"]
+    # the returned weights are the best evaluation's: same images, same batches -> same accuracy
+    assert s["val_acc"] == pytest.approx(s["best_val_acc"], abs=1e-9)
+    assert s["best_val_acc"] == max(r["val_acc"] for r in read_jsonl(out / "metrics.jsonl"))
+
+
+@pytest.mark.parametrize("how", ["freeze_encoder", "freeze_encoder_iters"])
+def test_frozen_encoder_is_unchanged(cifar_train, tiny_encoder, tmp_path, how):
+    kw = {"freeze_encoder": True} if how == "freeze_encoder" else {"freeze_encoder_iters": 20}
+    out = tmp_path / how
+    s = run_fine_tune_nn(nn_config(cifar_train, tiny_encoder, out, num_iters=20, **kw))
+    before = load_checkpoint(tiny_encoder / "encoder.pt")["state_dict"]
+    after = load_checkpoint(out / "model.pt")["state_dict"]
+    for k, v in before.items():  # weights AND BatchNorm running statistics
+        assert torch.equal(after[f"encoder.{k}"], v), k
+    head0 = [k for k in after if k.startswith("head.")]
+    assert head0 and s["iterations"] == 20
+    if how == "freeze_encoder":
+        assert s["trainable_parameters"] < s["parameters"]
+
+
+def test_freeze_then_unfreeze_changes_encoder(cifar_train, tiny_encoder, tmp_path):
+    out = tmp_path / "thaw"
+    run_fine_tune_nn(
+        nn_config(cifar_train, tiny_encoder, out, num_iters=20, freeze_encoder_iters=10)
+    )
+    before = load_checkpoint(tiny_encoder / "encoder.pt")["state_dict"]
+    after = load_checkpoint(out / "model.pt")["state_dict"]
+    assert not torch.equal(after["encoder.fc.weight"], before["fc.weight"])
+
+
+def test_resume_of_finished_run_is_a_no_op(cifar_train, tiny_encoder, nn_run, small_test):
+    out, s = nn_run
+    again = run_fine_tune_nn(
+        nn_config(cifar_train, tiny_encoder, out, test_data=str(small_test), resume=True)
+    )
+    assert again["resumed_from"] == 40 and again["iterations"] == 40
+    assert again["val_acc"] == s["val_acc"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line on stderr, exit 2, nothing written
+# ---------------------------------------------------------------------------------------------
+
+
+def _fails(argv: list[str], needle: str, capsys) -> None:
+    capsys.readouterr()
+    assert main(argv) == 2, argv
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reprlab: error:"), err
+    assert "Traceback" not in err
+    assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("mode", ["fine_tune_linear", "fine_tune_nn"])
+def test_bad_encoder_and_data_exit_2_write_nothing(
+    mode, cifar_train, tiny_encoder, small_test, tmp_path, capsys
+):
+    enc = tiny_encoder / "encoder.pt"
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint at all")
+    other_arch = tmp_path / "other_arch.pt"
+    ck = load_checkpoint(enc)
+    ck["encoder"] = "airbench"  # airbench_small's weights under the name of the wider net
+    save_checkpoint(other_arch, ck)
+    with np.load(small_test) as z:
+        imgs = z["images"]
+    small = tmp_path / "small.npz"
+    np.savez(small, images=imgs[:, :28, :28])
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, images=imgs[..., :1])
+    base = ["--data", str(cifar_train), "--limit", str(LIMIT), "--no-progress"]
+    cases = [
+        ([], "--encoder_path is required"),
+        (["--encoder_path", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--encoder_path", str(corrupt)], "corrupt.pt"),
+        (["--encoder_path", str(tiny_encoder / "checkpoint.pt")], "not a reprlab encoder"),
+        (["--encoder_path", str(other_arch)], "other_arch.pt: encoder does not load"),
+        (["--encoder_path", str(enc), "--z_dim", "32"], "z_dim=64"),
+        (["--encoder_path", str(enc), "--test_data", str(small)], "small.npz"),
+        (["--encoder_path", str(enc), "--test_data", str(gray)], "gray.npz"),
+    ]
+    for i, (extra, needle) in enumerate(cases):
+        out = tmp_path / f"run{i}"
+        _fails([mode, *base, "--out", str(out), *extra], needle, capsys)
+        assert not out.exists(), extra
+
+
+def test_encoder_folder_accepted_and_other_split_warned(
+    cifar_train, tiny_encoder, tmp_path, capsys
+):
+    s = run_fine_tune_linear(
+        ftl_config(
+            cifar_train,
+            tiny_encoder,
+            tmp_path / "w",
+            encoder_path=str(tiny_encoder),  # the run folder instead of encoder.pt
+            seed=1,
+            num_iters=20,
+        )
+    )
+    assert "another split" in s["split_warning"] and "--seed 1" in s["split_warning"]
+    assert "reprlab: warning:" in capsys.readouterr().err

@@ -1,0 +1,85 @@
+"""``reprlab predict``: reproduces a run's own predictions; refuses bad input with exit 2."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_finetune import _fails, ftl_run, nn_run, small_test, tiny_encoder  # noqa: F401
+
+from reprlab.cli import config_for, main
+from reprlab.linear_modes import run_softmax
+
+
+@pytest.fixture(scope="module")
+def softmax_run(cifar_train: Path, small_test: Path, tmp_path_factory) -> Path:  # noqa: F811
+    out = tmp_path_factory.mktemp("sm") / "run"
+    cfg = config_for(
+        "softmax",
+        {
+            "data": str(cifar_train),
+            "test_data": str(small_test),
+            "out": str(out),
+            "limit": 600,
+            "num_iters": 50,
+            "batch_size": 64,
+            "eval_every": 25,
+        },
+    )
+    run_softmax(cfg)
+    return out
+
+
+@pytest.mark.parametrize("which", ["softmax_run", "ftl_run", "nn_run"])
+def test_predict_reproduces_the_runs_predictions(which, request, small_test, tmp_path):  # noqa: F811
+    run = request.getfixturevalue(which)
+    run = run[0] if isinstance(run, tuple) else run
+    out = tmp_path / "p.csv"
+    assert main(["predict", str(run), "--data", str(small_test), "--out", str(out)]) == 0
+    expected = (run / "predictions.csv").read_text()
+    assert out.read_text() == expected
+    labels = np.array(expected.split(), dtype=int)
+    assert len(labels) == 64 and labels.min() >= 0 and labels.max() < 10
+
+
+def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, capsys):  # noqa: F811
+    run = nn_run[0]
+    with np.load(small_test) as z:
+        imgs = z["images"]
+    small = tmp_path / "small.npz"
+    np.savez(small, images=imgs[:, :24, :24])
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, images=imgs[..., :1])
+    existing = tmp_path / "exists.csv"
+    existing.write_text("keep me\n")
+    no_model = tmp_path / "no_model"
+    shutil.copytree(ftl_run[0], no_model)
+    (no_model / "model.npz").unlink()
+    no_model_nn = tmp_path / "no_model_nn"
+    shutil.copytree(run, no_model_nn, ignore=shutil.ignore_patterns("*.pt"))
+    out = tmp_path / "o.csv"
+    cases = [
+        ([str(run), "--data", str(small), "--out", str(out)], "small.npz"),
+        ([str(run), "--data", str(gray), "--out", str(out)], "gray.npz"),
+        ([str(ftl_run[0]), "--data", str(small), "--out", str(out)], "small.npz"),
+        ([str(run), "--data", str(small_test), "--out", str(existing)], "exists.csv"),
+        ([str(no_model), "--data", str(small_test), "--out", str(out)], "model.npz"),
+        ([str(no_model_nn), "--data", str(small_test), "--out", str(out)], "model.pt"),
+        ([str(tiny_encoder), "--data", str(small_test), "--out", str(out)], "cont_rep run"),
+        ([str(tmp_path / "nope"), "--data", str(small_test), "--out", str(out)], "nope"),
+        ([str(run), "--data", str(tmp_path / "none.npz"), "--out", str(out)], "none.npz"),
+    ]
+    for args, needle in cases:
+        _fails(["predict", *args], needle, capsys)
+        assert not out.exists(), args
+    assert existing.read_text() == "keep me\n"
+    # --overwrite replaces it
+    assert (
+        main(
+            ["predict", str(run), "--data", str(small_test), "--out", str(existing), "--overwrite"]
+        )
+        == 0
+    )
+    assert existing.read_text() == (run / "predictions.csv").read_text()
