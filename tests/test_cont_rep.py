@@ -58,6 +58,7 @@ def test_run_writes_everything_and_learns(finished):
         "val_embeddings.npy",
         "val_labels.npy",
         "test_embeddings.npy",
+        "predictions.csv",
         "summary.json",
         "model_summary.txt",
     ):
@@ -72,6 +73,8 @@ def test_run_writes_everything_and_learns(finished):
     emb = np.load(out / "val_embeddings.npy")
     assert emb.shape == (120, 64) and np.load(out / "val_labels.npy").shape == (120,)
     assert np.load(out / "test_embeddings.npy").shape == (10000, 64)
+    preds = (out / "predictions.csv").read_text().split()
+    assert len(preds) == 10000 and {int(v) for v in preds} <= set(range(10))
     assert "Total params" in (out / "model_summary.txt").read_text()
     # encoder.pt rebuilds the encoder: same embeddings
     enc, meta = load_encoder(out / "encoder.pt")

@@ -31,10 +31,17 @@ from reprlab.data import (
     stratified_subset,
     to_float,
 )
-from reprlab.embed import as_mean_std, embed, knn_accuracy, to_input, tsne_2d
+from reprlab.embed import as_mean_std, embed, knn_accuracy, knn_predict, to_input, tsne_2d
 from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_summary
 from reprlab.errors import ReprlabError, TrainingFailed
-from reprlab.io import RunDir, load_checkpoint, save_checkpoint, save_npy, write_text
+from reprlab.io import (
+    RunDir,
+    load_checkpoint,
+    save_checkpoint,
+    save_npy,
+    write_predictions,
+    write_text,
+)
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     OPTIMIZERS,
@@ -484,7 +491,11 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     save_npy(run.file("val_embeddings.npy"), val_emb)
     save_npy(run.file("val_labels.npy"), val_set.labels.astype(np.int64))
     if test_set is not None:
-        save_npy(run.file("test_embeddings.npy"), embed_(test_set.images, "embed test"))
+        test_emb = embed_(test_set.images, "embed test")
+        save_npy(run.file("test_embeddings.npy"), test_emb)
+        # a kNN classifier on the training embeddings labels the test images (leaderboard file)
+        test_pred = knn_predict(train_emb, train_set.labels, test_emb, k=cfg.knn_k)
+        write_predictions(run.file("predictions.csv"), test_pred.astype(np.int64))
     _plots(res.rows, run)
     if cfg.tsne:
         sel = np.arange(len(val_emb))
@@ -510,6 +521,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "best_iter": res.best_iter,
         "early_stop_metric": cfg.early_stop_metric,
         "best_metric": res.best,
+        "best_val_loss": min((r["val_loss"] for r in res.rows if "val_loss" in r), default=None),
         "final_val_loss": next(
             (r["val_loss"] for r in reversed(res.rows) if "val_loss" in r), None
         ),

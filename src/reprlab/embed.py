@@ -69,7 +69,9 @@ def embed(
     dev = device if isinstance(device, torch.device) else pick_device(device)
     m, s = as_mean_std(mean, std)
     mean_t, std_t = torch.from_numpy(m).to(dev), torch.from_numpy(s).to(dev)
-    x_all = torch.as_tensor(images)
+    x_all = torch.as_tensor(
+        np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images
+    )
     if x_all.dtype != torch.uint8 or x_all.ndim != 4:
         raise ValueError(
             f"embed expects uint8 (N, H, W, C) images, got {x_all.dtype} {tuple(x_all.shape)}"
