@@ -533,9 +533,10 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - t0,
     }
     run.write_summary(summary)
+    loss_txt = "n/a" if res.final_loss is None else f"{res.final_loss:.4f}"
     print(
         f"cont_rep: {res.iterations} iterations ({res.stop_reason}), final loss "
-        f"{res.final_loss:.4f}, kNN@{cfg.knn_k} val accuracy {knn:.4f} -> {run.path}"
+        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f} -> {run.path}"
     )
     return summary
 
