@@ -369,7 +369,7 @@ def train(
         except (RuntimeError, ValueError, KeyError) as e:
             raise ReprlabError(f"{ckpt_path}: does not fit this model ({str(e)[:200]})") from None
         if ema is not None and ck.get("ema") is not None:
-            ema.state = ck["ema"]
+            ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
         stopper.load_state_dict(ck["early_stopping"])
         stopper.best_state = ck.get("best_state")
         it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
