@@ -39,6 +39,7 @@ NN = {
     "num_iters": 40,
     "eval_every": 5,
     "warmup_iters": 5,
+    "freeze_encoder_iters": 5,
     "checkpoint_every": 10,
     "patience": 0,
     "progress": False,
@@ -209,7 +210,7 @@ def test_fine_tune_nn_early_stops_and_restores_best(cifar_train, tiny_encoder, t
     assert s["stop_reason"] == "early_stopping" and s["iterations"] < 200
     assert s["best_iter"] < s["iterations"]
     # the returned weights are the best evaluation's: same images, same batches -> same accuracy
-    assert s["val_acc"] == pytest.approx(s["best_val_acc"], abs=1e-9)
+    assert s["val_acc_no_tta"] == pytest.approx(s["best_val_acc"], abs=1e-9)
     assert s["best_val_acc"] == max(r["val_acc"] for r in read_jsonl(out / "metrics.jsonl"))
 
 
@@ -311,3 +312,26 @@ def test_encoder_folder_accepted_and_other_split_warned(
     )
     assert "another split" in s["split_warning"] and "--seed 1" in s["split_warning"]
     assert "reprlab: warning:" in capsys.readouterr().err
+
+
+def test_heads_and_bad_flags(cifar_train, tiny_encoder, tmp_path, capsys):
+    from reprlab.encoders import build_encoder
+    from reprlab.finetune import Classifier
+
+    enc = build_encoder("airbench_small", 16)
+    for hidden, n_linear in (([], 1), ([512], 2), ([64, 32], 3)):
+        m = Classifier(enc, 10, hidden)
+        assert sum(isinstance(x, torch.nn.Linear) for x in m.head) == n_linear
+        assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    wide = Classifier(enc, 10, [8], features="features")
+    assert wide.head[0].in_features == enc.feature_dim
+    base = ["fine_tune_nn", "--data", str(cifar_train), "--encoder_path", str(tiny_encoder)]
+    for extra, needle in (
+        (["--hidden", "0"], "--hidden"),
+        (["--label_smoothing", "1.5"], "--label_smoothing"),
+        (["--encoder_lr", "-1"], "--encoder_lr"),
+        (["--resume"], "--resume needs --out"),
+    ):
+        out = [] if "--resume" in extra else ["--out", str(tmp_path / "x")]
+        _fails([*base, *out, *extra], needle, capsys)
+    assert not (tmp_path / "x").exists()
