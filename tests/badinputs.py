@@ -134,7 +134,7 @@ def encoder_file(root: Path, name: str = "airbench_small", z_dim: int = 8, tag: 
     torch.manual_seed(0)
     enc = build_encoder(name, z_dim)
     p = root / f"encoder_{name}_{z_dim}{tag}.pt"
-    save_encoder(p, enc, name, z_dim, {}, np.zeros(3), np.ones(3), list("abcd"), (8, 8, 3))
+    save_encoder(p, enc, name, z_dim, {}, np.zeros(3), np.ones(3), list("abcd"), (32, 32, 3))
     if tag:  # same weights, another architecture's name: the state dict does not fit
         ck = torch.load(p, weights_only=True)
         ck["encoder"] = tag
@@ -426,6 +426,8 @@ _FLAGS: list[BadInput] = [
     BadInput("cont_batch_three", "cont_rep", _cont("--batch_size", "3"), ("--batch_size",)),
     BadInput("cont_batch_larger_than_set", "cont_rep", _cont("--batch_size", "64"),
              ("--batch_size", "larger")),
+    BadInput("cont_images_too_small_for_encoder", "cont_rep", _cont(),
+             ("good.npz", "8x8x3", "do not fit the encoder")),
     BadInput("cont_resume_without_out", "cont_rep",
              lambda r: ["cont_rep", "--data", str(good_npz(r)), "--resume"],
              ("--resume", "--out")),

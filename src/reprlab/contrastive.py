@@ -32,7 +32,13 @@ from reprlab.data import (
     to_float,
 )
 from reprlab.embed import as_mean_std, embed, knn_accuracy, knn_predict, to_input, tsne_2d
-from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_summary
+from reprlab.encoders import (
+    ENCODERS,
+    build_encoder,
+    check_input_size,
+    count_parameters,
+    encoder_summary,
+)
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RunDir,
@@ -309,6 +315,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             )
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, cfg.z_dim, **cfg.encoder_kwargs())
+    check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
     run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
     t0 = time.perf_counter()
 

@@ -191,6 +191,24 @@ def build_encoder(name: str, z_dim: int, **kw: object) -> nn.Module:
         raise ReprlabError(f"--encoder {name}: bad option ({e})") from e
 
 
+def check_input_size(model: nn.Module, shape: Sequence[int], where: str) -> None:
+    """Raise :class:`ReprlabError` naming ``where`` if ``model`` cannot embed images of
+    ``shape`` (H, W, C), e.g. too small for its pooling layers (one zero image, eval mode)."""
+    h, w, c = (int(v) for v in shape)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, c, h, w))
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise ReprlabError(
+            f"{where}: images of {h}x{w}x{c} (HxWxC) do not fit the encoder ({first})"
+        ) from None
+    finally:
+        model.train(was_training)
+
+
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (all, or only those with ``requires_grad``)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

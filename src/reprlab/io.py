@@ -42,9 +42,10 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _name_file(e, path)
         raise
 
 
@@ -61,10 +62,17 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _name_file(e, path)
         raise
+
+
+def _name_file(e: BaseException, path: Path) -> None:
+    """A failed write (disk full, file too large) names the file it was writing."""
+    if isinstance(e, OSError) and e.filename is None:
+        e.filename = str(path)
 
 
 def write_text(path: str | Path, text: str) -> None:
