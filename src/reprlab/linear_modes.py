@@ -60,7 +60,9 @@ class _LinearConfig(RunConfig):
     ema_decay: float = arg(
         0.0, "evaluate/keep an exponential moving average of the weights (0: off)"
     )
-    flip_augment: bool = arg(True, "mirror a random half of each training minibatch")
+    flip_augment: bool = arg(
+        True, "mirrored training images as extra samples (half of each minibatch is mirrored)"
+    )
     patience: int = arg(
         0, "stop after this many evaluations without improvement (<= 0: never stop early)"
     )
@@ -99,12 +101,13 @@ class LogisticConfig(_LinearConfig):
         "0,1", "the two classes (names or indices, comma-separated); the first is label 0"
     )
     # Tuned on airplane vs automobile, 20 % validation split, seed 0 (measured figures in the
-    # README): 2000 updates of 256 = ~64 epochs of the 8000 training images; a cosine schedule
+    # README): 1000 updates of 256 = ~32 epochs of the 8000 training images (2000: same accuracy,
+    # twice the time; 600: -0.3 %); a cosine schedule
     # from lr 0.01 ends on a low-noise solution (constant lr: -0.3..0.5 % accuracy); mirroring
     # half of each batch doubles the effective data (+~0.5 %); momentum, EMA, L2, random shifts,
     # per-pixel standardisation, PCA and 2x2 pooling did not help measurably (SGD's finite
     # budget already regularises). The best-val_acc evaluation's weights are kept (report).
-    num_iters: int = arg(2000, "number of minibatch SGD updates")
+    num_iters: int = arg(1000, "number of minibatch SGD updates")
     lr: float = arg(0.01, "initial learning rate")
     early_stop_metric: str = arg(
         "val_acc",
@@ -218,20 +221,6 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
         _features(val.images, scaler),
         scaler,
     )
-
-
-def flip_augmenter(shape: tuple[int, int, int]) -> Any:
-    """Augment for flattened (H*W*C) images: mirror a random half of the batch horizontally."""
-    h, w, c = shape
-
-    def augment(xb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        mirror = rng.random(len(xb)) < 0.5
-        out = xb.copy()
-        v = out.reshape(len(xb), h, w, c)
-        v[mirror] = v[mirror, :, ::-1]
-        return out
-
-    return augment
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,12 +398,15 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
         eval_every=cfg.eval_every,
         patience=cfg.patience,
         early_stop_metric=cfg.early_stop_metric,
-        augment=flip_augmenter(prep.train.shape) if cfg.flip_augment else None,
         seed=cfg.seed,
         progress=True,
         **kwargs,
     )
-    model.fit(prep.X_train, prep.train.labels, prep.X_val, prep.val.labels)
+    X_mirror = None
+    if cfg.flip_augment:  # mirrored training images as extra samples (half of each batch)
+        h, w, c = prep.train.shape
+        X_mirror = prep.X_train.reshape(-1, h, w, c)[:, :, ::-1].reshape(len(prep.X_train), -1)
+    model.fit(prep.X_train, prep.train.labels, prep.X_val, prep.val.labels, X_mirror=X_mirror)
     rows = model.history_
     io.write_jsonl(run.file("metrics.jsonl"), rows)
     plots.plot_curves(rows, run.path, title=mode)
