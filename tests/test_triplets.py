@@ -193,3 +193,29 @@ def test_augment_shape_determinism_and_effect() -> None:
     assert cl.dtype == torch.bfloat16 and cl.is_contiguous(memory_format=torch.channels_last)
     with pytest.raises(ReprlabError):
         random_crop_flip(x[0], 4)
+
+
+@pytest.mark.parametrize("distance", ["l2", "squared_l2"])
+def test_batch_loss_matches_brute_force(distance: str) -> None:
+    torch.manual_seed(4)
+    emb = torch.randn(24, 5)
+    labels = torch.randint(0, 3, (24,))
+    e = torch.nn.functional.normalize(emb, dim=1)
+    d = torch.cdist(e, e) ** (2 if distance == "squared_l2" else 1)
+    margin = 0.3
+    # batch-all: mean over the positive-loss triplets
+    terms = [
+        float(d[i, j] - d[i, k] + margin)
+        for i in range(24) for j in range(24) for k in range(24)
+        if i != j and labels[i] == labels[j] and labels[i] != labels[k]
+    ]
+    pos = [t for t in terms if t > 0]
+    loss, stats = batch_triplet_loss(emb, labels, "all", margin, distance)
+    assert loss.item() == pytest.approx(sum(pos) / len(pos), rel=1e-4)
+    assert stats["triplets"] == len(pos) and stats["active"] == pytest.approx(len(pos) / len(terms))
+    # the other miners: mean over the mined triplets
+    for miner in ("hard", "semihard"):
+        a, p, n = mine_triplets(e, labels, miner, margin, distance == "squared_l2")
+        want = torch.clamp(d[a, p] - d[a, n] + margin, min=0).mean()
+        got, _ = batch_triplet_loss(emb, labels, miner, margin, distance)
+        assert got.item() == pytest.approx(want.item(), rel=1e-4, abs=1e-6)

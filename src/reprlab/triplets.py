@@ -66,19 +66,26 @@ def sample_triplets(
     """
     inv, counts = _check_labels(labels)
     n = inv.shape[0]
-    order = np.argsort(inv, kind="stable")  # indices grouped by class
-    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.empty(n, dtype=np.int64)
-    rank[order] = np.arange(n) - starts[inv[order]]  # position of each index inside its class
-    size = counts[inv]
-    start = starts[inv]
-    # positive: shift the anchor's rank by 1..size-1 (cyclic) -> uniform over the others
-    shift = 1 + np.floor(rng.random(n) * (size - 1)).astype(np.int64)
-    pos = order[start + (rank + shift) % size]
+    small = len(counts) < 2**15  # int16 keys take NumPy's radix sort: ~3x faster than int64
+    order = np.argsort(inv.astype(np.int16) if small else inv, kind="stable")
+    starts = np.cumsum(counts) - counts  # first sorted position of each class
+    # work in sorted order: position j holds anchor order[j] of a class block [start, start+size)
+    inv_sorted = inv[order]
+    size = counts[inv_sorted]
+    start = starts[inv_sorted]
+    j = np.arange(n)
+    # positive: shift the anchor's position by 1..size-1 inside its block (cyclic) -> uniform
+    # over the other members of its class
+    shift = 1 + (rng.random(n) * (size - 1)).astype(np.int64)
+    pos_sorted = start + (j - start + shift) % size
     # negative: uniform over the n - size positions outside the anchor's class block
-    u = np.floor(rng.random(n) * (n - size)).astype(np.int64)
-    neg = order[np.where(u < start, u, u + size)]
-    return np.arange(n), pos, neg
+    u = (rng.random(n) * (n - size)).astype(np.int64)
+    neg_sorted = np.where(u < start, u, u + size)
+    pos = np.empty(n, dtype=np.int64)
+    neg = np.empty(n, dtype=np.int64)
+    pos[order] = order[pos_sorted]
+    neg[order] = order[neg_sorted]
+    return j, pos, neg
 
 
 def sample_triplets_reference(
