@@ -219,12 +219,14 @@ def encoder_summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 32, 32)
     from torchinfo import summary
 
     was_training = model.training
+    params = list(model.parameters())
+    device = params[0].device if params else torch.device("cpu")
     stats = summary(
         model,
         input_size=tuple(input_size),
         col_names=("output_size", "num_params", "mult_adds"),
         verbose=0,
-        device="cpu",
+        device=device,  # stay where the model is (torchinfo would move it)
     )
     model.train(was_training)
     return str(stats)
