@@ -310,6 +310,8 @@ class _LinearModel:
         pos = 0
         bs = min(self.batch_size, n)
         it = 0
+        # a diverging run overflows: detected below (non-finite loss), no RuntimeWarning spam
+        old_err = np.seterr(over="ignore", invalid="ignore", divide="ignore")
         try:
             for it in range(1, self.num_iters + 1):
                 if pos + bs > n:
@@ -380,6 +382,7 @@ class _LinearModel:
                     self.stop_reason_ = "early_stopping"
                     break
         finally:
+            np.seterr(**old_err)
             if bar is not None:
                 bar.close()
         self.n_iter_ = it

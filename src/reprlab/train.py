@@ -527,7 +527,11 @@ def train(
         bar.close()
         if metrics_path is not None:
             write_jsonl(metrics_path, rows)
-        where = f"; the last good checkpoint is {ckpt_path}" if ckpt_path is not None else ""
+        where = (
+            f"; the last good checkpoint is {ckpt_path}"
+            if ckpt_path is not None and ckpt_path.exists()
+            else "; no checkpoint had been saved yet"
+        )
         raise TrainingFailed(
             f"loss became {e.value} by iteration {e.it} (try a lower --lr){where}"
         ) from None

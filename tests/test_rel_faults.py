@@ -1,0 +1,315 @@
+"""Faults: NaN/Inf losses, runs and files that must not be overwritten, a full disk, memory.
+
+Runs use tiny real-format data (an .npz of 8x8 images) except the memory test, which embeds the
+60k shared CIFAR-10 images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from badinputs import encoder_file, good_npz
+
+from reprlab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_line(err: str, prefix: str) -> str:
+    """The one ``reprlab:`` line of stderr, which must be its last line (progress bars, written
+    with carriage returns, may come before it); no traceback."""
+    assert "Traceback" not in err, err
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    ours = [ln for ln in lines if ln.startswith("reprlab:")]
+    assert len(ours) == 1 and lines[-1] == ours[0], err
+    bars = [ln for ln in lines[:-1] if "it/s" not in ln and "|" not in ln]
+    assert not bars, f"unexpected stderr lines: {bars}"
+    assert ours[0].startswith(prefix), ours[0]
+    return ours[0]
+
+
+@pytest.fixture(autouse=True)
+def _no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPRLAB_CACHE", "off")
+
+
+LINEAR = ["--num_iters", "20", "--batch_size", "8", "--eval_every", "5"]
+CONT = [
+    "--encoder", "airbench_small", "--z_dim", "8", "--batch_size", "8", "--num_iters", "12",
+    "--eval_every", "6", "--checkpoint_every", "2", "--knn_k", "3", "--no-tsne",
+    "--no-progress", "--no-autocast", "--warmup_iters", "0",
+]  # fmt: skip
+NN = [
+    "--batch_size", "8", "--num_iters", "12", "--eval_every", "6", "--checkpoint_every", "2",
+    "--no-progress", "--no-autocast", "--warmup_iters", "0",
+]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# 4. NaN / Inf losses
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["logistic", "softmax"])
+def test_linear_nan_loss_fails_cleanly(mode: str, tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path)
+    out = tmp_path / "out"
+    argv = [mode, "--data", str(data), *LINEAR, "--lr", "1e300", "--grad_norm_clip", "0"]
+    rc = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    line = one_line(err, "reprlab: training failed: ")
+    assert "diverged" in line or "nan" in line.lower() or "inf" in line.lower()
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed"
+    assert not (out / "model.npz").exists()  # no model of NaNs
+    json.loads((out / "config.json").read_text())
+
+
+def test_linear_nan_loss_subprocess_stderr(tmp_path: Path) -> None:
+    """A real process: no NumPy RuntimeWarning or traceback, just the one line (exit 1)."""
+    data = good_npz(tmp_path)
+    env = {**os.environ, "REPRLAB_CACHE": "off", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprlab", "softmax", "--data", str(data), *LINEAR,
+         "--lr", "1e300", "--grad_norm_clip", "0", "--out", str(tmp_path / "out")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    one_line(proc.stderr, "reprlab: training failed: ")
+    assert "Warning" not in proc.stderr
+
+
+def test_cont_rep_nan_loss_keeps_last_good_checkpoint(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path, n=64, size=32)
+    out = tmp_path / "out"
+    # Adam whose learning rate warms up to an absurd 2.4e7: finite losses (and a checkpoint at
+    # iteration 20), then Inf/NaN by iteration 30 (measured; CPU float32 is deterministic)
+    argv = ["cont_rep", "--data", str(data), *CONT, "--optimizer", "adam", "--no-normalize",
+            "--distance", "squared_l2", "--margin", "1", "--lr", "2.4e7", "--schedule",
+            "constant", "--num_iters", "60", "--warmup_iters", "60", "--eval_every", "30",
+            "--checkpoint_every", "10", "--out", str(out)]  # fmt: skip
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    line = one_line(err, "reprlab: training failed: ")
+    assert "checkpoint" in line
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed" and s["stop_reason"] == "nan_loss"
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert all(torch.isfinite(t).all() for t in ck["model"].values() if t.is_floating_point())
+    assert 10 <= ck["iter"] < 60 and str(ck["iter"]) not in line.split("iteration")[1][:4]
+    assert not (out / "encoder.pt").exists()
+    # resuming it fails the same way, and the good checkpoint is still there
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 1
+    one_line(capsys.readouterr().err, "reprlab: training failed: ")
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["iter"] == ck["iter"]
+
+
+def test_fine_tune_nn_nan_loss_fails_cleanly(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path, n=64, size=32)
+    enc = encoder_file(tmp_path, z_dim=8)
+    out = tmp_path / "out"
+    argv = ["fine_tune_nn", "--data", str(data), "--encoder_path", str(enc), *NN,
+            "--optimizer", "sgd", "--lr", "1e30", "--encoder_lr", "1e30",
+            "--out", str(out)]  # fmt: skip
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    one_line(err, "reprlab: training failed: ")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed"
+    if (out / "checkpoint.pt").exists():
+        ck = torch.load(out / "checkpoint.pt", weights_only=True)
+        assert all(torch.isfinite(t).all() for t in ck["model"].values() if t.is_floating_point())
+    assert not (out / "model.pt").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. No silent overwrite
+# ---------------------------------------------------------------------------------------------
+
+
+def test_mode_refuses_folder_of_another_configuration(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path)
+    data32 = good_npz(tmp_path / "d32", size=32) if (tmp_path / "d32").mkdir() is None else None
+    out = tmp_path / "run"
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(out)]) == 0
+    before = snapshot(out)
+    for argv in (
+        ["softmax", "--data", str(data), *LINEAR, "--lr", "0.5"],
+        ["logistic", "--data", str(data), *LINEAR],
+        ["cont_rep", "--data", str(data32), *CONT],
+        ["fine_tune_nn", "--data", str(data32), "--encoder_path",
+         str(encoder_file(tmp_path, z_dim=8)), *NN],
+    ):  # fmt: skip
+        capsys.readouterr()
+        assert main([*argv, "--out", str(out)]) == 2, argv[0]
+        line = one_line(capsys.readouterr().err, "reprlab: error: ")
+        assert str(out) in line and "--overwrite" in line, line
+        assert snapshot(out) == before, argv[0]
+    # the same configuration again: reused (finished, nothing to do), files unchanged
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(out)]) == 0
+    assert snapshot(out) == before
+    # --overwrite replaces it
+    argv = ["softmax", "--data", str(data), *LINEAR, "--lr", "0.5", "--overwrite"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.5
+
+
+def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path)
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("weeks of work\n")
+    before = snapshot(out)
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(out)]) == 2
+    one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert snapshot(out) == before
+
+
+def test_predict_never_replaces_predictions(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path)
+    run = tmp_path / "run"
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(run)]) == 0
+    preds = tmp_path / "leaderboard.csv"
+    preds.write_text("my best submission\n")
+    capsys.readouterr()
+    assert main(["predict", str(run), "--data", str(data), "--out", str(preds)]) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "leaderboard.csv" in line and "--overwrite" in line
+    assert preds.read_text() == "my best submission\n"
+    argv = ["predict", str(run), "--data", str(data), "--out", str(preds), "--overwrite"]
+    assert main(argv) == 0
+    assert len(preds.read_text().splitlines()) == 40
+
+
+def test_pipeline_and_sweep_refuse_folders_of_another_configuration(tmp_path: Path, capsys) -> None:
+    data = good_npz(tmp_path)
+    pipe = tmp_path / "pipe"
+    argv = ["pipeline", "--data", str(data), "--stages", "softmax", "--set",
+            "softmax.num_iters=5", "--set", "softmax.batch_size=8", "--out", str(pipe)]  # fmt: skip
+    assert main(argv) == 0
+    before = snapshot(pipe)
+    capsys.readouterr()
+    changed = [a.replace("num_iters=5", "num_iters=6") for a in argv]
+    assert main(changed) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "--overwrite" in line
+    assert snapshot(pipe) == before
+
+    sweep = tmp_path / "sweep"
+    argv = ["sweep", "softmax", "--data", str(data), *LINEAR, "--grid", "lr=0.01,0.1",
+            "--out", str(sweep)]  # fmt: skip
+    assert main(argv) == 0
+    before = snapshot(sweep)
+    capsys.readouterr()
+    assert main([a.replace("lr=0.01,0.1", "lr=0.01,0.2") for a in argv]) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "--overwrite" in line
+    assert snapshot(sweep) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# 6. Disk full (file-size limit)
+# ---------------------------------------------------------------------------------------------
+
+
+def _limit_fsize(nbytes: int):
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, nbytes))
+
+    return apply
+
+
+@pytest.mark.parametrize("limit", [6_000, 30_000])
+def test_disk_full_fails_cleanly_and_keeps_earlier_files(tmp_path: Path, limit: int) -> None:
+    data = good_npz(tmp_path)
+    # weeks of earlier work in the same place: must survive untouched
+    old = tmp_path / "old"
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(old)]) == 0
+    old_before = snapshot(old)
+    out = tmp_path / "new"
+    env = {**os.environ, "REPRLAB_CACHE": "off", "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprlab", "softmax", "--data", str(data), *LINEAR,
+         "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=120, preexec_fn=_limit_fsize(limit),
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc.stderr, "reprlab: error: ")
+    assert "too large" in line.lower() or "no space" in line.lower(), line
+    assert str(out) in line, line  # names the file it could not write
+    assert snapshot(old) == old_before
+    written = sorted(p.name for p in out.iterdir())
+    assert "config.json" in written
+    assert not [n for n in written if n.startswith(".")], written  # no half-written temp file
+    for p in out.iterdir():  # every file there is complete
+        if p.suffix == ".json":
+            json.loads(p.read_text())
+        elif p.suffix == ".jsonl":
+            [json.loads(x) for x in p.read_text().splitlines()]
+        elif p.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(p) as im:
+                im.verify()
+        elif p.suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                [z[k] for k in z.files]
+        assert p.stat().st_size <= limit
+
+
+# ---------------------------------------------------------------------------------------------
+# 7. Memory: 60k images embedded and evaluated
+# ---------------------------------------------------------------------------------------------
+
+
+def test_memory_embedding_60k_images(cifar_train: Path, cifar_test: Path, tmp_path: Path) -> None:
+    out = tmp_path / "mem"
+    argv = ["cont_rep", "--data", str(cifar_train), "--test_data", str(cifar_test),
+            "--encoder", "airbench_small", "--z_dim", "16", "--batch_size", "16",
+            "--num_iters", "1", "--eval_every", "1", "--knn_eval_size", "100", "--knn_k", "5",
+            "--no-tsne", "--no-progress", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    env.pop("REPRLAB_CACHE", None)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reprlab", *argv],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, err
+    peak = usage.ru_maxrss * 1024  # Linux: KiB
+    decoded = (50_000 + 10_000) * 32 * 32 * 3
+    s = json.loads((out / "summary.json").read_text())
+    assert s["n_train"] + s["n_val"] == 50_000
+    assert np.load(out / "test_embeddings.npy").shape == (10_000, 16)
+    print(
+        f"\npeak RSS {peak / 2**20:.0f} MiB for 60k images (decoded {decoded / 2**20:.0f} MiB, "
+        f"limit {(decoded + 2 * 2**30) / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s"
+    )
+    assert peak < decoded + 2 * 2**30
