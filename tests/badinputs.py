@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
 import pickle
 import struct
@@ -511,7 +512,143 @@ _FLAGS: list[BadInput] = [
              ("junk2.npz",)),
 ]
 
-CORPUS: list[BadInput] = _DATA + _FLAGS
+
+def fake_run(root: Path, mode: str, files: dict[str, bytes] | None = None) -> Path:
+    """A run folder whose config.json names ``mode``, holding ``files`` (e.g. a bad model)."""
+    run = root / "run"
+    write(run, "config.json", json.dumps({"mode": mode, "config": {}}).encode())
+    for name, data in (files or {}).items():
+        write(run, name, data)
+    return run
+
+
+def real_linear_run(root: Path) -> Path:
+    """A finished ``softmax`` run (a few updates on the good .npz) in root/run."""
+    from reprlab.cli import main
+
+    run = root / "run"
+    argv = ["softmax", "--data", str(good_npz(root)), "--num_iters", "3", "--batch_size", "4"]
+    assert main([*argv, "--out", str(run)]) == 0
+    return run
+
+
+def _predict(make_run: Callable[[Path], Path], *flags: str, data: bool = True):
+    """``reprlab predict RUN --data good.npz --out root/out/preds.csv``."""
+
+    def build(root: Path) -> list[str]:
+        d = ["--data", str(good_npz(root))] if data else []
+        return ["predict", str(make_run(root)), *d, *flags, "--out", str(root / "out/preds.csv")]
+
+    return build
+
+
+def _ft(mode: str, *flags: str, enc: Callable[[Path], list[str]] | None = None):
+    """A fine-tuning command on a 32x32 .npz with a real (random) encoder.pt by default."""
+
+    def build(root: Path) -> list[str]:
+        data = root / "d32"
+        data.mkdir(exist_ok=True)
+        e = enc(root) if enc else ["--encoder_path", str(encoder_file(root, z_dim=8))]
+        tiny = ["--batch_size", "8", "--num_iters", "2"]
+        return [mode, "--data", str(good_npz(data, size=32)), *e, *tiny, *flags, *_out(root)]
+
+    return build
+
+
+def _torch_bytes(obj: object) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+_MODELS: list[BadInput] = [
+    # --- predict: run folders and model files ------------------------------------------------
+    BadInput("predict_run_missing", "predict", _predict(lambda r: r / "norun"),
+             ("norun", "not found")),
+    BadInput("predict_not_a_run", "predict",
+             _predict(lambda r: write(r / "notes", "a.txt", b"hi").parent),
+             ("notes", "config.json")),
+    BadInput("predict_config_not_json", "predict",
+             _predict(lambda r: write(r / "run", "config.json", b"{not json").parent),
+             ("config.json", "JSON")),
+    BadInput("predict_cont_rep_run", "predict", _predict(lambda r: fake_run(r, "cont_rep")),
+             ("cont_rep", "classifier")),
+    BadInput("predict_model_missing", "predict", _predict(lambda r: fake_run(r, "softmax")),
+             ("model.npz", "not found")),
+    BadInput("predict_npz_model_payload", "predict",
+             _predict(lambda r: fake_run(r, "softmax", {"model.npz": payload_npz(r).read_bytes()})),
+             ("model.npz",), payload=True),
+    BadInput("predict_npz_model_garbage", "predict",
+             _predict(lambda r: fake_run(r, "logistic", {"model.npz": os.urandom(500)})),
+             ("model.npz",)),
+    BadInput("predict_npz_model_not_linear", "predict",
+             _predict(lambda r: fake_run(r, "softmax", {"model.npz": good_npz(r).read_bytes()})),
+             ("model.npz", "not a reprlab linear model")),
+    BadInput("predict_pt_model_payload", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {
+                 "model.pt": torch_payload(r).read_bytes()})),
+             ("model.pt",), payload=True),
+    BadInput("predict_pt_model_truncated", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {
+                 "model.pt": encoder_file(r).read_bytes()[:3000]})),
+             ("model.pt", "not a readable")),
+    BadInput("predict_pt_model_is_encoder", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {
+                 "model.pt": encoder_file(r).read_bytes()})),
+             ("model.pt", "not a fine_tune_nn model")),
+    BadInput("predict_pt_model_wrong_architecture", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {"model.pt": _torch_bytes({
+                 "format": "reprlab-fine-tune-nn", "encoder": "airbench", "z_dim": 8,
+                 "n_classes": 4, "hidden": [16], "features": "z", "state_dict": {}})})),
+             ("model.pt",)),
+    BadInput("predict_pt_model_list", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {"model.pt": _torch_bytes([1, 2])})),
+             ("model.pt", "not a reprlab checkpoint")),
+    BadInput("predict_data_missing", "predict",
+             lambda r: ["predict", str(real_linear_run(r)), "--data", str(r / "gone.npz"),
+                        "--out", str(r / "out/preds.csv")],
+             ("gone.npz", "not found")),
+    BadInput("predict_data_wrong_size", "predict",
+             lambda r: ["predict", str(real_linear_run(r)), "--data",
+                        str(write(r, "big.npz", npz_bytes(images=random_images(3, 16, 16)))),
+                        "--out", str(r / "out/preds.csv")],
+             ("big.npz", "16x16x3")),
+    BadInput("predict_batch_zero", "predict",
+             _predict(lambda r: fake_run(r, "softmax"), "--batch_size", "0"),
+             ("--batch_size",)),
+    BadInput("predict_no_data_flag", "predict", _predict(lambda r: fake_run(r, "softmax"),
+                                                         data=False), ("--data",)),
+    # --- fine_tune_linear / fine_tune_nn -------------------------------------------------------
+    BadInput("ft_linear_no_encoder", "fine_tune_linear", _ft("fine_tune_linear", enc=lambda r: []),
+             ("--encoder_path", "required")),
+    BadInput("ft_linear_encoder_payload", "fine_tune_linear",
+             _ft("fine_tune_linear", enc=lambda r: ["--encoder_path", str(torch_payload(r))]),
+             ("evil.pt",), payload=True),
+    BadInput("ft_nn_encoder_truncated", "fine_tune_nn",
+             _ft("fine_tune_nn", enc=lambda r: ["--encoder_path",
+                                                str(truncated(encoder_file(r, z_dim=8)))]),
+             ("encoder_airbench_small_8.pt",)),
+    BadInput("ft_nn_encoder_random_bytes", "fine_tune_nn",
+             _ft("fine_tune_nn", enc=lambda r: ["--encoder_path",
+                                                str(write(r, "junk.pt", os.urandom(777)))]),
+             ("junk.pt",)),
+    BadInput("ft_nn_wrong_z_dim", "fine_tune_nn", _ft("fine_tune_nn", "--z_dim", "64"),
+             ("z_dim",)),
+    BadInput("ft_nn_unknown_head", "fine_tune_nn", _ft("fine_tune_nn", "--head", "transformer"),
+             ("--head", "transformer")),
+    BadInput("ft_nn_bad_hidden", "fine_tune_nn", _ft("fine_tune_nn", "--hidden", "64,x"),
+             ("--hidden", "'64,x'")),
+    BadInput("ft_nn_label_smoothing_one", "fine_tune_nn",
+             _ft("fine_tune_nn", "--label_smoothing", "1"), ("--label_smoothing",)),
+    BadInput("ft_nn_images_of_another_size", "fine_tune_nn",
+             lambda r: ["fine_tune_nn", "--data", str(good_npz(r)), "--encoder_path",
+                        str(encoder_file(r, z_dim=8)), "--batch_size", "8", *_out(r)],
+             ("good.npz",)),
+]
+
+CORPUS: list[BadInput] = _DATA + _FLAGS + _MODELS
 
 
 def by_name(name: str) -> BadInput:

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KILLS = 10  # total across both modes
 SEED = 20261127
 
-COMMON = ["--limit", "400", "--seed", "3", "--no-autocast", "--no-progress"]
+COMMON = ["--seed", "3", "--no-autocast", "--no-progress"]
 CONT = [
     "cont_rep", "--encoder", "airbench_small", "--z_dim", "16", "--batch_size", "16",
     "--num_iters", "24", "--warmup_iters", "4", "--eval_every", "12", "--checkpoint_every",
@@ -153,7 +153,20 @@ def run_inprocess(argv: list[str]) -> float:
 
 
 @pytest.fixture(scope="module")
-def baselines(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def small_train(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 real CIFAR-10 training images (stratified) as an .npz: each process starts fast."""
+    from reprlab.data import load_images, stratified_subset
+
+    ds = load_images(cifar_train, require_labels=True)
+    idx = stratified_subset(ds.labels, 400, seed=0)
+    path = tmp_path_factory.mktemp("data") / "cifar400.npz"
+    np.savez(path, images=ds.images[idx], labels=ds.labels[idx], classes=np.array(ds.classes))
+    return path
+
+
+@pytest.fixture(scope="module")
+def baselines(small_train: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    cifar_train = small_train
     root = tmp_path_factory.mktemp("crash")
     out_c = root / "base_cont_rep"
     t_c = run_inprocess(argv_for("cont_rep", cifar_train, out_c, None))
@@ -168,10 +181,10 @@ def baselines(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -> di
     }
 
 
-def test_baseline_is_reproducible(baselines: dict[str, Any], cifar_train: Path) -> None:
+def test_baseline_is_reproducible(baselines: dict[str, Any], small_train: Path) -> None:
     """Same seed, fresh folder: the same bits (otherwise resume could not be checked)."""
     out = baselines["root"] / "again_cont_rep"
-    run_inprocess(argv_for("cont_rep", cifar_train, out, None))
+    run_inprocess(argv_for("cont_rep", small_train, out, None))
     assert_identical(fingerprint(out), baselines["cont_rep"][1], "rerun")
 
 
@@ -187,7 +200,7 @@ def start(argv: list[str], cwd: Path) -> subprocess.Popen:
 
 
 def test_sigkill_then_resume_is_bit_identical(
-    baselines: dict[str, Any], cifar_train: Path, capsys: pytest.CaptureFixture[str]
+    baselines: dict[str, Any], small_train: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rng = random.Random(SEED)
     root = baselines["root"]
@@ -197,7 +210,7 @@ def test_sigkill_then_resume_is_bit_identical(
         base_out, base_fp, base_t = baselines[mode]
         frac = rng.random()
         out = root / f"kill{i}_{mode}"
-        argv = argv_for(mode, cifar_train, out, baselines["encoder"])
+        argv = argv_for(mode, small_train, out, baselines["encoder"])
         for attempt in range(6):  # until the kill lands while the process still runs
             proc = start(argv, root)
             t0 = time.perf_counter()

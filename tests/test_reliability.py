@@ -107,3 +107,45 @@ def test_bad_input_subprocess_has_no_traceback(name: str, tmp_path: Path) -> Non
     check_one_line(proc.stderr, case)
     assert not (tmp_path / "out").exists()
     assert not (tmp_path / MARKER).exists()
+
+
+@pytest.mark.parametrize("mode", ["cont_rep", "fine_tune_nn"])
+def test_resume_from_a_payload_checkpoint_runs_no_code(
+    mode: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--resume`` reads the run folder's checkpoint.pt: a pickle payload there is refused."""
+    from badinputs import encoder_file, good_npz, torch_payload
+
+    from reprlab.cli import config_for
+    from reprlab.io import RunDir
+
+    (tmp_path / "d").mkdir()
+    data = good_npz(tmp_path / "d", size=32)
+    out = tmp_path / "out"
+    flags = {"data": str(data), "out": str(out), "batch_size": 8, "num_iters": 4,
+             "progress": False, "autocast": False}  # fmt: skip
+    if mode == "cont_rep":
+        flags.update(encoder="airbench_small", z_dim=8)
+    else:
+        flags.update(encoder_path=str(encoder_file(tmp_path, z_dim=8)))
+    cfg = config_for(mode, flags)
+    RunDir.open(out, mode, cfg.to_dict())  # the folder of an interrupted run of this config
+    (out / "checkpoint.pt").write_bytes(torch_payload(tmp_path).read_bytes())
+    argv = [mode, "--resume", "--no-progress", "--no-autocast", "--batch_size", "8",
+            "--num_iters", "4", "--data", str(data), "--out", str(out)]  # fmt: skip
+    argv += (["--encoder", "airbench_small", "--z_dim", "8"] if mode == "cont_rep"
+             else ["--encoder_path", flags["encoder_path"]])  # fmt: skip
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "checkpoint.pt" in lines[0] and "Traceback" not in err, err
+    assert not (tmp_path / MARKER).exists()
+    assert (out / "checkpoint.pt").read_bytes() == torch_payload(tmp_path).read_bytes()
+
+
+def test_payload_cases_in_corpus() -> None:
+    """Pickled code is tried as a CIFAR batch and meta, in an .npz, as a checkpoint / encoder /
+    model .pt (torch.save and a bare pickle) and as a run folder's model (.npz and .pt)."""
+    names = {c.name for c in CORPUS if c.payload}
+    assert len(names) >= 8
