@@ -149,3 +149,35 @@ def test_payload_cases_in_corpus() -> None:
     model .pt (torch.save and a bare pickle) and as a run folder's model (.npz and .pt)."""
     names = {c.name for c in CORPUS if c.payload}
     assert len(names) >= 8
+
+
+@pytest.mark.parametrize("damage", ["truncate_images", "garbage_meta", "labels_pickle"])
+def test_corrupt_data_cache_is_rebuilt(
+    damage: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged decoded-array cache entry is ignored and rebuilt, never trusted or unpickled."""
+    import numpy as np
+    from badinputs import Payload
+    from fixtures_data import image_folder_files, write_tar
+
+    from reprlab.data import load_images
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("REPRLAB_CACHE", str(cache))
+    files, images, labels = image_folder_files(per_class=3, prefix="train/")
+    tar = write_tar(tmp_path / "imgs.tar", files)
+    first = load_images(tar, require_labels=True)
+    entry = next((cache / "decoded").glob("*.images.npy"))
+    if damage == "truncate_images":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "garbage_meta":
+        next((cache / "decoded").glob("*.json")).write_text("{broken")
+    else:
+        lab = next((cache / "decoded").glob("*.labels.npy"))
+        arr = np.empty(len(labels), dtype=object)
+        arr[:] = [Payload(tmp_path)] * len(labels)
+        np.save(lab, arr, allow_pickle=True)
+    again = load_images(tar, require_labels=True)
+    assert np.array_equal(again.images, first.images) and np.array_equal(again.images, images)
+    assert np.array_equal(again.labels, labels)
+    assert not (tmp_path / MARKER).exists()
