@@ -21,13 +21,14 @@ weights, metrics rows, elapsed time and every RNG state, so ``resume=True`` cont
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ class TrainConfig:
     restore_best: bool = True  # end with the best weights seen by the early-stopping metric
     device: str = "auto"  # auto -> cuda, mps, cpu
     autocast: bool = True  # bfloat16 autocast on CPU and CUDA
+    # deterministic kernels on CPU (e.g. the scatter-add behind indexing's backward is
+    # otherwise multi-threaded and order-dependent): needed for bit-identical resume
+    deterministic: bool = True
     channels_last: bool = True
     seed: int = 0
     progress: bool = True
@@ -291,6 +295,23 @@ class EMA:
                 e.copy_(v)
 
 
+@contextlib.contextmanager
+def deterministic_algorithms(on: bool = True) -> Iterator[None]:
+    """Run a block with ``torch.use_deterministic_algorithms`` (restored afterwards)."""
+    if not on:
+        yield
+        return
+    prev, prev_warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
+
+
 class _SigintDeferred:
     """First Ctrl-C sets a flag (the loop saves at the next iteration boundary and raises
     KeyboardInterrupt); a second Ctrl-C interrupts at once."""
@@ -444,7 +465,10 @@ def train(
     )
     stop_now = stopper.should_stop
     try:
-        with _SigintDeferred() as sigint:
+        with (
+            _SigintDeferred() as sigint,
+            deterministic_algorithms(cfg.deterministic and device.type == "cpu"),
+        ):
             while it < cfg.num_iters and not stop_now:
                 # ---- one iteration: sample, forward, backward, update -------------------
                 mult = lr_multiplier(cfg, it)
