@@ -161,6 +161,8 @@ def test_mode_refuses_folder_of_another_configuration(tmp_path: Path, capsys) ->
         ["cont_rep", "--data", str(data32), *CONT],
         ["fine_tune_nn", "--data", str(data32), "--encoder_path",
          str(encoder_file(tmp_path, z_dim=8)), *NN],
+        ["fine_tune_linear", "--data", str(data32), "--encoder_path",
+         str(encoder_file(tmp_path, z_dim=8)), "--batch_size", "8", "--no-progress"],
     ):  # fmt: skip
         capsys.readouterr()
         assert main([*argv, "--out", str(out)]) == 2, argv[0]
