@@ -31,3 +31,41 @@ def cifar_train(cifar_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def cifar_test(cifar_dir: Path) -> Path:
     return cifar_dir / "cifar10_test_images.npz"
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory: pytest.TempPathFactory, cifar_train: Path, cifar_test: Path):
+    """``reprlab pipeline --preset smoke`` on the real data, run once per test session.
+
+    Shared by tests/test_pipeline.py and tests/test_report.py (the report is rendered in
+    Chromium). Returns a dict: ``dir``, ``argv``, ``rc``, ``stdout``, ``wall_s``.
+    """
+    import contextlib
+    import io
+    import time
+
+    from reprlab.cli import main
+
+    out = tmp_path_factory.mktemp("smoke") / "pipeline"
+    argv = [
+        "pipeline",
+        "--preset",
+        "smoke",
+        "--data",
+        str(cifar_train),
+        "--test_data",
+        str(cifar_test),
+        "--out",
+        str(out),
+    ]
+    buf = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(buf):
+        rc = main(argv)
+    return {
+        "dir": out,
+        "argv": argv,
+        "rc": rc,
+        "stdout": buf.getvalue(),
+        "wall_s": time.perf_counter() - t0,
+    }

@@ -1,0 +1,264 @@
+"""``reprlab pipeline``: the smoke preset end to end, resuming, overrides, bad input."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reprlab.cli import main
+from reprlab.pipeline import CLASSIFIERS, PRESETS, STAGES
+
+N_TEST = 10_000
+
+
+def _png_ok(path: Path) -> None:
+    assert path.is_file(), f"missing {path}"
+    with Image.open(path) as im:
+        im.verify()
+        assert im.format == "PNG"
+    with Image.open(path) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+
+
+def _files_state(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns
+        for s in STAGES
+        for p in (folder / s).rglob("*")
+        if p.is_file()
+    }
+
+
+def test_smoke_pipeline_end_to_end(smoke_pipeline: dict) -> None:
+    assert smoke_pipeline["rc"] == 0
+    folder: Path = smoke_pipeline["dir"]
+    print(f"smoke pipeline wall time: {smoke_pipeline['wall_s']:.1f} s")
+    for stage in STAGES:
+        run = folder / stage
+        cfg = json.loads((run / "config.json").read_text())
+        assert cfg["mode"] == stage and "environment" in cfg
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert rows and all("iter" in r for r in rows)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["status"] == "finished"
+        assert summary["wall_time_s"] > 0 and summary.get("stop_reason")
+        _png_ok(run / "loss.png")
+        _png_ok(run / "accuracy.png")
+        if stage in CLASSIFIERS:
+            _png_ok(run / "confusion.png")
+            assert "classification_report" in summary
+            preds = np.loadtxt(run / "predictions.csv", dtype=np.int64, ndmin=1)
+            assert preds.shape == (N_TEST,)
+            k = 2 if stage == "logistic" else 10
+            assert preds.min() >= 0 and preds.max() < k
+    cont = folder / "cont_rep"
+    preds = np.loadtxt(cont / "predictions.csv", dtype=np.int64, ndmin=1)  # kNN on the embeddings
+    assert preds.shape == (N_TEST,) and preds.min() >= 0 and preds.max() < 10
+    _png_ok(cont / "tsne.png")
+    assert (cont / "model_summary.txt").read_text().strip()
+    assert (cont / "encoder.pt").is_file()
+    for stage in ("fine_tune_linear", "fine_tune_nn"):  # they used the cont_rep stage's encoder
+        cfg = json.loads((folder / stage / "config.json").read_text())["config"]
+        assert Path(cfg["encoder_path"]) == cont / "encoder.pt"
+
+    plan = json.loads((folder / "pipeline.json").read_text())
+    assert plan["preset"] == "smoke" and list(plan["stages"]) == list(STAGES)
+    psum = json.loads((folder / "pipeline_summary.json").read_text())
+    assert list(psum["stages"]) == list(STAGES)
+    for stage, s in psum["stages"].items():
+        assert s["status"] == "finished" and s["wall_time_s"] > 0, stage
+        assert s["skipped"] is False
+    assert psum["total_wall_time_s"] >= sum(s["wall_time_s"] for s in psum["stages"].values()) - 1
+    out = smoke_pipeline["stdout"]
+    for stage in STAGES:
+        assert stage in out
+    assert "report.html" in out
+    assert (folder / "report.html").is_file()
+
+
+def test_smoke_rerun_skips_finished_stages(smoke_pipeline: dict, capsys) -> None:
+    folder: Path = smoke_pipeline["dir"]
+    before = _files_state(folder)
+    summary_before = json.loads((folder / "pipeline_summary.json").read_text())
+    t0 = time.perf_counter()
+    assert main(smoke_pipeline["argv"]) == 0
+    wall = time.perf_counter() - t0
+    assert wall < 20, f"rerun took {wall:.1f} s: it recomputed something"
+    assert _files_state(folder) == before  # no stage file was rewritten
+    psum = json.loads((folder / "pipeline_summary.json").read_text())
+    for stage in STAGES:
+        s = psum["stages"][stage]
+        assert s["skipped"] is True and s["status"] == "finished"
+        # the stage's wall time is the one measured when it ran
+        assert s["wall_time_s"] == summary_before["stages"][stage]["wall_time_s"]
+    err = capsys.readouterr().err
+    assert err.count("finished earlier, skipped") == len(STAGES)
+
+
+def test_presets_are_complete() -> None:
+    assert set(PRESETS) == {"smoke", "fast", "seed"}
+    for name, preset in PRESETS.items():
+        assert set(preset) == set(STAGES), name
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides: --config file and --set reach the stage's config; refusing another configuration
+# ---------------------------------------------------------------------------------------------
+
+
+def test_overrides_resume_and_refusal(tmp_path: Path, cifar_train: Path, capsys) -> None:
+    out = tmp_path / "p"
+    toml = tmp_path / "p.toml"
+    toml.write_text(
+        f'data = "{cifar_train}"\n'
+        "limit = 300\n"
+        'stages = ["softmax"]\n'
+        "[softmax]\n"
+        "num_iters = 6\n"
+        "eval_every = 3\n"
+        "lr = 0.02\n"
+        "l2_lambda = 0.05\n"
+    )
+    base = ["pipeline", "--config", str(toml), "--out", str(out)]
+    # --set beats the file's [softmax] table; the file's values reach the stage
+    assert main([*base, "--set", "softmax.lr=0.03", "--set", "softmax.batch_size=32"]) == 0
+    cfg = json.loads((out / "softmax" / "config.json").read_text())["config"]
+    assert cfg["lr"] == 0.03 and cfg["batch_size"] == 32
+    assert cfg["num_iters"] == 6 and cfg["l2_lambda"] == 0.05 and cfg["limit"] == 300
+    assert cfg["data"] == str(cifar_train)
+    assert json.loads((out / "pipeline.json").read_text())["stages"]["softmax"]["lr"] == 0.03
+    assert not (out / "logistic").exists()
+    capsys.readouterr()
+
+    # another configuration in the same folder: refused, nothing touched
+    state = _files_state(out)
+    assert main([*base, "--set", "softmax.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another configuration" in err[0] and str(out) in err[0]
+    assert _files_state(out) == state
+
+    # the same configuration: resumes (nothing to do)
+    assert main([*base, "--set", "softmax.lr=0.03", "--set", "softmax.batch_size=32"]) == 0
+    assert _files_state(out) == state
+
+    # --overwrite replaces it
+    assert (
+        main([*base, "--set", "softmax.lr=0.5", "--set", "softmax.batch_size=64", "--overwrite"])
+        == 0
+    )
+    cfg = json.loads((out / "softmax" / "config.json").read_text())["config"]
+    assert cfg["lr"] == 0.5 and cfg["batch_size"] == 64
+
+
+def test_precedence(tmp_path: Path) -> None:
+    """preset < shared options (file top level < command line) < [stage] table < --set."""
+    from reprlab.cli import _parser
+    from reprlab.pipeline import plan_stages, resolve_options
+
+    toml = tmp_path / "p.toml"
+    toml.write_text("limit = 300\nseed = 5\n[softmax]\nlimit = 400\nlr = 0.02\n")
+    argv = ["pipeline", "--preset", "smoke", "--config", str(toml), "--seed", "7"]
+    argv += ["--test_data", "test.npz"]
+    ns = _parser("pipeline").parse_args([*argv, "--set", "softmax.lr=0.03"])
+    opts, overrides = resolve_options(ns)
+    plan = {s.name: s.config for s in plan_stages(opts, overrides, tmp_path / "p")}
+    assert list(plan) == list(STAGES)
+    assert plan["softmax"]["limit"] == 400 and plan["softmax"]["lr"] == 0.03
+    assert plan["logistic"]["limit"] == 300  # file top level beats the preset's 1500
+    assert all(c["seed"] == 7 for c in plan.values())  # command line beats the file
+    assert plan["logistic"]["num_iters"] == PRESETS["smoke"]["logistic"][1]["num_iters"]
+    assert all(c["test_data"] == "test.npz" for c in plan.values())
+    assert not (tmp_path / "p").exists()  # planning writes nothing
+
+
+def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
+    """A stage folder without a finished summary is rerun with resume=True (where supported)."""
+    import reprlab.cli
+    from reprlab.io import write_json
+
+    out = tmp_path / "p"
+    calls: list[tuple[str, dict]] = []
+
+    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None) -> dict:
+        calls.append((mode, overrides))
+        run = Path(overrides["out"])
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", {"mode": mode, "config": {}})
+        write_json(run / "summary.json", {"status": "finished", "wall_time_s": 0.5})
+        return {"status": "finished", "wall_time_s": 0.5}
+
+    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
+    argv = ["pipeline", "--preset", "smoke", "--stages", "softmax,cont_rep", "--out", str(out)]
+    assert main(argv) == 0
+    assert [m for m, _ in calls] == ["softmax", "cont_rep"]
+    assert not any(o.get("resume") for _, o in calls)
+    # cont_rep was interrupted: its folder has a config but no finished summary
+    (out / "cont_rep" / "summary.json").unlink()
+    calls.clear()
+    assert main(argv) == 0
+    assert [m for m, _ in calls] == ["cont_rep"]
+    assert calls[0][1]["resume"] is True
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit 2, one line naming the problem, nothing written
+# ---------------------------------------------------------------------------------------------
+
+
+BAD_CONFIGS = {
+    "unknown_key": ("[softmax]\nlrr = 0.1\n", "'lrr'"),
+    "wrong_type": ('[softmax]\nlr = "fast"\n', "'lr'"),
+    "unknown_top": ("limt = 3\n", "'limt'"),
+    "top_wrong_type": ('limit = "3"\n', "'limit'"),
+    "unknown_table": ("[softmaxx]\nlr = 0.1\n", "'softmaxx'"),
+    "bad_stage": ('stages = ["softmax", "nope"]\n', "'nope'"),
+    "not_toml": ("lr = [\n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["--preset", "nope"], "--preset"),
+        (["--stages", "softmax,nope"], "'nope'"),
+        (["--set", "softmax.lr=abc"], "softmax.lr"),
+        (["--set", "softmax.nope=1"], "'nope'"),
+        (["--set", "nope.lr=1"], "'nope'"),
+        (["--set", "lr=1"], "STAGE.FIELD=VALUE"),
+        (["--set", "softmax.out=x"], "softmax.out"),
+        (["--limit", "x"], "--limit"),
+        (["--stages", "fine_tune_nn"], "cont_rep"),
+        (["--config", "missing.toml"], "missing.toml"),
+        *[(["--config", name], needle) for name, (_, needle) in BAD_CONFIGS.items()],
+    ],
+)
+def test_bad_input(argv: list[str], needle: str, tmp_path: Path, capsys) -> None:
+    argv = list(argv)
+    if argv[0] == "--config" and argv[1] in BAD_CONFIGS:
+        path = tmp_path / f"{argv[1]}.toml"
+        path.write_text(BAD_CONFIGS[argv[1]][0])
+        argv[1] = str(path)
+    elif argv[0] == "--config":
+        argv[1] = str(tmp_path / argv[1])
+    out = tmp_path / "p"
+    assert main(["pipeline", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("reprlab: error:") and needle in lines[0]
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_refuses_a_folder_that_is_not_a_pipeline(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "p"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine\n")
+    assert main(["pipeline", "--preset", "smoke", "--out", str(out), "--overwrite"]) == 2
+    assert "not a reprlab pipeline" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "mine\n"

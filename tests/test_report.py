@@ -1,0 +1,107 @@
+"""The HTML report: self-contained, escaped, and rendered by headless Chromium.
+
+Uses the session's smoke pipeline (tests/conftest.py) so that every kind of stage is in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+from browser import dump_dom, screenshot
+from PIL import Image
+
+from reprlab.cli import main
+from reprlab.pipeline import STAGES
+from reprlab.report import render_report
+
+DATA_URI = re.compile(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">')
+
+
+def _expected_images(folder: Path) -> int:
+    """PNG files of the stages (every one must appear in the report)."""
+    return sum(len(list((folder / s).glob("*.png"))) for s in STAGES)
+
+
+def test_report_renders_in_chromium(smoke_pipeline: dict, tmp_path: Path) -> None:
+    folder = smoke_pipeline["dir"]
+    html = folder / "report.html"
+    assert html.is_file()
+    n_img = len(DATA_URI.findall(html.read_text()))
+    assert n_img == _expected_images(folder) >= 2 * len(STAGES) + 1  # curves, confusion, t-SNE
+
+    dom = dump_dom(html, tmp_path)
+    # The page's own check: every <img> is complete with a natural width > 0.
+    m = re.search(r'<body[^>]*data-images="(\d+)/(\d+)"', dom)
+    assert m, "the load script did not run"
+    assert int(m.group(1)) == int(m.group(2)) == n_img
+    # The results table has a row per stage, linking to its section.
+    start = dom.index('<table class="results">')
+    table = dom[start : dom.index("</table>", start)]
+    for stage in STAGES:
+        assert f'href="#{stage}"' in table
+        assert f'<section id="{stage}">' in dom
+    assert table.count("<tr>") == len(STAGES) + 2  # two header rows
+
+    png = screenshot(html, tmp_path / "report.png", tmp_path)
+    img = Image.open(png).convert("RGB")
+    assert img.size == (1280, 2000)
+    arr = np.asarray(img)
+    non_white = (arr < 240).any(axis=2).mean()
+    assert non_white > 0.03, f"screenshot is nearly blank ({non_white:.1%} non-white pixels)"
+    assert len(np.unique(arr.reshape(-1, 3), axis=0)) > 100  # text, tables, plots
+
+
+def test_report_is_self_contained(smoke_pipeline: dict) -> None:
+    text = (smoke_pipeline["dir"] / "report.html").read_text()
+    assert not re.search(r'(src|href)="(https?:)?//', text), "no network resources"
+    assert "<link" not in text and "<script src" not in text
+    uris = DATA_URI.findall(text)
+    assert uris
+    for b64 in uris:
+        im = Image.open(io.BytesIO(base64.b64decode(b64)))
+        im.verify()
+        assert im.format == "PNG"
+
+
+def test_report_numbers_beside_the_seed_report(smoke_pipeline: dict) -> None:
+    folder = smoke_pipeline["dir"]
+    text = (folder / "report.html").read_text()
+    for paper in ("81.50 %", "26.00 %", "77.44 %", "82.57 %", "86.35 %"):
+        assert paper in text
+    # our own numbers: the softmax stage's final validation accuracy, as a percentage
+    import json
+
+    summary = json.loads((folder / "softmax" / "summary.json").read_text())
+    from reprlab.report import stage_metrics
+
+    val = stage_metrics(summary)["final_val_acc"]
+    assert f"{100 * val:.2f} %" in text
+    # the model summary, resolved configuration, environment and predictions are there
+    assert (folder / "cont_rep" / "model_summary.txt").read_text().splitlines()[0][:20] in text
+    assert "resolved configuration" in text and "<h2>environment</h2>" in text
+    assert 'href="softmax/predictions.csv"' in text and "10000 rows" in text
+
+
+def test_report_escapes_text(smoke_pipeline: dict, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(smoke_pipeline["dir"] / "softmax", run)
+    (run / "model_summary.txt").write_text("<script>window.bad=1</script> & <b>x</b>\n")
+    path = render_report(run)
+    text = path.read_text()
+    assert "&lt;script&gt;window.bad=1&lt;/script&gt; &amp; &lt;b&gt;x&lt;/b&gt;" in text
+    assert "<script>window.bad" not in text
+    assert text.count("<script>") == 1  # only the report's own image check
+
+
+def test_report_command(smoke_pipeline: dict, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "r.html"
+    assert main(["report", str(smoke_pipeline["dir"]), "--out", str(out)]) == 0
+    assert out.is_file() and out.read_text().startswith("<!DOCTYPE html>")
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("reprlab: error:") and "missing" in err[0]

@@ -1,0 +1,117 @@
+"""``reprlab sweep``: every combination runs, results table and overlay plots, resume, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from reprlab.cli import main
+
+
+def _mtimes(folder: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(folder)): p.stat().st_mtime_ns
+        for p in folder.rglob("*")
+        if p.is_file() and p.parent != folder
+    }
+
+
+def test_sweep_softmax_grid(tmp_path: Path, cifar_train: Path, capsys) -> None:
+    out = tmp_path / "sw"
+    argv = [
+        "sweep", "softmax",
+        "--grid", "batch_size=32,128",
+        "--grid", "l2_lambda=0,0.5",
+        "--data", str(cifar_train), "--limit", "400", "--num_iters", "30", "--eval_every", "10",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.iterdir() if p.is_dir())
+    assert names == [
+        "batch_size=128,l2_lambda=0",
+        "batch_size=128,l2_lambda=0.5",
+        "batch_size=32,l2_lambda=0",
+        "batch_size=32,l2_lambda=0.5",
+    ]
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4
+    for r in rows:
+        cfg = json.loads((out / r["run"] / "config.json").read_text())["config"]
+        summary = json.loads((out / r["run"] / "summary.json").read_text())
+        # the grid values reached the run, the shared flags too
+        assert cfg["batch_size"] == int(r["batch_size"])
+        assert cfg["l2_lambda"] == float(r["l2_lambda"])
+        assert cfg["num_iters"] == 30 and cfg["limit"] == 400
+        assert r["status"] == "finished" == summary["status"]
+        final = summary.get("final", {}).get("val_acc", summary.get("final_val_acc"))
+        assert float(r["final_val_acc"]) == pytest.approx(final)
+    # a stronger L2 penalty gives a larger training loss (same batches: same seed)
+    loss = {(r["batch_size"], r["l2_lambda"]): float(r["final_train_loss"]) for r in rows}
+    assert loss[("32", "0.5")] > loss[("32", "0")]
+    md = (out / "results.md").read_text().splitlines()
+    assert len(md) == 2 + 4 and md[0].startswith("| run | batch_size | l2_lambda |")
+    for key in ("val_acc", "val_loss", "train_loss"):
+        with Image.open(out / f"{key}.png") as im:
+            assert im.format == "PNG" and im.size[0] > 200
+    assert (out / "report.html").is_file()
+    assert "batch_size=32,l2_lambda=0.5" in capsys.readouterr().out  # the table on stdout
+
+    # rerun: every run is skipped, nothing recomputed
+    before = _mtimes(out)
+    assert main(argv) == 0
+    assert _mtimes(out) == before
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 4
+
+
+def test_sweep_logistic_with_preset_flags(tmp_path: Path, cifar_train: Path) -> None:
+    out = tmp_path / "sw"
+    argv = [
+        "sweep", "logistic", "--grid", "lr=0.001,0.01",
+        "--data", str(cifar_train), "--limit", "400", "--num_iters", "30", "--eval_every", "10",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["lr"] for r in rows] == ["0.001", "0.01"]
+    assert all(r["status"] == "finished" for r in rows)
+    for r in rows:
+        last = (out / r["run"] / "metrics.jsonl").read_text().splitlines()[-1]
+        assert "val_acc" in json.loads(last)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--grid", "batch_size=32,x"], "batch_size"),
+        (["--grid", "nope=1,2"], "nope"),
+        (["--grid", "batch_size"], "FLAG=V1"),
+        (["--grid", "batch_size=32,32"], "repeated"),
+        (["--grid", "out=a,b"], "out"),
+        (["--grid", "batch_size=32", "--nope", "3"], "--nope"),
+        (["--grid", "batch_size=0,32"], "batch_size"),
+        ([], "--grid"),
+    ],
+)
+def test_sweep_bad_input(args: list[str], needle: str, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sw"
+    assert main(["sweep", "softmax", *args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("reprlab: error:") and needle in lines[0], err
+    assert not out.exists()
+
+
+def test_sweep_refuses_another_configuration(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "sw"
+    out.mkdir()
+    (out / "sweep.json").write_text(json.dumps({"mode": "softmax", "grid": {"lr": [1.0]}}))
+    argv = ["sweep", "softmax", "--grid", "lr=0.1,0.2", "--out", str(out)]
+    assert main(argv) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
