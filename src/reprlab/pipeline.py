@@ -134,13 +134,13 @@ class PipelineOptions:
     data: str | None = arg(None, "training images for every stage (see a mode's --data)")
     test_data: str | None = arg(None, "images to predict: every stage writes its predictions.csv")
     out: str | None = arg(
-        None, "pipeline folder (default: runs/pipeline-<time>); rerun with it to resume"
+        None, "pipeline folder (none: runs/pipeline-<time>); rerun with the same one to resume"
     )
-    seed: int | None = arg(None, "seed for every stage (default: each mode's own)")
+    seed: int | None = arg(None, "seed for every stage (none: each mode's own)")
     limit: int | None = arg(None, "stratified subset of this many training images, every stage")
     overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
     preset: str = arg(DEFAULT_PRESET, "starting configuration", choices=sorted(PRESETS))
-    stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run (default: all)")
+    stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run")
 
 
 SHARED = ("data", "test_data", "seed", "limit")
