@@ -21,6 +21,7 @@ TINY = {
     "limit": 600,
     "encoder": "airbench_small",
     "batch_size": 64,
+    "z_dim": 64,
     "mining": "all",  # thousands of triplets: indexing's backward must be deterministic
     "num_iters": 30,
     "eval_every": 10,

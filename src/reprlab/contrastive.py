@@ -82,8 +82,8 @@ class ContRepConfig(RunConfig):
         f"encoder architecture: {', '.join(ENCODERS)} (report: vgg16_bn)",
         choices=tuple(ENCODERS),
     )
-    # report 2.1: d_out = 64; small enough for kNN / t-SNE, large enough to separate 10 classes
-    z_dim: int = arg(64, "embedding size (report: 64)")
+    # recipe research: 128 (unit-norm embeddings, batch-all); the report's d_out is 64
+    z_dim: int = arg(128, "embedding size (report: 64)")
     # vgg16_bn only: "report" = AdaptiveAvgPool2d(7) + Linear(25088, z) as printed in 2.1;
     # "gap" = global average pool + Linear(512, z) (same function class, 49x fewer parameters)
     head: str = arg("report", "vgg16_bn head: report | gap", choices=("report", "gap"))
