@@ -153,7 +153,10 @@ def _fmt(v: Any) -> str:
 
 def write_results(out: Path, grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> None:
     """``results.csv`` (full precision) and ``results.md`` (a readable table)."""
-    cols = ["run", *grid, *RESULT_COLUMNS]
+    known = {"run", *grid, *RESULT_COLUMNS}
+    extra = sorted({k for r in rows for k in r if k not in known})  # e.g. cont_rep's knn_acc
+    metrics = [c for c in (*RESULT_COLUMNS, *extra) if any(r.get(c) is not None for r in rows)]
+    cols = ["run", *grid, *metrics]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols)
@@ -240,7 +243,8 @@ def run_sweep(
                 summary = {**summary, "status": "failed"}
                 summary.setdefault("wall_time_s", round(time.perf_counter() - t0, 2))
         m = _metrics(summary)
-        rows.append({"run": name, **combo, **{c: m.get(c) for c in RESULT_COLUMNS}})
+        # cont_rep's kNN accuracy of the embeddings comes as an extra column
+        rows.append({"run": name, **combo, **{c: m.get(c) for c in RESULT_COLUMNS}, **m["knn"]})
         curves[name] = read_jsonl(run / "metrics.jsonl")
     for key in OVERLAY_KEYS:
         if any(r.get(key) is not None for rs in curves.values() for r in rs):
