@@ -297,7 +297,10 @@ def _check_dependencies(plan: list[Stage], folder: Path) -> None:
     names = {s.name for s in plan}
     for s in plan:
         enc = s.overrides.get("encoder_path")
-        if s.name in NEEDS_ENCODER and enc and "cont_rep" not in names and not Path(enc).is_file():
+        if not enc or s.name not in NEEDS_ENCODER or "cont_rep" in names:
+            continue
+        path = Path(enc).expanduser()
+        if not (path / "encoder.pt" if path.is_dir() else path).is_file():
             raise ReprlabError(
                 f"--stages: {s.name} needs an encoder ({enc} not found): add cont_rep to "
                 f"--stages, or --set {s.name}.encoder_path=PATH"
