@@ -61,6 +61,7 @@ def _make_encoder(cifar_train: Path, tmp_path_factory: pytest.TempPathFactory) -
             "out": str(out),
             "limit": LIMIT,
             "encoder": "airbench_small",
+            "z_dim": 64,
             "batch_size": 64,
             "num_iters": 30,
             "eval_every": 30,
