@@ -539,10 +539,12 @@ def train(
                             )
                     row["elapsed_s"] = round(elapsed0 + time.perf_counter() - t_start, 3)
                     rows.append(row)
-                    if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
-                        checkpoint(it)
-                    elif do_eval and metrics_path is not None:
+                    if do_eval and metrics_path is not None:
                         write_jsonl(metrics_path, rows)
+                # every checkpoint_every iterations, logged or not (the partial loss sums are
+                # part of the checkpoint); NaN weights are refused by checkpoint() itself
+                if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
+                    checkpoint(it)
                 if sigint.hit:
                     checkpoint(it)
                     raise KeyboardInterrupt
