@@ -178,6 +178,26 @@ def test_mode_refuses_folder_of_another_configuration(tmp_path: Path, capsys) ->
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.5
 
 
+def test_rerun_removes_temporaries_of_a_killed_write(tmp_path: Path) -> None:
+    """A SIGKILL during a write leaves ``.<name>.<random>.tmp``; reopening the run removes it
+    (and nothing else)."""
+    data = good_npz(tmp_path)
+    out = tmp_path / "run"
+    argv = ["softmax", "--data", str(data), *LINEAR, "--out", str(out)]
+    assert main(argv) == 0
+    (out / ".model.npz.k2j4h5g6.tmp").write_bytes(b"half a model")
+    (out / ".loss.png.abcd_123.png").write_bytes(b"half a png")
+    (out / ".notes").write_text("a user's hidden file\n")
+    before = snapshot(out)
+    assert main(argv) == 0
+    after = snapshot(out)
+    assert ".model.npz.k2j4h5g6.tmp" not in after and ".loss.png.abcd_123.png" not in after
+    assert after[".notes"] == before[".notes"]
+    assert {k: v for k, v in before.items() if not k.startswith(".")} == {
+        k: v for k, v in after.items() if not k.startswith(".")
+    }
+
+
 def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
     data = good_npz(tmp_path)
     out = tmp_path / "thesis"

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import sys
 import tempfile
@@ -258,6 +259,7 @@ class RunDir:
                         "(choose another --out, or pass --overwrite)"
                     )
         path.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
         run = cls(path, mode, config)
         if not cfg_file.exists():
             write_json(
@@ -277,6 +279,21 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.file("summary.json"), summary)
+
+
+_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}(\.tmp|\.[A-Za-z0-9]+)")
+
+
+def remove_stale_temporaries(folder: Path) -> list[str]:
+    """Delete the hidden temporaries (``.<name>.<random>.tmp``) that a killed process left in a
+    run folder (:func:`atomic_open` removes them itself on any other failure)."""
+    removed = []
+    for f in folder.iterdir():
+        if _TEMP_NAME.fullmatch(f.name) and f.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                removed.append(f.name)
+    return removed
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:
