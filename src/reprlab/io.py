@@ -27,6 +27,10 @@ from reprlab.errors import ReprlabError
 # Atomic writes
 # ---------------------------------------------------------------------------------------------
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp alone makes files owner-only
+
 
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
@@ -37,6 +41,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -57,6 +62,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
     )
+    os.fchmod(fd, _FILE_MODE)
     os.close(fd)
     try:
         write(Path(tmp))
