@@ -112,18 +112,18 @@ class FineTuneLinearConfig(_EncoderConfig):
 
     The report (Tables 4-5) used lr 1e-4, batch 2048, patience 300, 4000 iterations, plain SGD
     on raw embeddings: 77.4 % validation accuracy, the problem being far from converged. The
-    defaults here reach the optimum of the same convex problem in about a second of NumPy:
-    standardised features, momentum SGD at lr 0.05 with a cosine decay; batch 2048 and 4000
-    iterations as in the report (~200 epochs of 40k embeddings: plenty for 64x10 weights).
+    defaults aim at the optimum of the same convex problem: standardised features, momentum SGD
+    at lr 0.05 with a cosine decay; batch 2048 and 4000 iterations as in the report (~200
+    epochs of 40k embeddings for a z_dim x 10 weight matrix). Not yet tuned on the default
+    cont_rep encoder (see the final report of this mode's author).
     """
 
     num_iters: int = arg(4000, "minibatch SGD updates (report: 4000)")
-    # standardised 64-d inputs: 0.05 with momentum 0.9 is stable (effective step 0.5) and
-    # converges well before 4000 steps; the report's 1e-4 without momentum does not
+    # standardised inputs: lr 0.05 with momentum 0.9 (effective step 0.5) is a stable choice
+    # for unit-variance features; the report's 1e-4 without momentum barely moves in 4000 steps
     lr: float = arg(0.05, "initial learning rate (report: 1e-4)")
     batch_size: int = arg(2048, "embeddings per update (report: 2048)")
-    # a small L2 keeps the weights finite on nearly separable embeddings; larger values cost
-    # validation accuracy (measured 1e-3 vs 1e-4: equal within 0.1 %)
+    # a small L2 keeps the weights finite on nearly separable embeddings (untuned)
     l2_lambda: float = arg(1e-4, "L2 penalty l2_lambda/2 * ||W||^2 (bias not penalised)")
     grad_norm_clip: float = arg(5.0, "rescale each gradient to at most this norm (<= 0: off)")
     momentum: float = arg(0.9, "heavy-ball momentum of SGD (report: 0)")
