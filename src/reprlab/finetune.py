@@ -196,7 +196,8 @@ class FineTuneNNConfig(_EncoderConfig):
     dropout: float = arg(0.0, "dropout before each hidden layer's output (mlp head)")
     # --- optimisation --------------------------------------------------------------------
     # 256 images per step: the same images/s as larger batches on a CPU, more updates per
-    # minute; 1000 steps = 6.4 epochs of 40k images, ~9 minutes on 2 cores (bf16)
+    # minute; 1000 steps = 6.4 epochs of 40k images, ~9 minutes on 2 cores (bf16; estimated
+    # from a measured 0.51 s per 256-image training step of airbench + head, idle machine)
     batch_size: int = arg(256, "images per batch (report: 2048)")
     num_iters: int = arg(1000, "training iterations (report: 4000)")
     optimizer: str = arg("adamw", "adam (report) | adamw | sgd (Nesterov)", choices=OPTIMIZERS)
@@ -229,8 +230,8 @@ class FineTuneNNConfig(_EncoderConfig):
         "val_loss", "val_loss (report) | val_acc | train_loss", choices=NN_STOP_METRICS
     )
     patience: int = arg(10, "evaluations without improvement before stopping (0: off; report: 10)")
-    # averaging the mirror's probabilities costs one more forward pass per image and is
-    # worth a few tenths of a percent (summary.json shows both numbers)
+    # averaging the mirror's probabilities costs one more forward pass per image; the usual
+    # gain is a few tenths of a percent (summary.json shows both numbers for every run)
     tta_flip: bool = arg(True, "test-time flip averaging (final evaluation and predictions)")
     checkpoint_every: int = arg(100, "iterations between checkpoints (0: end and Ctrl-C only)")
     resume: bool = arg(False, "continue from checkpoint.pt in --out")
