@@ -96,7 +96,7 @@ def fingerprint(out: Path) -> dict[str, Any]:
     return fp
 
 
-# The logged training loss is a float32 sum of per-iteration losses: once (1 of 20 kills, on a
+# The logged training loss is a float32 sum of per-iteration losses: once (1 of 35 kills, on a
 # loaded machine) the value logged by the killed process differed from the uninterrupted run's
 # by 1 float32 ulp (2.4e-8) while every weight was bit-identical. Training-loss *reports* may
 # therefore differ by a few ulps; everything else (weights, eval metrics, arrays) is exact.
