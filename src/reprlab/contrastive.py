@@ -422,25 +422,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             out["val_loss"] = float(triplet_loss(e, torch.from_numpy(vb_y), trip))
         return out
 
-    tcfg = TrainConfig(
-        num_iters=cfg.num_iters,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule,
-        warmup_iters=cfg.warmup_iters,
-        grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        patience=cfg.patience,
-        early_stop_metric=cfg.early_stop_metric,
-        device=str(device),
-        autocast=cfg.autocast,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        desc="cont_rep",
-    )
+    tcfg = TrainConfig.from_mode(cfg, device, desc="cont_rep")
     meta = {
         "mode": "cont_rep",
         "encoder": cfg.encoder,

@@ -49,7 +49,7 @@ from reprlab.embed import as_mean_std, embed, to_input
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
-from reprlab.metrics import report_with_confusion
+from reprlab.metrics import history_summary, report_with_confusion
 from reprlab.train import (
     OPTIMIZERS,
     SCHEDULES,
@@ -629,8 +629,6 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
 
     val_loss, val_acc = model.evaluate(x_val, sp.val.labels)
     train_loss, train_acc = model.evaluate(x_train, y_train)
-    best = next((r for r in rows if r["iter"] == model.best_iter_), rows[-1])
-    final = rows[-1]
     summary: dict[str, Any] = {
         "status": "finished",
         "mode": "fine_tune_linear",
@@ -646,16 +644,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         "val_acc": val_acc,
         "train_loss": train_loss,
         "train_acc": train_acc,
-        "best_iter": model.best_iter_,
-        "best_val_loss": best.get("val_loss"),
-        "best_val_acc": best.get("val_acc"),
-        "best_train_loss": best.get("train_loss"),
-        "best_train_acc": best.get("train_acc"),
-        "final_iter": final["iter"],
-        "final_val_loss": final.get("val_loss"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_train_acc": final.get("train_acc"),
+        **history_summary(rows, model.best_iter_),
         "iterations": model.n_iter_,
         "stop_reason": model.stop_reason_,
         "embed_time_s": embed_time,
@@ -952,25 +941,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         start_iter=frozen_until,
     )
     head_groups = param_groups(model.head, cfg.weight_decay, lr=cfg.lr, name="head")
-    tcfg = TrainConfig(
-        num_iters=cfg.num_iters,
-        lr=cfg.lr,
-        optimizer=cfg.optimizer,
-        weight_decay=cfg.weight_decay,
-        schedule=cfg.schedule,
-        warmup_iters=cfg.warmup_iters,
-        grad_clip=cfg.grad_clip,
-        ema_decay=cfg.ema_decay,
-        eval_every=cfg.eval_every,
-        checkpoint_every=cfg.checkpoint_every,
-        patience=cfg.patience,
-        early_stop_metric=cfg.early_stop_metric,
-        device=str(device),
-        autocast=cfg.autocast,
-        seed=cfg.seed,
-        progress=cfg.progress,
-        desc="fine_tune_nn",
-    )
+    tcfg = TrainConfig.from_mode(cfg, device, desc="fine_tune_nn")
     ck_meta = {
         "mode": "fine_tune_nn",
         "encoder": meta["encoder"],
@@ -1055,8 +1026,6 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     val_loss = _nll(p_val, sp.val.labels)
     val_acc = float(np.mean(p_val.argmax(1) == sp.val.labels))
     ev_rows = [r for r in rows if "val_loss" in r]
-    best = next((r for r in ev_rows if r["iter"] == res.best_iter), ev_rows[-1] if ev_rows else {})
-    final = rows[-1] if rows else {}
     summary = {
         **base,
         "status": res.status,
@@ -1070,17 +1039,8 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         "val_acc_no_tta": float(np.mean(p_plain.argmax(1) == sp.val.labels)),
         "val_acc_tta_flip": float(np.mean(p_flip.argmax(1) == sp.val.labels)),
         "early_stop_metric": cfg.early_stop_metric,
-        "best_iter": res.best_iter,
         "best_metric": res.best,
-        "best_val_loss": best.get("val_loss"),
-        "best_val_acc": best.get("val_acc"),
-        "best_train_loss": best.get("train_loss"),
-        "best_train_acc": best.get("train_acc"),
-        "final_iter": final.get("iter"),
-        "final_val_loss": final.get("val_loss"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_train_acc": final.get("train_acc"),
+        **history_summary(rows, res.best_iter, best_rows=ev_rows),
         "metrics_note": "metrics.jsonl: train_* are running means over the augmented batches "
         "(train_loss with label smoothing), val_* on eval_size validation images; top-level "
         "val_* on the whole validation split, train_* on 5000 training images (no augmentation)",

@@ -27,7 +27,7 @@ from reprlab import io, plots
 from reprlab.config import RunConfig, arg, positive
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, LogisticRegression, SoftmaxRegression
-from reprlab.metrics import classification_report
+from reprlab.metrics import history_summary, report_with_confusion
 
 MODEL_FORMAT = "reprlab-linear-1"
 
@@ -416,8 +416,6 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     status = "finished"
     if model.stop_reason_ == "diverged" and not math.isfinite(val_loss):
         status = "failed"
-    best = next((r for r in rows if r["iter"] == model.best_iter_), rows[-1])
-    final = rows[-1]
     summary: dict[str, Any] = {
         "status": status,
         "mode": mode,
@@ -430,16 +428,7 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
         "val_acc": val_acc,
         "train_loss": train_loss,
         "train_acc": train_acc,
-        "best_iter": model.best_iter_,
-        "best_val_loss": best.get("val_loss"),
-        "best_val_acc": best.get("val_acc"),
-        "best_train_loss": best.get("train_loss"),
-        "best_train_acc": best.get("train_acc"),
-        "final_iter": final["iter"],
-        "final_val_loss": final.get("val_loss"),
-        "final_val_acc": final.get("val_acc"),
-        "final_train_loss": final.get("train_loss"),
-        "final_train_acc": final.get("train_acc"),
+        **history_summary(rows, model.best_iter_),
         "iterations": model.n_iter_,
         "stop_reason": model.stop_reason_,
         "train_metrics_note": "history train_* on a fixed random sample of <= 5000 training "
@@ -453,12 +442,8 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
 
     _save_model(run.file("model.npz"), model, prep, mode, cfg)
     y_pred = model.predict(prep.X_val)
-    report = classification_report(prep.val.labels, y_pred, prep.train.classes)
-    summary["classification_report"] = report
-    plots.plot_confusion(
-        np.array(report["confusion_matrix"]),
-        prep.train.classes,
-        run.file("confusion.png"),
+    summary["classification_report"] = report_with_confusion(
+        prep.val.labels, y_pred, prep.train.classes, run.file("confusion.png"),
         title=f"{mode} — validation",
     )
     if prep.test is not None:

@@ -65,3 +65,21 @@ def report_with_confusion(
     report = classification_report(y_true, y_pred, class_names)
     plot_confusion(np.array(report["confusion_matrix"]), class_names, png_path, title=title)
     return report
+
+
+_HISTORY_KEYS = ("val_loss", "val_acc", "train_loss", "train_acc")
+
+
+def history_summary(rows: list[dict[str, Any]], best_iter: int | None,
+                    best_rows: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``best_*`` metrics (the row of ``best_iter`` in ``best_rows``, else its last row) and
+    ``final_*`` metrics (the last row of ``rows``) of a training history, for ``summary.json``."""
+    best_rows = rows if best_rows is None else best_rows
+    last = best_rows[-1] if best_rows else {}
+    best = next((r for r in best_rows if r["iter"] == best_iter), last)
+    final = rows[-1] if rows else {}
+    out: dict[str, Any] = {"best_iter": best_iter}
+    out.update({f"best_{k}": best.get(k) for k in _HISTORY_KEYS})
+    out["final_iter"] = final.get("iter")
+    out.update({f"final_{k}": final.get(k) for k in _HISTORY_KEYS})
+    return out

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -82,6 +82,18 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     desc: str = "train"
+
+    # the fields a mode's config (cont_rep, fine_tune_nn) shares with the loop, by name
+    MODE_FIELDS: ClassVar[tuple[str, ...]] = (
+        "num_iters", "lr", "optimizer", "weight_decay", "schedule", "warmup_iters", "grad_clip",
+        "ema_decay", "eval_every", "checkpoint_every", "patience", "early_stop_metric",
+        "autocast", "seed", "progress",
+    )
+
+    @classmethod
+    def from_mode(cls, cfg: Any, device: torch.device, desc: str) -> TrainConfig:
+        """The loop's configuration from a mode's config (fields shared by name)."""
+        return cls(**{n: getattr(cfg, n) for n in cls.MODE_FIELDS}, device=str(device), desc=desc)
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
