@@ -49,6 +49,7 @@ from reprlab.embed import as_mean_std, embed, to_input
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
+from reprlab.linear_modes import make_estimator
 from reprlab.metrics import history_summary, report_with_confusion
 from reprlab.train import (
     OPTIMIZERS,
@@ -606,19 +607,10 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
     x_train = _standardise(e_train, cfg.normalize, feat_mean, feat_std)
     x_val = _standardise(e_val, cfg.normalize, feat_mean, feat_std)
 
-    model = SoftmaxRegression(
-        lr=cfg.lr,
-        num_iters=cfg.num_iters,
+    model = make_estimator(
+        SoftmaxRegression,
+        cfg,
         batch_size=min(cfg.batch_size, len(x_train)),
-        l2_lambda=cfg.l2_lambda,
-        grad_norm_clip=cfg.grad_norm_clip,
-        momentum=cfg.momentum,
-        lr_schedule=cfg.lr_schedule,
-        ema_decay=cfg.ema_decay,
-        eval_every=cfg.eval_every,
-        patience=cfg.patience,
-        early_stop_metric=cfg.early_stop_metric,
-        seed=cfg.seed,
         progress=cfg.progress,
         n_classes=len(classes),
     )

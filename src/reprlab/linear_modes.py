@@ -286,6 +286,19 @@ class LinearPredictor:
         return self.class_ids[self.predict_model_labels(images)]
 
 
+# the hyperparameters a mode's config shares with the from-scratch estimators, by name
+ESTIMATOR_FIELDS = (
+    "lr", "num_iters", "l2_lambda", "grad_norm_clip", "momentum", "lr_schedule", "ema_decay",
+    "eval_every", "patience", "early_stop_metric", "seed",
+)
+
+
+def make_estimator(cls: type, cfg: Any, **kw: Any) -> Any:
+    """A from-scratch ``cls`` (LogisticRegression / SoftmaxRegression) configured from a mode's
+    config (``logistic``, ``softmax``, ``fine_tune_linear``); ``kw`` adds the rest."""
+    return cls(**{n: getattr(cfg, n) for n in ESTIMATOR_FIELDS}, **kw)
+
+
 def _save_model(path: Path, model: Any, prep: Prepared, mode: str, cfg: _LinearConfig) -> None:
     io.save_npz(
         path,
@@ -386,22 +399,7 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     if not binary:
         kwargs["n_classes"] = len(prep.train.classes)
-    model = cls(
-        lr=cfg.lr,
-        num_iters=cfg.num_iters,
-        batch_size=cfg.batch_size,
-        l2_lambda=cfg.l2_lambda,
-        grad_norm_clip=cfg.grad_norm_clip,
-        momentum=cfg.momentum,
-        lr_schedule=cfg.lr_schedule,
-        ema_decay=cfg.ema_decay,
-        eval_every=cfg.eval_every,
-        patience=cfg.patience,
-        early_stop_metric=cfg.early_stop_metric,
-        seed=cfg.seed,
-        progress=True,
-        **kwargs,
-    )
+    model = make_estimator(cls, cfg, batch_size=cfg.batch_size, progress=True, **kwargs)
     X_mirror = None
     if cfg.flip_augment:  # mirrored training images as extra samples (half of each batch)
         h, w, c = prep.train.shape
