@@ -373,7 +373,8 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     for name, s in stages.items():
         it = s.get("iterations")
         wall = s.get("wall_time_s")
-        val = _fmt_acc(s.get("final_val_acc")) + " "
+        model_acc = s.get("model_val_acc")  # returned model, whole validation split
+        val = _fmt_acc(model_acc if model_acc is not None else s.get("final_val_acc")) + " "
         if s.get("final_val_acc") is None and (s.get("knn") or {}).get("knn_acc") is not None:
             val, knn_note = _fmt_acc(s["knn"]["knn_acc"]) + "*", True
         lines.append(
