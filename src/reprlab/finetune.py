@@ -29,7 +29,6 @@ import math
 import shutil
 import sys
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -529,11 +528,7 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
     path = run_dir / "model.npz" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise ReprlabError(f"{path}: model file not found (is the run finished?)")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            f = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ReprlabError(f"{path}: not a readable .npz model ({str(e)[:200]})") from None
+    f = io.read_npz(path)
     need = {"format", "W", "b", "feat_mean", "feat_std", "normalize", "features", "classes"}
     if need - set(f) or str(f["format"]) != LINEAR_FORMAT:
         raise ReprlabError(f"{path}: not a fine_tune_linear model")

@@ -137,6 +137,17 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
         np.savez(f, **clean)
 
 
+def read_npz(path: str | Path, what: str = "model") -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` written by :func:`save_npz`, read without pickles."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ReprlabError(f"{path}: not a readable .npz {what} ({str(e)[:200]})") from None
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, np.asarray(array), allow_pickle=False)

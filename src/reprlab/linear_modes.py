@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -324,11 +323,7 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         path = path / "model.npz"
     if not path.is_file():
         raise ReprlabError(f"{path}: model file not found")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            f = {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ReprlabError(f"{path}: not a readable .npz model ({str(e)[:200]})") from None
+    f = io.read_npz(path)
     need = {"format", "W", "b", "mean", "std", "classes", "class_ids", "image_shape", "binary"}
     missing = sorted(need - set(f))
     if missing or str(f.get("format")) != MODEL_FORMAT:
