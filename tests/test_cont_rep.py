@@ -88,7 +88,7 @@ def test_run_writes_everything_and_learns(finished):
     ds = load_images(finished_source(out))
     ds = ds.subset(stratified_subset(ds.labels, 600, 0))
     _, va = stratified_split(ds.labels, 0.2, 0)
-    again = embed(enc, ds.images[va], meta["mean"], meta["std"], progress=False)
+    again = embed(enc, ds.images[va], meta["mean"], meta["std"], progress=False, flip_tta=True)
     np.testing.assert_allclose(again, emb, atol=1e-5)
 
 

@@ -15,7 +15,9 @@ from reprlab.io import load_checkpoint, read_jsonl
 from reprlab.train import (
     StepRNG,
     TrainConfig,
+    lookahead_decay,
     lr_multiplier,
+    make_optimizer,
     param_groups,
     rng_state,
     set_rng_state,
@@ -103,6 +105,47 @@ def test_schedules():
     assert lr_multiplier(TrainConfig(num_iters=5, lr=1.0), 3) == 1.0
 
 
+def test_warmup_start():
+    c = TrainConfig(num_iters=100, lr=1.0, schedule="linear", warmup_iters=20, warmup_start=0.2)
+    assert lr_multiplier(c, 0) == pytest.approx(0.2)
+    assert lr_multiplier(c, 10) == pytest.approx(0.6)
+    assert lr_multiplier(c, 20) == pytest.approx(1.0, abs=0.02)
+    assert lr_multiplier(c, 99) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_lookahead_decay_schedule():
+    assert lookahead_decay(0, 100) == 0.0
+    assert lookahead_decay(50, 100) == pytest.approx(0.95**5 / 8)
+    assert lookahead_decay(100, 100) == pytest.approx(0.95**5)
+
+
+def test_lookahead_ends_on_the_slow_weights():
+    """With lookahead every 5th update is pulled toward the slow copy, and the run returns the
+    slow copy: a run with it differs from the same run without it."""
+    a, b = make(), make()
+    train(a, sample, stepper(a), cfg(ema_decay=0.0, num_iters=40, checkpoint_every=0))
+    train(b, sample, stepper(b), cfg(ema_decay=0.0, num_iters=40, checkpoint_every=0,
+                                     lookahead=True))
+    assert not same_weights(a, b)
+    with pytest.raises(ReprlabError, match="lookahead"):
+        cfg(ema_decay=0.9, lookahead=True).validate()
+
+
+def test_norm_lr_scale_group():
+    m = make()
+    groups = param_groups(m, 1e-3, lr=0.1, norm_lr_scale=64.0)
+    by_name = {g["name"]: g for g in groups}
+    norm = by_name["/norm"]
+    assert [tuple(p.shape) for p in norm["params"]] == [(8,)]  # the BatchNorm shift only
+    assert norm["params"][0] is m.body[1].bias
+    assert norm["lr"] == pytest.approx(6.4) and norm["weight_decay"] == pytest.approx(1e-3 / 64)
+    # the shift decays by the same fraction per step as the weights: lr x wd is equal
+    assert norm["lr"] * norm["weight_decay"] == pytest.approx(0.1 * 1e-3)
+    assert all(p is not m.body[1].bias for p in by_name["/no_decay"]["params"])
+    opt = make_optimizer(cfg(), groups)
+    assert sorted(g["lr"] for g in opt.param_groups) == pytest.approx([0.1, 0.1, 6.4])
+
+
 def test_rng_state_roundtrip():
     st = rng_state(torch.device("cpu"))
     a = (torch.rand(3), np.random.rand(3), __import__("random").random())
@@ -111,14 +154,21 @@ def test_rng_state_roundtrip():
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
 
 
-@pytest.mark.parametrize("autocast", [True, False])
-def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool):
+@pytest.mark.parametrize("autocast,extra", [
+    (True, {}),
+    (False, {}),
+    (True, {"ema_decay": 0.0, "lookahead": True, "warmup_start": 0.2, "momentum": 0.85}),
+])
+def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool, extra: dict):
+    def cfg_(**kw):  # noqa: ANN202
+        return cfg(**{**extra, **kw})
+
     ref = make()
     r = train(
         ref,
         sample,
         stepper(ref),
-        cfg(autocast=autocast),
+        cfg_(autocast=autocast),
         evaluate=evaluator(ref),
         run_dir=tmp_path / "a",
     )
@@ -137,7 +187,7 @@ def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool):
             crashed,
             crashing,
             stepper(crashed),
-            cfg(autocast=autocast),
+            cfg_(autocast=autocast),
             evaluate=evaluator(crashed),
             run_dir=tmp_path / "b",
         )
@@ -148,7 +198,7 @@ def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool):
         resumed,
         sample,
         stepper(resumed),
-        cfg(autocast=autocast),
+        cfg_(autocast=autocast),
         evaluate=evaluator(resumed),
         run_dir=tmp_path / "b",
         resume=True,

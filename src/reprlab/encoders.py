@@ -71,12 +71,22 @@ class VGG16BN(nn.Module):
         return self.fc(self.features(x))
 
 
-def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-        nn.BatchNorm2d(c_out, momentum=0.4),  # fast-moving stats: short runs (airbench)
-        nn.GELU(),
-    ]
+def _batch_norm(c: int) -> nn.BatchNorm2d:
+    """airbench's BatchNorm: fast-moving statistics for short runs (momentum 0.4 in PyTorch's
+    convention), and a fixed scale of 1: only the shift is learned. The convolution before it
+    is then scale-invariant, so its weight decay sets the effective learning rate."""
+    bn = nn.BatchNorm2d(c, momentum=0.4)
+    bn.weight.requires_grad_(False)
+    return bn
+
+
+def _conv(c_in: int, c_out: int) -> nn.Conv2d:
+    """3x3 'same' convolution with airbench's partial identity (Dirac) initialisation: the
+    first ``c_in`` filters pass the input through, the rest keep PyTorch's default init."""
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(c_in, c_out)])
+    return conv
 
 
 class ConvGroup(nn.Module):
@@ -84,11 +94,11 @@ class ConvGroup(nn.Module):
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+        self.conv1 = _conv(c_in, c_out)
         self.pool = nn.MaxPool2d(2)
-        self.norm1 = nn.BatchNorm2d(c_out, momentum=0.4)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(c_out, momentum=0.4)
+        self.norm1 = _batch_norm(c_out)
+        self.conv2 = _conv(c_out, c_out)
+        self.norm2 = _batch_norm(c_out)
         self.act = nn.GELU()
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,10 +136,9 @@ class AirbenchEncoder(nn.Module):
         self.groups = nn.Sequential(*groups)
         self.pool = nn.AdaptiveMaxPool2d(1)
         self.fc = nn.Linear(self.feature_dim, z_dim)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d) and m is not self.whiten:
-                # airbench: identity-like init of the first in_channels filters of each conv
-                nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+        # airbench: the stem is a fixed whitening filter bank (set by init_whitening); only its
+        # bias is learned
+        self.whiten.weight.requires_grad_(False)
 
     @torch.no_grad()
     def init_whitening(self, images: Tensor, eps: float = 5e-4) -> None:

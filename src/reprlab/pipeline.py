@@ -62,13 +62,21 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "encoder": "airbench_small",
                 "batch_size": 128,
                 "num_iters": 20,
+                "warmup_iters": 4,
                 "eval_every": 10,
                 "knn_eval_size": 600,
+                "flip_tta": False,  # the mirror pass doubles embedding time: not needed here
             },
         ),
         "fine_tune_linear": (
             None,
-            {"limit": 1500, "num_iters": 100, "batch_size": 256, "eval_every": 10},
+            {
+                "limit": 1500,
+                "num_iters": 100,
+                "batch_size": 256,
+                "eval_every": 10,
+                "flip_tta": False,
+            },
         ),
         "fine_tune_nn": (
             None,

@@ -63,16 +63,22 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine | linear | onecycle (after warmup)
     warmup_iters: int = 0
+    warmup_start: float = 0.0  # lr at the first warmup iteration, as a fraction of the peak
     final_lr_frac: float = 0.0  # lr at the last iteration, as a fraction of the peak
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema_decay: float = 0.0  # EMA of the weights (evaluated and returned); 0 = off
+    # airbench's lookahead: every 5 iterations the weights are pulled to a slow copy that
+    # averages them with decay 0.95^5 (t/T)^3 (none early, strong at the end); ends on it
+    lookahead: bool = False
     log_every: int = 10  # report: the loss is sampled every 10 iterations
     eval_every: int = 100
     checkpoint_every: int = 200  # 0 = only at the end / on Ctrl-C
     patience: int = 0  # checks without improvement before stopping; 0 = off
     early_stop_metric: str = "train_loss"  # train_loss (checked every log) or an eval key
     min_delta: float = 0.0
-    restore_best: bool = True  # end with the best weights seen by the early-stopping metric
+    # end with the best weights seen by the early-stopping metric (with lookahead: only when
+    # early stopping ended the run; a run that reaches num_iters ends on the slow weights)
+    restore_best: bool = True
     device: str = "auto"  # auto -> cuda, mps, cpu
     autocast: bool = True  # bfloat16 autocast on CPU and CUDA
     # deterministic kernels on CPU (e.g. the scatter-add behind indexing's backward is
@@ -85,9 +91,9 @@ class TrainConfig:
 
     # the fields a mode's config (cont_rep, fine_tune_nn) shares with the loop, by name
     MODE_FIELDS: ClassVar[tuple[str, ...]] = (
-        "num_iters", "lr", "optimizer", "weight_decay", "schedule", "warmup_iters", "grad_clip",
-        "ema_decay", "eval_every", "checkpoint_every", "patience", "early_stop_metric",
-        "autocast", "seed", "progress",
+        "num_iters", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_iters",
+        "warmup_start", "grad_clip", "ema_decay", "lookahead", "eval_every", "checkpoint_every",
+        "patience", "early_stop_metric", "autocast", "seed", "progress",
     )
 
     @classmethod
@@ -106,6 +112,12 @@ class TrainConfig:
             raise ReprlabError(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if not 0.0 <= self.warmup_start <= 1.0:
+            raise ReprlabError(f"--warmup_start must be in [0, 1], got {self.warmup_start}")
+        if self.lookahead and self.ema_decay > 0:
+            raise ReprlabError("--lookahead and --ema_decay are two kinds of averaging: pick one")
         for name in ("log_every", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ReprlabError(f"--{name} must be > 0, got {getattr(self, name)}")
@@ -188,7 +200,9 @@ def lr_multiplier(cfg: TrainConfig, it: int) -> float:
     else:
         warm = cfg.warmup_iters
     if it < warm:
-        return (it + 1) / warm
+        return cfg.warmup_start + (1.0 - cfg.warmup_start) * it / warm if cfg.warmup_start else (
+            (it + 1) / warm
+        )
     if cfg.schedule == "constant":
         return 1.0
     span = max(1, cfg.num_iters - warm)
@@ -199,25 +213,49 @@ def lr_multiplier(cfg: TrainConfig, it: int) -> float:
     return lo + (1 - lo) * (1 - t)  # linear / onecycle tail
 
 
+def lookahead_decay(it: int, num_iters: int) -> float:
+    """airbench's lookahead decay after iteration ``it``: 0.95^5 (it/T)^3 (0 early on)."""
+    return 0.95**5 * (it / max(1, num_iters)) ** 3
+
+
 def param_groups(
     module: torch.nn.Module,
     weight_decay: float,
     lr: float | None = None,
     name: str = "",
     start_iter: int = 0,
+    norm_lr_scale: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Two groups of ``module``'s trainable parameters: weights (ndim > 1) with ``weight_decay``,
+    """Groups of ``module``'s trainable parameters: weights (ndim > 1) with ``weight_decay``,
     biases and norm parameters without (the usual recipe). ``lr`` (absolute, default: the
-    config's), ``name`` and ``start_iter`` (frozen before that iteration) apply to both."""
-    decay = [p for p in module.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim <= 1]
+    config's), ``name`` and ``start_iter`` (frozen before that iteration) apply to all.
+
+    ``norm_lr_scale > 0`` gives the BatchNorm biases (shifts) a group of their own with the
+    learning rate times that scale and the weight decay divided by it, so they decay by the same
+    fraction per step as the weights (airbench's ``bias_scaler`` of 64; its BatchNorm scales are
+    frozen)."""
+    norm_ids: set[int] = set()
+    if norm_lr_scale > 0:
+        for m in module.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.bias is not None:
+                norm_ids.add(id(m.bias))
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    norm = [p for p in trainable if id(p) in norm_ids]
+    decay = [p for p in trainable if id(p) not in norm_ids and p.ndim > 1]
+    no_decay = [p for p in trainable if id(p) not in norm_ids and p.ndim <= 1]
+    base = lr
     groups = []
-    for params, wd, suffix in ((decay, weight_decay, ""), (no_decay, 0.0, "/no_decay")):
+    for params, wd, suffix, scale in (
+        (decay, weight_decay, "", 1.0),
+        (no_decay, 0.0, "/no_decay", 1.0),
+        (norm, weight_decay / max(norm_lr_scale, 1e-12), "/norm", norm_lr_scale),
+    ):
         if params:
             g: dict[str, Any] = {"params": params, "weight_decay": wd, "name": name + suffix}
             g["start_iter"] = start_iter
-            if lr is not None:
-                g["lr"] = lr
+            g["lr_scale"] = scale
+            if base is not None:
+                g["lr"] = base * scale
             groups.append(g)
     return groups
 
@@ -231,7 +269,8 @@ def make_optimizer(
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
     for g in groups:
-        g.setdefault("lr", cfg.lr)
+        g.setdefault("lr", cfg.lr * g.pop("lr_scale", 1.0))
+        g.pop("lr_scale", None)
         g["base_lr"] = g["lr"]
         g.setdefault("start_iter", 0)
         g.setdefault("name", "")
@@ -305,6 +344,14 @@ class EMA:
                 e.lerp_(v.detach(), 1.0 - self.decay)
             else:
                 e.copy_(v)
+
+    @torch.no_grad()
+    def pull(self, model: torch.nn.Module) -> None:
+        """Average, then set ``model``'s weights to the average (lookahead)."""
+        self.update(model)
+        for k, v in model.state_dict().items():
+            if v.is_floating_point():
+                v.copy_(self.state[k])
 
 
 @contextlib.contextmanager
@@ -382,6 +429,7 @@ def train(
         model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(cfg, params if params is not None else model.parameters())
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
+    slow = EMA(model, 0.0) if cfg.lookahead else None
     stopper = EarlyStopping(cfg.patience, metric=cfg.early_stop_metric, min_delta=cfg.min_delta)
 
     run_dir = Path(run_dir) if run_dir is not None else None
@@ -403,6 +451,8 @@ def train(
             raise ReprlabError(f"{ckpt_path}: does not fit this model ({str(e)[:200]})") from None
         if ema is not None and ck.get("ema") is not None:
             ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
+        if slow is not None and ck.get("lookahead") is not None:
+            slow.state = {k: v.to(device) for k, v in ck["lookahead"].items()}
         stopper.load_state_dict(ck["early_stopping"])
         stopper.best_state = ck.get("best_state")
         it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
@@ -432,6 +482,7 @@ def train(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state if ema is not None else None,
+                "lookahead": slow.state if slow is not None else None,
                 "early_stopping": stopper.state_dict(),
                 "best_state": stopper.best_state,
                 "rows": rows,
@@ -503,6 +554,9 @@ def train(
                 optimizer.step()
                 if ema is not None:
                     ema.update(model)
+                if slow is not None and (it + 1) % 5 == 0:
+                    slow.decay = lookahead_decay(it + 1, cfg.num_iters)
+                    slow.pull(model)
                 loss_sum += loss.detach().float()
                 loss_count += 1
                 for k, v in extras.items():
@@ -582,7 +636,11 @@ def train(
         stop_reason = "early_stopping"
     if ema is not None:
         model.load_state_dict(ema.state)
-    if cfg.restore_best and stopper.best_state is not None:
+    finished_on_slow = slow is not None and not stop_now
+    if finished_on_slow:  # airbench ends on the slow weights: they are the returned model
+        slow.decay = 1.0
+        slow.pull(model)
+    elif cfg.restore_best and stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
     wall = elapsed0 + time.perf_counter() - t_start
     done = it - it0
