@@ -106,7 +106,8 @@ def test_cont_rep_nan_loss_keeps_last_good_checkpoint(tmp_path: Path, capsys) ->
     argv = ["cont_rep", "--data", str(data), *CONT, "--optimizer", "adam", "--no-normalize",
             "--distance", "squared_l2", "--margin", "1", "--lr", "2.4e7", "--schedule",
             "constant", "--num_iters", "60", "--warmup_iters", "60", "--eval_every", "30",
-            "--checkpoint_every", "10", "--out", str(out)]  # fmt: skip
+            "--checkpoint_every", "10", "--no-lookahead", "--norm_lr_scale", "0",
+            "--warmup_start", "0", "--out", str(out)]  # fmt: skip
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 1, err

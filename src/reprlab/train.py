@@ -200,9 +200,9 @@ def lr_multiplier(cfg: TrainConfig, it: int) -> float:
     else:
         warm = cfg.warmup_iters
     if it < warm:
-        return cfg.warmup_start + (1.0 - cfg.warmup_start) * it / warm if cfg.warmup_start else (
-            (it + 1) / warm
-        )
+        if cfg.warmup_start:  # airbench: from warmup_start x lr at the first iteration
+            return cfg.warmup_start + (1.0 - cfg.warmup_start) * it / warm
+        return (it + 1) / warm
     if cfg.schedule == "constant":
         return 1.0
     span = max(1, cfg.num_iters - warm)
@@ -243,7 +243,6 @@ def param_groups(
     norm = [p for p in trainable if id(p) in norm_ids]
     decay = [p for p in trainable if id(p) not in norm_ids and p.ndim > 1]
     no_decay = [p for p in trainable if id(p) not in norm_ids and p.ndim <= 1]
-    base = lr
     groups = []
     for params, wd, suffix, scale in (
         (decay, weight_decay, "", 1.0),
@@ -254,8 +253,8 @@ def param_groups(
             g: dict[str, Any] = {"params": params, "weight_decay": wd, "name": name + suffix}
             g["start_iter"] = start_iter
             g["lr_scale"] = scale
-            if base is not None:
-                g["lr"] = base * scale
+            if lr is not None:
+                g["lr"] = lr * scale
             groups.append(g)
     return groups
 
@@ -269,8 +268,8 @@ def make_optimizer(
     if groups and not isinstance(groups[0], dict):
         groups = [{"params": groups}]
     for g in groups:
-        g.setdefault("lr", cfg.lr * g.pop("lr_scale", 1.0))
-        g.pop("lr_scale", None)
+        scale = g.pop("lr_scale", 1.0)
+        g.setdefault("lr", cfg.lr * scale)
         g["base_lr"] = g["lr"]
         g.setdefault("start_iter", 0)
         g.setdefault("name", "")
