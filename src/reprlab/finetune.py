@@ -748,8 +748,7 @@ class Classifier(nn.Module):
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
         """The head on an embedding, times ``logit_scale``."""
-        out = self.head(z)
-        return out * self.logit_scale if self.logit_scale != 1.0 else out
+        return self.head(z) * self.logit_scale
 
 
 class NNPredictor:

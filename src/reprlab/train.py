@@ -345,8 +345,9 @@ class EMA:
                 e.copy_(v)
 
     @torch.no_grad()
-    def pull(self, model: torch.nn.Module) -> None:
-        """Average, then set ``model``'s weights to the average (lookahead)."""
+    def pull(self, model: torch.nn.Module, decay: float) -> None:
+        """Average with ``decay``, then set ``model``'s weights to the average (lookahead)."""
+        self.decay = decay
         self.update(model)
         for k, v in model.state_dict().items():
             if v.is_floating_point():
@@ -554,8 +555,7 @@ def train(
                 if ema is not None:
                     ema.update(model)
                 if slow is not None and (it + 1) % 5 == 0:
-                    slow.decay = lookahead_decay(it + 1, cfg.num_iters)
-                    slow.pull(model)
+                    slow.pull(model, lookahead_decay(it + 1, cfg.num_iters))
                 loss_sum += loss.detach().float()
                 loss_count += 1
                 for k, v in extras.items():
@@ -635,10 +635,8 @@ def train(
         stop_reason = "early_stopping"
     if ema is not None:
         model.load_state_dict(ema.state)
-    finished_on_slow = slow is not None and not stop_now
-    if finished_on_slow:  # airbench ends on the slow weights: they are the returned model
-        slow.decay = 1.0
-        slow.pull(model)
+    if slow is not None and not stop_now:  # airbench ends on the slow weights
+        model.load_state_dict(slow.state)
     elif cfg.restore_best and stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
     wall = elapsed0 + time.perf_counter() - t_start
