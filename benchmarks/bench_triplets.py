@@ -1,7 +1,8 @@
 """Benchmarks for the triplet parts and encoders (not run in CI).
 
 (a) vectorised triplet sampler vs the report's per-anchor ``np.where`` loop;
-(b) training steps/s of the default encoder, bf16 autocast + channels_last vs fp32 contiguous;
+(b) training steps/s of the default encoder (``--encoders`` for others), bf16 autocast +
+    channels_last vs fp32 contiguous;
 (c) one ``vgg16_bn`` (report head) training iteration on CPU: time and peak memory.
 
 Run (heavy: wrap in the shared CPU lock)::
@@ -78,13 +79,13 @@ def _train_step_fn(
     return step
 
 
-def bench_steps(rows: list[tuple[str, str]], batch: int, repeats: int) -> None:
+def bench_steps(rows: list[tuple[str, str]], encoder: str, batch: int, repeats: int) -> None:
     res = {}
     for fast in (False, True):
-        step = _train_step_fn(build_encoder(DEFAULT_ENCODER, 128), batch, fast)
+        step = _train_step_fn(build_encoder(encoder, 128), batch, fast)
         step()  # warm-up (oneDNN primitive creation)
         res[fast] = 1.0 / median_time(step, repeats)
-    label = f"(b) {DEFAULT_ENCODER} train steps/s, batch {batch}"
+    label = f"(b) {encoder} train steps/s, batch {batch}"
     rows.append((f"{label}, fp32 contiguous", f"{res[False]:.2f} steps/s"))
     rows.append((f"{label}, bf16 + channels_last", f"{res[True]:.2f} steps/s"))
     rows.append((f"{label}, speed-up", f"{res[True] / res[False]:.2f}x"))
@@ -111,6 +112,7 @@ def main() -> None:
     p.add_argument("--n_labels", type=int, default=40_000)
     p.add_argument("--batch", type=int, default=2048, help="sampler batch (a)")
     p.add_argument("--step_batch", type=int, default=256, help="training batch (b)")
+    p.add_argument("--encoders", default=DEFAULT_ENCODER, help="comma list of encoders (b)")
     p.add_argument("--vgg_batch", type=int, default=256, help="vgg16_bn batch (c)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--skip", default="", help="comma list of parts to skip: a,b,c")
@@ -123,7 +125,8 @@ def main() -> None:
     if "a" not in skip:
         bench_sampler(rows, args.n_labels, args.batch)
     if "b" not in skip:
-        bench_steps(rows, args.step_batch, args.repeats)
+        for name in args.encoders.split(","):
+            bench_steps(rows, name, args.step_batch, args.repeats)
     if "c" not in skip:
         if args.vgg_mode == "both":
             # each precision in a fresh process, so ru_maxrss (a high-water mark) is its own

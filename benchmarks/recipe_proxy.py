@@ -64,6 +64,7 @@ def main() -> None:
                     help="CE head: linear on pooled features, or the report's MLP on z")
     ap.add_argument("--init", help="start from this encoder state_dict (from --save)")
     ap.add_argument("--save", help="save the trained encoder's state_dict here")
+    ap.add_argument("--widths", default="64,256,256", help="the encoder's three group widths")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     air = a.recipe == "airbench"
@@ -77,7 +78,7 @@ def main() -> None:
         Standardizer().fit(to_float(trs.images[:10000]))))
     mt, st = torch.from_numpy(mean), torch.from_numpy(std)
 
-    enc = build_encoder("airbench", 128)
+    enc = build_encoder("airbench", 128, widths=tuple(int(w) for w in a.widths.split(",")))
     if not air:
         old_style(enc)
     enc.init_whitening(to_input(torch.from_numpy(trs.images[:2000]), mt, st, channels_last=False))
@@ -151,9 +152,13 @@ def main() -> None:
         torch.save(enc.state_dict(), a.save)
 
     class Both(nn.Module):  # one pass gives the embedding and the pooled feature
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = enc  # a submodule, so that embed() puts it in eval mode
+
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            f = enc.features(x)
-            return torch.cat([F.normalize(enc.fc(f).float(), dim=1),
+            f = self.enc.features(x)
+            return torch.cat([F.normalize(self.enc.fc(f).float(), dim=1),
                               F.normalize(f.float(), dim=1)], 1)
 
     res: dict = {**vars(a), "train_s": round(train_s, 1)}

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from reprlab.encoders import ENCODERS, build_encoder, count_parameters, encoder_summary
+from reprlab.encoders import (
+    DEFAULT_ENCODER,
+    ENCODERS,
+    build_encoder,
+    count_parameters,
+    encoder_summary,
+)
 from reprlab.errors import ReprlabError
 
 
@@ -15,6 +21,15 @@ def test_vgg16_bn_has_report_parameter_count() -> None:
     assert model.feature_dim == 512 * 49
     gap = build_encoder("vgg16_bn", 64, head="gap")
     assert count_parameters(gap) == 16_328_832 - 512 * 49 * 64 + 512 * 64
+
+
+def test_airbench_widths() -> None:
+    """airbench is airbench94's 64/256/256 net; the CPU default halves the first two widths."""
+    wide, cpu = build_encoder("airbench", 128), build_encoder("airbench_cpu", 128)
+    assert [g.conv2.out_channels for g in wide.groups] == [64, 256, 256]
+    assert [g.conv2.out_channels for g in cpu.groups] == [32, 128, 256]
+    assert count_parameters(wide) == 2_003_128 and count_parameters(cpu) == 1_120_056
+    assert DEFAULT_ENCODER == "airbench_cpu" and cpu.feature_dim == wide.feature_dim == 256
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))

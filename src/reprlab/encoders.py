@@ -4,10 +4,14 @@ Every encoder maps a normalised float batch ``(N, 3, 32, 32)`` to embeddings ``(
 exposes ``z_dim``; encoders with a penultimate feature vector also expose ``feature_dim`` and a
 ``features(x)`` method (the vector before the last linear layer).
 
-* ``airbench`` (default): a compact airbench94-style net (Jordan, 2024): a 2x2 "whitening" stem,
-  three conv blocks of widths 64/256/256 with max-pooling, BatchNorm and GELU, then global max
-  pooling and a linear projection to ``z_dim``. About 2 M parameters and ~0.12 G mult-adds per
-  image, so it trains on a 2-core CPU (bf16 autocast + channels_last) and on GPUs alike.
+* ``airbench``: a compact airbench94-style net (Jordan, 2024): a 2x2 "whitening" stem, three
+  conv blocks of widths 64/256/256 with max-pooling, BatchNorm and GELU, then global max pooling
+  and a linear projection to ``z_dim``. About 2 M parameters and ~0.12 G mult-adds per image:
+  airbench94's widths, the choice for a GPU.
+* ``airbench_cpu`` (default): the same net at widths 32/128/256 (1.1 M parameters, ~44 M
+  mult-adds). On a 2-core CPU a step costs about half as much, and in equal training time
+  (~350 s) it reaches a better embedding than the wide net: kNN 0.848 after 1300 steps
+  against 0.837 after 600 (README, cont_rep recipe research).
 * ``vgg16_bn``: the course report's encoder, layer for layer (13 conv3x3+BN+ReLU, 5 max-pools),
   with the report's head (``AdaptiveAvgPool2d(7)`` + ``Linear(512*49, z_dim)``: 16,328,832
   parameters at ``z_dim=64``) or a global-average-pool head (``head="gap"``).
@@ -175,6 +179,11 @@ def _airbench(z_dim: int, **kw: object) -> nn.Module:
     return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
 
 
+def _airbench_cpu(z_dim: int, **kw: object) -> nn.Module:
+    kw.setdefault("widths", (32, 128, 256))
+    return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
+
+
 def _airbench_small(z_dim: int, **kw: object) -> nn.Module:
     kw.setdefault("widths", (32, 128, 128))
     return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
@@ -182,10 +191,11 @@ def _airbench_small(z_dim: int, **kw: object) -> nn.Module:
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "airbench": _airbench,
+    "airbench_cpu": _airbench_cpu,
     "airbench_small": _airbench_small,
     "vgg16_bn": _vgg16_bn,
 }
-DEFAULT_ENCODER = "airbench"
+DEFAULT_ENCODER = "airbench_cpu"
 
 
 def build_encoder(name: str, z_dim: int, **kw: object) -> nn.Module:
