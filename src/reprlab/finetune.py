@@ -240,8 +240,7 @@ class FineTuneNNConfig(_EncoderConfig):
         0, "train only the head for the first N iterations (head warm-up), then everything"
     )
     # --- evaluation, early stopping, checkpoints ------------------------------------------
-    # 100: the validation loss first rises while the warm-up's large steps reshape the
-    # contrastive encoder (for ~60 % of a run, measured), so patience 10 must span > 900 steps
+    # 100: ten validation checks per 1000 steps (each is ~3 % of the time between them)
     eval_every: int = arg(100, "iterations between validation evaluations (report: 10)")
     eval_size: int = arg(
         2000, "validation images used by each periodic evaluation (0: all; final: all)"
@@ -249,7 +248,12 @@ class FineTuneNNConfig(_EncoderConfig):
     early_stop_metric: str = arg(
         "val_loss", "val_loss (report) | val_acc | train_loss", choices=NN_STOP_METRICS
     )
-    patience: int = arg(10, "evaluations without improvement before stopping (0: off; report: 10)")
+    # the validation loss first rises while the warm-up's large steps reshape the contrastive
+    # encoder, and beats its first check only after ~60 % of the run (pipeline run: 9 worse
+    # checks, iterations 200-900 of 1500), so patience must span more than the run's first
+    # two thirds: 20 checks of every 100 iterations (the report's 10 would stop a default run
+    # on an unlucky seed and restore the weights of iteration 100)
+    patience: int = arg(20, "evaluations without improvement before stopping (0: off; report: 10)")
     # averaging the mirror's probabilities costs one more forward pass per image; the usual
     # gain is a few tenths of a percent (summary.json shows both numbers for every run)
     tta_flip: bool = arg(True, "test-time flip averaging (final evaluation and predictions)")
