@@ -37,7 +37,7 @@ from reprlab.augment import random_crop_flip
 from reprlab.data import Standardizer, load_images, stratified_split, to_float
 from reprlab.embed import as_mean_std, embed, knn_accuracy, to_input
 from reprlab.encoders import build_encoder
-from reprlab.train import lookahead_decay
+from reprlab.train import EMA, lookahead_decay
 from reprlab.triplets import batch_triplet_loss
 
 
@@ -108,7 +108,7 @@ def main() -> None:
     for g in groups:
         g["base_lr"] = g["lr"]
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
-    slow = {k: v.detach().clone() for k, v in model.state_dict().items()} if air else None
+    slow = EMA(model, 0.0) if air else None  # airbench's lookahead, as in train.py
 
     def lr_factor(it: int) -> float:
         if air:
@@ -136,18 +136,13 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if slow is not None and (it + 1) % 5 == 0:  # airbench's lookahead
-            d = lookahead_decay(it + 1, a.iters)
-            with torch.no_grad():
-                for k, v in model.state_dict().items():
-                    if v.is_floating_point():
-                        slow[k].lerp_(v, 1 - d)
-                        v.copy_(slow[k])
+        if slow is not None and (it + 1) % 5 == 0:
+            slow.pull(model, lookahead_decay(it + 1, a.iters))
         if it % 50 == 0:
             print(f"{it} loss {loss.item():.4f} {time.time() - t0:.0f}s", flush=True)
     train_s = time.time() - t0
     if slow is not None:
-        model.load_state_dict(slow)
+        model.load_state_dict(slow.state)
     if a.save:
         torch.save(enc.state_dict(), a.save)
 

@@ -336,19 +336,20 @@ class EMA:
         self.state = _state_copy(model)
 
     @torch.no_grad()
-    def update(self, model: torch.nn.Module) -> None:
+    def update(self, model: torch.nn.Module, decay: float | None = None) -> None:
+        """Average ``model`` in with ``decay`` (default: the one given at construction)."""
+        d = self.decay if decay is None else decay
         for k, v in model.state_dict().items():
             e = self.state[k]
             if e.is_floating_point():
-                e.lerp_(v.detach(), 1.0 - self.decay)
+                e.lerp_(v.detach(), 1.0 - d)
             else:
                 e.copy_(v)
 
     @torch.no_grad()
     def pull(self, model: torch.nn.Module, decay: float) -> None:
         """Average with ``decay``, then set ``model``'s weights to the average (lookahead)."""
-        self.decay = decay
-        self.update(model)
+        self.update(model, decay)
         for k, v in model.state_dict().items():
             if v.is_floating_point():
                 v.copy_(self.state[k])
