@@ -190,6 +190,18 @@ def test_embed_is_deterministic_across_batch_sizes():
     np.testing.assert_allclose(flip, (b + mirrored) / 2, atol=1e-5)
 
 
+def test_embed_moves_the_encoder_to_its_device(monkeypatch):
+    """A freshly loaded encoder sits on the CPU; embed() must move it to the device it embeds
+    on (on CUDA, fine_tune_linear's test predictions failed with a dtype error without this)."""
+    enc = build_encoder("airbench_small", 16)
+    moved: list[object] = []
+    real_to = enc.to
+    monkeypatch.setattr(enc, "to", lambda *a, **k: moved.append(a[0]) or real_to(*a, **k))
+    imgs = np.zeros((3, 32, 32, 3), np.uint8)
+    embed(enc, imgs, [0.5] * 3, [0.25] * 3, device="cpu", progress=False)
+    assert moved == [torch.device("cpu")]
+
+
 def test_knn_accuracy_hand_built():
     train = np.array([[1, 0], [0.9, 0.1], [0.8, 0.2], [0, 1], [0.1, 0.9], [-1, 0]], np.float32)
     labels = np.array([0, 0, 0, 1, 1, 2])

@@ -63,10 +63,11 @@ def embed(
 
     Each image is processed independently of its batch-mates (eval-mode BatchNorm), so the
     result does not depend on ``batch_size`` beyond float rounding of the kernels chosen.
-    ``flip_tta`` averages the embeddings of the image and its mirror. The encoder's train/eval
-    mode is restored afterwards.
+    ``flip_tta`` averages the embeddings of the image and its mirror. The encoder is moved to
+    ``device`` (it stays there); its train/eval mode is restored afterwards.
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
+    encoder.to(dev)  # a freshly loaded encoder is on the CPU (seen on CUDA: a dtype error)
     m, s = as_mean_std(mean, std)
     mean_t, std_t = torch.from_numpy(m).to(dev), torch.from_numpy(s).to(dev)
     x_all = torch.as_tensor(

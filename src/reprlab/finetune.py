@@ -219,8 +219,9 @@ class FineTuneNNConfig(_EncoderConfig):
     schedule: str = arg(
         "linear", "lr schedule after warm-up: " + " | ".join(SCHEDULES), choices=SCHEDULES
     )
-    # airbench: the first 20 % warm up from 0.2 x lr, then linear decay to 0
-    warmup_iters: int = arg(300, "linear learning-rate warm-up iterations")
+    # airbench warms the first 20 % up from 0.2 x lr; from a trained encoder a short warm-up
+    # measured better (GPU sweep, README: 100 iterations 89.13 % against 300's 88.71 %)
+    warmup_iters: int = arg(100, "linear learning-rate warm-up iterations")
     warmup_start: float = arg(0.2, "lr at the start of the warm-up, as a fraction of the peak")
     norm_lr_scale: float = arg(
         64.0,
@@ -266,7 +267,7 @@ class FineTuneNNConfig(_EncoderConfig):
         "fast": {},
         # the report's Table 6 / Table 8 (z_dim 32 or 64 comes from the encoder file): Adam at a
         # constant 1e-4 for head and encoder, batch 2048, 4000 iterations, validation every 10
-        # iterations on the whole split, early stopping on the validation loss, patience 10
+        # iterations on the whole split, early stopping on validation accuracy, patience 10
         "seed": {
             "head": "mlp",
             "hidden": [512],
@@ -288,7 +289,10 @@ class FineTuneNNConfig(_EncoderConfig):
             "tta_flip": False,
             "eval_every": 10,
             "eval_size": 0,
-            "early_stop_metric": "val_loss",
+            # §2.2.4: stopped "when the model saturated ... for the validation accuracy"; its
+            # Table 7 stop (iteration 310, val loss 1.25, train acc 99.85 %) is far past the
+            # validation loss's minimum (on an H200 our val-loss stop came at iteration 120)
+            "early_stop_metric": "val_acc",
             "patience": 10,
         },
     }
