@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 from reprlab import data as D
 from reprlab import io, plots
 from reprlab.augment import random_crop_flip
-from reprlab.config import RunConfig, arg, positive
+from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder
 from reprlab.embed import as_mean_std, embed, to_input
 from reprlab.encoders import build_encoder, count_parameters
@@ -51,8 +51,8 @@ from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import make_estimator
 from reprlab.metrics import history_summary, report_with_confusion
 from reprlab.train import (
-    OPTIMIZERS,
-    SCHEDULES,
+    ComputeConfig,
+    NeuralRunConfig,
     StepRNG,
     TrainConfig,
     autocast_ctx,
@@ -74,7 +74,7 @@ NN_STOP_METRICS = ("val_loss", "val_acc", "train_loss")
 
 
 @dataclass
-class _EncoderConfig(RunConfig):
+class _EncoderConfig(ComputeConfig):
     """Flags shared by both fine-tuning modes."""
 
     encoder_path: str | None = arg(
@@ -91,9 +91,6 @@ class _EncoderConfig(RunConfig):
         choices=FEATURES,
     )
     embed_batch_size: int = arg(512, "images per forward pass when embedding / evaluating")
-    device: str = arg("auto", "auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps")
-    autocast: bool = arg(True, "bfloat16 autocast on CPU/CUDA (--no-autocast: float32)")
-    progress: bool = arg(True, "show progress bars")
 
     def validate(self) -> None:
         super().validate()
@@ -186,7 +183,7 @@ class FineTuneLinearConfig(_EncoderConfig):
 
 
 @dataclass
-class FineTuneNNConfig(_EncoderConfig):
+class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
     """Encoder + classifier head trained end to end. Defaults are the ``fast`` preset's."""
 
     # --- head ----------------------------------------------------------------------------
@@ -200,42 +197,19 @@ class FineTuneNNConfig(_EncoderConfig):
     # airbench multiplies its logits by 1/9: with SGD's large learning rates the head then
     # moves ~81x slower than the scale-invariant convolutions (argmax is unchanged)
     logit_scale: float = arg(1 / 9, "multiply the head's output by this (airbench: 1/9)")
-    # --- optimisation: airbench94's recipe (Jordan 2024) at batch 256, as cont_rep ----------
+    # --- optimisation: NeuralRunConfig's airbench94 recipe (Jordan 2024) at batch 256 --------
     # Measured (README): from a 600-iteration cont_rep encoder, 300 iterations of this recipe
     # reached 85.7 % (no TTA); the previous AdamW recipe needed 1000 iterations for 85.0 %.
-    # 256 images per step: the same images/s as larger batches on a CPU, more updates per
-    # minute; 1500 steps = 9.6 epochs of 40k images, ~7 minutes on 2 cores (airbench_cpu, bf16)
-    batch_size: int = arg(256, "images per batch (report: 2048)")
+    # 1500 steps = 9.6 epochs of 40k images, ~6 minutes on 2 cores (airbench_cpu, bf16)
     num_iters: int = arg(1500, "training iterations (report: 4000)")
-    optimizer: str = arg("sgd", "adam (report) | adamw | sgd (Nesterov)", choices=OPTIMIZERS)
-    momentum: float = arg(0.85, "SGD (Nesterov) momentum (airbench: 0.85)")
-    # airbench's 11.5 per 1024 examples of a summed loss = 0.375 for a mean loss at batch 256
     lr: float = arg(0.375, "peak learning rate of the head (report: 1e-4)")
     encoder_lr: float | None = arg(
         None, "peak learning rate of the encoder (none: same as --lr)"
     )
-    # airbench: each weight decays by 5e-4 of itself per step at batch 256 (= lr x wd)
-    weight_decay: float = arg(1.33e-3, "weight decay of weights (not biases / BatchNorm)")
-    schedule: str = arg(
-        "linear", "lr schedule after warm-up: " + " | ".join(SCHEDULES), choices=SCHEDULES
-    )
     # airbench warms the first 20 % up from 0.2 x lr; from a trained encoder a short warm-up
     # measured better (GPU sweep, README: 100 iterations 89.13 % against 300's 88.71 %)
     warmup_iters: int = arg(100, "linear learning-rate warm-up iterations")
-    warmup_start: float = arg(0.2, "lr at the start of the warm-up, as a fraction of the peak")
-    norm_lr_scale: float = arg(
-        64.0,
-        "encoder BatchNorm shifts learn at its lr x this, with weight decay / this (airbench's "
-        "bias scaler; 0: like other biases, no decay)",
-    )
-    lookahead: bool = arg(
-        True, "airbench's lookahead: pull the weights to a slow average every 5 iterations"
-    )
     label_smoothing: float = arg(0.2, "label smoothing of the training cross-entropy")
-    grad_clip: float = arg(0.0, "max global gradient norm (0: off)")
-    ema_decay: float = arg(0.0, "EMA of the weights, evaluated and kept (0: off)")
-    augment: bool = arg(True, "random translate-crop + horizontal flip of every batch")
-    translate: int = arg(2, "largest random translation in pixels (reflect padding)")
     freeze_encoder: bool = arg(False, "train only the head; the encoder stays as loaded")
     freeze_encoder_iters: int = arg(
         0, "train only the head for the first N iterations (head warm-up), then everything"
@@ -258,8 +232,6 @@ class FineTuneNNConfig(_EncoderConfig):
     # averaging the mirror's probabilities costs one more forward pass per image; the usual
     # gain is a few tenths of a percent (summary.json shows both numbers for every run)
     tta_flip: bool = arg(True, "test-time flip averaging (final evaluation and predictions)")
-    checkpoint_every: int = arg(100, "iterations between checkpoints (0: end and Ctrl-C only)")
-    resume: bool = arg(False, "continue from checkpoint.pt in --out")
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU recipe = the field defaults: airbench94's SGD recipe on the cont_rep encoder + the
@@ -300,24 +272,10 @@ class FineTuneNNConfig(_EncoderConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive(self, "batch_size", "num_iters", "lr", "encoder_lr", "eval_every", "logit_scale")
-        positive(
-            self,
-            "weight_decay",
-            "warmup_iters",
-            "grad_clip",
-            "freeze_encoder_iters",
-            "translate",
-            "norm_lr_scale",
-            "eval_size",
-            "patience",
-            "checkpoint_every",
-            allow_zero=True,
-        )
+        positive(self, "encoder_lr", "eval_every", "logit_scale")
+        positive(self, "freeze_encoder_iters", "eval_size", "patience", allow_zero=True)
         for name, choices in (
             ("head", ("mlp", "linear")),
-            ("optimizer", OPTIMIZERS),
-            ("schedule", SCHEDULES),
             ("early_stop_metric", NN_STOP_METRICS),
         ):
             if getattr(self, name) not in choices:
@@ -328,10 +286,6 @@ class FineTuneNNConfig(_EncoderConfig):
             raise ReprlabError(f"--label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
             raise ReprlabError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.resume and self.out is None:
-            raise ReprlabError("--resume needs --out (the run folder to continue)")
 
     def hidden_sizes(self) -> list[int]:
         return [int(h) for h in self.hidden] if self.head == "mlp" else []
