@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from reprlab.augment import translate
 from reprlab.cli import config_for, main
 from reprlab.contrastive import load_encoder, run_cont_rep
 from reprlab.finetune import (
     FineTuneNNConfig,
+    classifier_proba,
     load_classifier,
     load_fine_tune_linear,
     run_fine_tune_linear,
@@ -355,3 +357,25 @@ def test_seed_preset_stops_on_validation_accuracy_as_the_report() -> None:
     assert seed["early_stop_metric"] == "val_acc" and seed["patience"] == 10
     assert (seed["eval_every"], seed["eval_size"], seed["batch_size"]) == (10, 0, 2048)
     assert (seed["optimizer"], seed["lr"], seed["num_iters"]) == ("adam", 1e-4, 4000)
+
+
+def test_translate_tta_weights_the_shifted_views() -> None:
+    """tta_translate = 1/2 (image + mirror) + 1/4 each of the up-left / down-right shifts."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 10)
+    )
+    imgs = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    kw = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), autocast=False)
+    got = classifier_proba(model, imgs, tta_flip=True, tta_translate=True, **kw)
+    x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
+
+    def views(v: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return 0.5 * (model(v).softmax(1) + model(v.flip(3)).softmax(1))
+
+    want = 0.5 * views(x) + 0.25 * (views(translate(x, -1, -1)) + views(translate(x, 1, 1)))
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
+    plain = classifier_proba(model, imgs, tta_flip=True, **kw)
+    assert not np.allclose(got, plain)  # the shifts do change the result

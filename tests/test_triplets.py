@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from reprlab.augment import random_crop_flip
+from reprlab.augment import random_crop_flip, translate
 from reprlab.errors import ReprlabError
 from reprlab.triplets import (
     MINERS,
@@ -219,3 +219,16 @@ def test_batch_loss_matches_brute_force(distance: str) -> None:
         want = torch.clamp(d[a, p] - d[a, n] + margin, min=0).mean()
         got, _ = batch_triplet_loss(emb, labels, miner, margin, distance)
         assert got.item() == pytest.approx(want.item(), rel=1e-4, abs=1e-6)
+
+
+def test_translate_shifts_content_and_reflects_the_border():
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6)
+    left_up = translate(x, 1, 1)  # content moves one column left and one row up
+    assert torch.equal(left_up[:, :, :-1, :-1], x[:, :, 1:, 1:])
+    assert torch.equal(left_up[:, :, :-1, -1], x[:, :, 1:, -2])  # reflected column
+    right_down = translate(x, -1, -1)
+    assert torch.equal(right_down[:, :, 1:, 1:], x[:, :, :-1, :-1])
+    assert torch.equal(right_down[:, :, 0, 1:], x[:, :, 1, :-1])  # reflected row
+    assert translate(x, 0, 0) is x
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert translate(cl, 1, 1).is_contiguous(memory_format=torch.channels_last)

@@ -65,3 +65,16 @@ def random_crop_flip(
 def flip_horizontal(x: Tensor) -> Tensor:
     """Mirror a batch left-right (test-time augmentation)."""
     return x.flip(3)
+
+
+def translate(x: Tensor, dx: int, dy: int) -> Tensor:
+    """``x`` (N, C, H, W) shifted by ``dx`` columns and ``dy`` rows (positive: content moves
+    left / up), the exposed border filled by reflection; same shape and memory format."""
+    p = max(abs(dx), abs(dy))
+    if p == 0:
+        return x
+    h, w = x.shape[2:]
+    out = F.pad(x, (p, p, p, p), mode="reflect")[:, :, p + dy : p + dy + h, p + dx : p + dx + w]
+    if x.is_contiguous(memory_format=torch.channels_last) and x.shape[1] > 1:
+        return out.contiguous(memory_format=torch.channels_last)
+    return out.contiguous()

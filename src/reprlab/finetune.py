@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from reprlab import data as D
 from reprlab import io, plots
-from reprlab.augment import random_crop_flip
+from reprlab.augment import random_crop_flip, translate
 from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder
 from reprlab.embed import as_mean_std, embed, to_input
@@ -232,6 +232,13 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
     # averaging the mirror's probabilities costs one more forward pass per image; the usual
     # gain is a few tenths of a percent (summary.json shows both numbers for every run)
     tta_flip: bool = arg(True, "test-time flip averaging (final evaluation and predictions)")
+    # airbench94's multi-crop TTA: measured +0.36 points on the pipeline's model (88.65 % ->
+    # 89.01 %) for 3x the prediction passes of flip alone (~+25 s on 2 cores)
+    tta_translate: bool = arg(
+        True,
+        "also average the predictions of the image shifted 1 pixel up-left and down-right "
+        "(weights 1/2, 1/4, 1/4; each with its mirror under --tta_flip)",
+    )
 
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
         # CPU recipe = the field defaults: airbench94's SGD recipe on the cont_rep encoder + the
@@ -259,6 +266,7 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
             "augment": False,
             "freeze_encoder_iters": 0,
             "tta_flip": False,
+            "tta_translate": False,
             "eval_every": 10,
             "eval_size": 0,
             # §2.2.4: stopped "when the model saturated ... for the validation accuracy"; its
@@ -724,6 +732,7 @@ class NNPredictor:
         self.classes = list(meta["classes"])
         self.image_shape = tuple(int(v) for v in meta["image_shape"])
         self.tta_flip = bool(meta.get("tta_flip", False))
+        self.tta_translate = bool(meta.get("tta_translate", False))
         self.source = source
 
     def predict_proba(
@@ -748,6 +757,7 @@ class NNPredictor:
             self.tta_flip,
             batch_size,
             progress,
+            self.tta_translate,
         )
 
     def predict(self, images: np.ndarray, **kw: Any) -> np.ndarray:
@@ -765,24 +775,33 @@ def classifier_proba(
     tta_flip: bool = False,
     batch_size: int = 512,
     progress: bool = False,
+    tta_translate: bool = False,
 ) -> np.ndarray:
     """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad);
-    with ``tta_flip`` the mean of the image's and its mirror's probabilities."""
+    with ``tta_flip`` the mean of the image's and its mirror's probabilities; with
+    ``tta_translate`` that, weighted 1/2, plus the same of the image shifted one pixel
+    up-left and down-right, 1/4 each (airbench94's multi-crop)."""
     m, s = as_mean_std(mean, std)
     mean_t, std_t = torch.from_numpy(m).to(device), torch.from_numpy(s).to(device)
     was = model.training
     model.eval()
     out = []
     x_all = torch.as_tensor(np.asarray(images))
+
+    def views(xb: torch.Tensor) -> torch.Tensor:  # the image, and its mirror under tta_flip
+        p = model(xb).float().softmax(1)
+        return 0.5 * (p + model(xb.flip(3)).float().softmax(1)) if tta_flip else p
+
     try:
         for i in tqdm(
             range(0, len(x_all), batch_size), desc="predict", disable=not progress, leave=False
         ):
             xb = to_input(x_all[i : i + batch_size].to(device), mean_t, std_t)
             with autocast_ctx(device, autocast):
-                p = model(xb).float().softmax(1)
-                if tta_flip:
-                    p = 0.5 * (p + model(xb.flip(3)).float().softmax(1))
+                p = views(xb)
+                if tta_translate:
+                    shifted = views(translate(xb, -1, -1)) + views(translate(xb, 1, 1))
+                    p = 0.5 * p + 0.25 * shifted
             out.append(p.cpu())
     finally:
         model.train(was)
@@ -816,6 +835,7 @@ def _save_classifier(
             "classes": list(classes),
             "image_shape": [int(v) for v in shape],
             "tta_flip": bool(cfg.tta_flip),
+            "tta_translate": bool(cfg.tta_translate),
         },
     )
 
@@ -993,7 +1013,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     _save_classifier(run.file("model.pt"), model, meta, cfg, classes, sp.train.shape)
 
     # ---- final evaluation: the returned (best) weights on the whole validation split --------
-    def proba(images: np.ndarray, tta: bool) -> np.ndarray:
+    def proba(images: np.ndarray, flip: bool, shift: bool = False) -> np.ndarray:
         return classifier_proba(
             model,
             images,
@@ -1001,18 +1021,21 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
             std,
             device,
             cfg.autocast,
-            tta,
+            flip,
             cfg.embed_batch_size,
             cfg.progress,
+            shift,
         )
 
-    # both with and without flip averaging (one extra pass): the summary shows what it buys
+    # with and without flip averaging (one extra pass): the summary shows what each buys
     p_plain = proba(sp.val.images, False)
     p_mirror = proba(np.ascontiguousarray(sp.val.images[:, :, ::-1]), False)
     p_flip = 0.5 * (p_plain + p_mirror)
     p_val = p_flip if cfg.tta_flip else p_plain
+    if cfg.tta_translate:
+        p_val = proba(sp.val.images, cfg.tta_flip, True)
     tr_idx = np.sort(np.random.default_rng([cfg.seed, 9]).permutation(len(sp.train))[:5000])
-    p_tr = proba(sp.train.images[tr_idx], cfg.tta_flip)
+    p_tr = proba(sp.train.images[tr_idx], cfg.tta_flip, cfg.tta_translate)
     val_loss = _nll(p_val, sp.val.labels)
     val_acc = float(np.mean(p_val.argmax(1) == sp.val.labels))
     ev_rows = [r for r in rows if "val_loss" in r]
@@ -1028,6 +1051,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         "tta_flip": cfg.tta_flip,
         "val_acc_no_tta": float(np.mean(p_plain.argmax(1) == sp.val.labels)),
         "val_acc_tta_flip": float(np.mean(p_flip.argmax(1) == sp.val.labels)),
+        "tta_translate": cfg.tta_translate,
         "early_stop_metric": cfg.early_stop_metric,
         "best_metric": res.best,
         **history_summary(rows, res.best_iter, best_rows=ev_rows),
@@ -1046,7 +1070,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         title="fine_tune_nn — validation",
     )
     if sp.test is not None:
-        labels = proba(sp.test.images, cfg.tta_flip).argmax(1).astype(np.int64)
+        labels = proba(sp.test.images, cfg.tta_flip, cfg.tta_translate).argmax(1).astype(np.int64)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
     summary["wall_time_s"] = time.perf_counter() - t0
