@@ -360,14 +360,14 @@ def test_seed_preset_stops_on_validation_accuracy_as_the_report() -> None:
 
 
 def test_translate_tta_weights_the_shifted_views() -> None:
-    """tta_translate = 1/2 (image + mirror) + 1/4 each of the up-left / down-right shifts."""
+    """translate_tta = 1/2 (image + mirror) + 1/4 each of the up-left / down-right shifts."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(
         torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 10)
     )
     imgs = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     kw = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), autocast=False)
-    got = classifier_proba(model, imgs, tta_flip=True, tta_translate=True, **kw)
+    got = classifier_proba(model, imgs, flip_tta=True, translate_tta=True, **kw)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
 
     def views(v: torch.Tensor) -> torch.Tensor:
@@ -377,5 +377,30 @@ def test_translate_tta_weights_the_shifted_views() -> None:
     want = 0.5 * views(x) + 0.25 * (views(translate(x, -1, -1)) + views(translate(x, 1, 1)))
     np.testing.assert_allclose(got, want.numpy(), atol=1e-5)
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
-    plain = classifier_proba(model, imgs, tta_flip=True, **kw)
+    plain = classifier_proba(model, imgs, flip_tta=True, **kw)
     assert not np.allclose(got, plain)  # the shifts do change the result
+
+
+def test_old_spelling_tta_flip_still_works_everywhere() -> None:
+    """fine_tune_nn's flag is --flip_tta like the other modes'; --tta_flip (its earlier name)
+    still works as a flag, a config key, a --set / --grid name and in older model files."""
+    import argparse
+
+    from reprlab.config import add_arguments, from_mapping
+    from reprlab.finetune import NNPredictor
+    from reprlab.pipeline import parse_sets
+    from reprlab.sweep import parse_grid
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, FineTuneNNConfig)
+    for flag, want in (("--tta_flip", True), ("--no-tta_flip", False), ("--no-tta-flip", False),
+                       ("--no-flip_tta", False)):
+        assert parser.parse_args([flag]).flip_tta is want, flag
+    cfg = from_mapping(FineTuneNNConfig, {"data": "x", "encoder_path": "e", "tta_flip": False})
+    assert cfg.flip_tta is False
+    assert parse_sets(["fine_tune_nn.tta_flip=false"]) == {"fine_tune_nn": {"flip_tta": False}}
+    assert parse_grid("fine_tune_nn", ["tta-flip=0,1"]) == {"flip_tta": [False, True]}
+    model = torch.nn.Linear(1, 1)
+    old = {"classes": ["a"], "image_shape": [32, 32, 3], "tta_flip": True}
+    assert NNPredictor(model, old).flip_tta is True  # type: ignore[arg-type]
+    assert NNPredictor(model, {**old, "tta_flip": False}).flip_tta is False  # type: ignore[arg-type]

@@ -21,7 +21,10 @@ C = TypeVar("C", bound="RunConfig")
 
 
 def arg(default: Any, help: str, **kw: Any) -> Any:
-    """A config field with its help text (shown by ``--help`` and in the README)."""
+    """A config field with its help text (shown by ``--help`` and in the README).
+
+    ``aliases=("old_name",)`` keeps an earlier spelling working as a flag and a config key.
+    """
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata={"help": help, **kw})
     return field(default=default, metadata={"help": help, **kw})
@@ -154,6 +157,15 @@ def check_value(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
+def field_name(cls: type, key: str) -> str | None:
+    """The field ``key`` names in ``cls`` (kebab-case and aliases accepted), or None."""
+    k = key.strip().lstrip("-").replace("-", "_")
+    for f in dataclasses.fields(cls):
+        if k == f.name or k in f.metadata.get("aliases", ()):
+            return f.name
+    return None
+
+
 def from_mapping(
     cls: type[C], mapping: dict[str, Any], where: str = "config", base: C | None = None
 ) -> C:
@@ -161,8 +173,8 @@ def from_mapping(
     fields = dict((f.name, tp) for f, tp in _resolved_fields(cls))
     values = dataclasses.asdict(base) if base is not None else {}
     for key, value in mapping.items():
-        k = key.replace("-", "_")
-        if k not in fields:
+        k = field_name(cls, key)
+        if k is None:
             raise ReprlabError(f"{where}: unknown key {key!r}")
         values[k] = check_value(fields[k], value, f"{where}: key {key!r}")
     return cls(**values)
@@ -176,9 +188,11 @@ def from_mapping(
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one flag per field of ``cls``; defaults stay None so explicit flags can be told apart."""
     for f, tp in _resolved_fields(cls):
-        names = [f"--{f.name}"]
-        if "_" in f.name:
-            names.append(f"--{f.name.replace('_', '-')}")
+        names = []
+        for name in (f.name, *f.metadata.get("aliases", ())):
+            names.append(f"--{name}")
+            if "_" in name:
+                names.append(f"--{name.replace('_', '-')}")
         help_ = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         inner, _ = _unwrap_optional(tp)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.config import arg, from_mapping, parse_value
+from reprlab.config import arg, field_name, from_mapping, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, to_json, write_json
@@ -86,7 +86,7 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "num_iters": 10,
                 "batch_size": 128,
                 "eval_every": 5,
-                "tta_translate": False,
+                "translate_tta": False,
             },
         ),
     },
@@ -190,8 +190,9 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
                 f"--set {key}: unknown stage {stage!r} (stages: {', '.join(STAGES)})"
             )
         fields = _fields(stage)
-        if name not in fields:
-            raise ReprlabError(f"--set {key}: {stage} has no option {name!r}")
+        given, name = name, field_name(MODES[stage].load()[0], name)
+        if name is None:
+            raise ReprlabError(f"--set {key}: {stage} has no option {given!r}")
         if name in CONTROLLED:
             raise ReprlabError(f"--set {key}: set by the pipeline (use the pipeline's --out)")
         out.setdefault(stage, {})[name] = parse_value(fields[name], text, f"set {key}")

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.config import explicit_args, parse_value
+from reprlab.config import explicit_args, field_name, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, read_jsonl, to_json, write_json, write_text
@@ -102,11 +102,12 @@ def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, eq, text = item.partition("=")
-        name = key.strip().lstrip("-").replace("-", "_")
-        if not eq or not name:
+        given = key.strip().lstrip("-").replace("-", "_")
+        if not eq or not given:
             raise ReprlabError(f"--grid {item!r}: expected FLAG=V1,V2,...")
-        if name not in fields:
-            raise ReprlabError(f"--grid {key}: {mode} has no flag --{name}")
+        name = field_name(cls, given)
+        if name is None:
+            raise ReprlabError(f"--grid {key}: {mode} has no flag --{given}")
         if name in CONTROLLED:
             raise ReprlabError(f"--grid {key}: cannot be swept (set by the sweep)")
         if name in grid:
