@@ -19,6 +19,7 @@ from reprlab.finetune import (
     classifier_proba,
     load_classifier,
     load_fine_tune_linear,
+    multi_crop,
     run_fine_tune_linear,
     run_fine_tune_nn,
 )
@@ -367,7 +368,7 @@ def test_translate_tta_weights_the_shifted_views() -> None:
     )
     imgs = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
     kw = dict(mean=[0.5] * 3, std=[0.25] * 3, device=torch.device("cpu"), autocast=False)
-    got = classifier_proba(model, imgs, flip_tta=True, translate_tta=True, **kw)
+    got = multi_crop(lambda s: classifier_proba(model, imgs, flip_tta=True, shift=s, **kw), True)
     x = torch.from_numpy(imgs).permute(0, 3, 1, 2).float().div(255).sub(0.5).div(0.25)
 
     def views(v: torch.Tensor) -> torch.Tensor:

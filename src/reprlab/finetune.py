@@ -29,6 +29,7 @@ import math
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -752,18 +753,22 @@ class NNPredictor:
         check_image_shape(images, self.image_shape, where or self.source)
         dev = device if isinstance(device, torch.device) else pick_device(device)
         self.model.to(dev)
-        return classifier_proba(
-            self.model,
-            images,
-            self.meta["mean"],
-            self.meta["std"],
-            dev,
-            autocast,
-            self.flip_tta,
-            batch_size,
-            progress,
-            self.translate_tta,
-        )
+
+        def proba_at(shift: tuple[int, int]) -> np.ndarray:
+            return classifier_proba(
+                self.model,
+                images,
+                self.meta["mean"],
+                self.meta["std"],
+                dev,
+                autocast,
+                self.flip_tta,
+                batch_size,
+                progress,
+                shift,
+            )
+
+        return multi_crop(proba_at, self.translate_tta)
 
     def predict(self, images: np.ndarray, **kw: Any) -> np.ndarray:
         return np.argmax(self.predict_proba(images, **kw), axis=1).astype(np.int64)
@@ -780,37 +785,45 @@ def classifier_proba(
     flip_tta: bool = False,
     batch_size: int = 512,
     progress: bool = False,
-    translate_tta: bool = False,
+    shift: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad);
-    with ``flip_tta`` the mean of the image's and its mirror's probabilities; with
-    ``translate_tta`` that, weighted 1/2, plus the same of the image shifted one pixel
-    up-left and down-right, 1/4 each (airbench94's multi-crop)."""
+    """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad),
+    translated by ``shift`` = (dx, dy) pixels (:func:`reprlab.augment.translate`); with
+    ``flip_tta`` the mean of the image's and its mirror's probabilities."""
     m, s = as_mean_std(mean, std)
     mean_t, std_t = torch.from_numpy(m).to(device), torch.from_numpy(s).to(device)
     was = model.training
     model.eval()
     out = []
     x_all = torch.as_tensor(np.asarray(images))
-
-    def views(xb: torch.Tensor) -> torch.Tensor:  # the image, and its mirror under flip_tta
-        p = model(xb).float().softmax(1)
-        return 0.5 * (p + model(xb.flip(3)).float().softmax(1)) if flip_tta else p
-
     try:
         for i in tqdm(
             range(0, len(x_all), batch_size), desc="predict", disable=not progress, leave=False
         ):
-            xb = to_input(x_all[i : i + batch_size].to(device), mean_t, std_t)
+            xb = translate(to_input(x_all[i : i + batch_size].to(device), mean_t, std_t), *shift)
             with autocast_ctx(device, autocast):
-                p = views(xb)
-                if translate_tta:
-                    shifted = views(translate(xb, -1, -1)) + views(translate(xb, 1, 1))
-                    p = 0.5 * p + 0.25 * shifted
+                p = model(xb).float().softmax(1)
+                if flip_tta:
+                    p = 0.5 * (p + model(xb.flip(3)).float().softmax(1))
             out.append(p.cpu())
     finally:
         model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+
+
+def multi_crop(
+    proba_at: Callable[[tuple[int, int]], np.ndarray],
+    translate_tta: bool,
+    centre: np.ndarray | None = None,
+) -> np.ndarray:
+    """airbench94's multi-crop TTA: with ``translate_tta``, 1/2 the unshifted probabilities
+    plus 1/4 each of the image shifted one pixel up-left and down-right; else the unshifted.
+    ``proba_at(shift)`` gives the probabilities at a shift; ``centre``, the unshifted ones
+    when they are already computed."""
+    p = proba_at((0, 0)) if centre is None else centre
+    if not translate_tta:
+        return p
+    return 0.5 * p + 0.25 * (proba_at((-1, -1)) + proba_at((1, 1)))
 
 
 def _save_classifier(
@@ -1018,7 +1031,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     _save_classifier(run.file("model.pt"), model, meta, cfg, classes, sp.train.shape)
 
     # ---- final evaluation: the returned (best) weights on the whole validation split --------
-    def proba(images: np.ndarray, flip: bool, shift: bool = False) -> np.ndarray:
+    def proba(images: np.ndarray, flip: bool, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
         return classifier_proba(
             model,
             images,
@@ -1032,15 +1045,17 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
             shift,
         )
 
+    def tta(images: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
+        """The run's test-time averaging (as NNPredictor does it from model.pt)."""
+        return multi_crop(lambda s: proba(images, cfg.flip_tta, s), cfg.translate_tta, centre)
+
     # with and without flip averaging (one extra pass): the summary shows what each buys
     p_plain = proba(sp.val.images, False)
     p_mirror = proba(np.ascontiguousarray(sp.val.images[:, :, ::-1]), False)
     p_flip = 0.5 * (p_plain + p_mirror)
-    p_val = p_flip if cfg.flip_tta else p_plain
-    if cfg.translate_tta:
-        p_val = proba(sp.val.images, cfg.flip_tta, True)
+    p_val = tta(sp.val.images, p_flip if cfg.flip_tta else p_plain)
     tr_idx = np.sort(np.random.default_rng([cfg.seed, 9]).permutation(len(sp.train))[:5000])
-    p_tr = proba(sp.train.images[tr_idx], cfg.flip_tta, cfg.translate_tta)
+    p_tr = tta(sp.train.images[tr_idx])
     val_loss = _nll(p_val, sp.val.labels)
     val_acc = float(np.mean(p_val.argmax(1) == sp.val.labels))
     ev_rows = [r for r in rows if "val_loss" in r]
@@ -1075,7 +1090,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         title="fine_tune_nn — validation",
     )
     if sp.test is not None:
-        labels = proba(sp.test.images, cfg.flip_tta, cfg.translate_tta).argmax(1).astype(np.int64)
+        labels = tta(sp.test.images).argmax(1).astype(np.int64)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
     summary["wall_time_s"] = time.perf_counter() - t0
