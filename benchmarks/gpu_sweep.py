@@ -71,17 +71,10 @@ COMMON = {
 
 def register_research_encoders() -> None:
     """Add the width-study encoders to the library's registry (this process only)."""
-    from reprlab import encoders
+    from reprlab.encoders import ENCODERS, airbench_at
 
-    def make(widths: tuple[int, int, int]):  # noqa: ANN202
-        def build(z_dim: int, **kw: object):  # noqa: ANN202
-            kw.setdefault("widths", widths)
-            return encoders.ENCODERS["airbench"](z_dim, **kw)
-
-        return build
-
-    encoders.ENCODERS["airbench_w16"] = make((16, 64, 256))
-    encoders.ENCODERS["airbench_w96"] = make((32, 96, 192))
+    ENCODERS["airbench_w16"] = airbench_at((16, 64, 256))
+    ENCODERS["airbench_w96"] = airbench_at((32, 96, 192))
 
 
 def schedule(a: argparse.Namespace) -> None:

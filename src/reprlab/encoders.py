@@ -175,24 +175,20 @@ def _vgg16_bn(z_dim: int, head: str = "report", **kw: object) -> nn.Module:
     return VGG16BN(z_dim, head=head, **kw)  # type: ignore[arg-type]
 
 
-def _airbench(z_dim: int, **kw: object) -> nn.Module:
-    return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
+def airbench_at(widths: tuple[int, int, int]) -> Callable[..., nn.Module]:
+    """The factory of an :class:`AirbenchEncoder` whose group widths default to ``widths``."""
 
+    def build(z_dim: int, **kw: object) -> nn.Module:
+        kw.setdefault("widths", widths)
+        return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
 
-def _airbench_cpu(z_dim: int, **kw: object) -> nn.Module:
-    kw.setdefault("widths", (32, 128, 256))
-    return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
-
-
-def _airbench_small(z_dim: int, **kw: object) -> nn.Module:
-    kw.setdefault("widths", (32, 128, 128))
-    return AirbenchEncoder(z_dim, **kw)  # type: ignore[arg-type]
+    return build
 
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "airbench": _airbench,
-    "airbench_cpu": _airbench_cpu,
-    "airbench_small": _airbench_small,
+    "airbench": airbench_at((64, 256, 256)),
+    "airbench_cpu": airbench_at((32, 128, 256)),
+    "airbench_small": airbench_at((32, 128, 128)),
     "vgg16_bn": _vgg16_bn,
 }
 DEFAULT_ENCODER = "airbench_cpu"
