@@ -84,6 +84,11 @@ def _resolved_fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
     return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
 
 
+def field_types(cls: type) -> dict[str, Any]:
+    """``{field name: resolved type}`` of a config dataclass."""
+    return {f.name: tp for f, tp in _resolved_fields(cls)}
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -170,7 +175,7 @@ def from_mapping(
     cls: type[C], mapping: dict[str, Any], where: str = "config", base: C | None = None
 ) -> C:
     """Build ``cls`` from a dict (TOML table, JSON), starting from ``base`` or the defaults."""
-    fields = dict((f.name, tp) for f, tp in _resolved_fields(cls))
+    fields = field_types(cls)
     values = dataclasses.asdict(base) if base is not None else {}
     for key, value in mapping.items():
         k = field_name(cls, key)

@@ -25,13 +25,12 @@ import json
 import shutil
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.config import arg, field_name, from_mapping, parse_value
+from reprlab.config import arg, field_name, field_types, from_mapping, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, to_json, write_json
@@ -171,9 +170,7 @@ SHARED = ("data", "test_data", "seed", "limit")
 
 
 def _fields(mode: str) -> dict[str, Any]:
-    cls, _ = MODES[mode].load()
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    return field_types(MODES[mode].load()[0])
 
 
 def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -189,8 +186,9 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
             raise ReprlabError(
                 f"--set {key}: unknown stage {stage!r} (stages: {', '.join(STAGES)})"
             )
-        fields = _fields(stage)
-        given, name = name, field_name(MODES[stage].load()[0], name)
+        cls, _ = MODES[stage].load()
+        fields = field_types(cls)
+        given, name = name, field_name(cls, name)
         if name is None:
             raise ReprlabError(f"--set {key}: {stage} has no option {given!r}")
         if name in CONTROLLED:

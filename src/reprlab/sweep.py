@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import itertools
 import json
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.config import explicit_args, field_name, parse_value
+from reprlab.config import explicit_args, field_name, field_types, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import default_run_dir, read_json, read_jsonl, to_json, write_json, write_text
@@ -90,15 +89,10 @@ def _mode_parser(mode: str) -> argparse.ArgumentParser:
     return p
 
 
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
 def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
     """``["batch_size=256,4096"]`` -> ``{"batch_size": [256, 4096]}``, typed by the field."""
     cls, _ = MODES[mode].load()
-    fields = _fields(cls)
+    fields = field_types(cls)
     grid: dict[str, list[Any]] = {}
     for item in items:
         key, eq, text = item.partition("=")
@@ -186,7 +180,7 @@ def run_sweep(
 
     folder = Path(out) if out else default_run_dir(f"sweep-{mode}")
     cls, _ = MODES[mode].load()
-    has_resume = "resume" in _fields(cls)
+    has_resume = "resume" in field_types(cls)
     combos = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
     runs = []
     for combo in combos:  # validate every combination before anything is written
