@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import statistics
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from reprlab.cli import main
+from reprlab.sweep import by_setting
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -115,3 +117,43 @@ def test_sweep_refuses_another_configuration(tmp_path: Path, capsys) -> None:
     assert main(argv) == 2
     assert "another configuration" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+
+
+def test_sweep_over_seeds_writes_mean_and_spread(tmp_path: Path, cifar_train: Path) -> None:
+    out = tmp_path / "sw"
+    argv = [
+        "sweep", "softmax", "--grid", "l2_lambda=0,0.5", "--grid", "seed=0,1,2",
+        "--data", str(cifar_train), "--limit", "300", "--num_iters", "20", "--eval_every", "10",
+        "--batch_size", "64",
+        "--out", str(out),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    with open(out / "results.csv") as f:
+        runs = list(csv.DictReader(f))
+    with open(out / "by_setting.csv") as f:
+        groups = list(csv.DictReader(f))
+    assert [g["l2_lambda"] for g in groups] == ["0", "0.5"]
+    for g in groups:
+        accs = [float(r["final_val_acc"]) for r in runs if r["l2_lambda"] == g["l2_lambda"]]
+        assert g["n"] == "3" and g["seeds"] == "0+1+2"
+        assert float(g["final_val_acc_mean"]) == pytest.approx(statistics.mean(accs))
+        assert float(g["final_val_acc_std"]) == pytest.approx(statistics.stdev(accs))
+        assert float(g["final_val_acc_min"]) == min(accs)
+    # seeds draw different splits and batches: the runs of one setting differ
+    assert len({r["final_val_loss"] for r in runs if r["l2_lambda"] == "0"}) == 3
+    md = (out / "by_setting.md").read_text().splitlines()
+    assert md[0].startswith("| l2_lambda | n | final_train_acc |") and " ± " in md[2]
+    assert "over seeds" in (out / "report.html").read_text()
+
+
+def test_by_setting_counts_only_finished_runs() -> None:
+    grid = {"lr": [0.1], "seed": [0, 1, 2]}
+    rows = [
+        {"run": "a", "lr": 0.1, "seed": 0, "status": "finished", "final_val_acc": 0.5},
+        {"run": "b", "lr": 0.1, "seed": 1, "status": "failed", "final_val_acc": 0.1},
+        {"run": "c", "lr": 0.1, "seed": 2, "status": "finished", "final_val_acc": 0.7},
+    ]
+    (g,) = by_setting(grid, rows)
+    assert g["n"] == 2 and g["seeds"] == [0, 2]
+    assert g["final_val_acc_mean"] == pytest.approx(0.6)
+    assert g["final_val_acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))

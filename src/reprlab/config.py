@@ -69,7 +69,7 @@ def positive(cfg: Any, *names: str, allow_zero: bool = False) -> None:
         v = getattr(cfg, n)
         if v is None:
             continue
-        if v < 0 or (v == 0 and not allow_zero):
+        if not (v > 0 or (allow_zero and v == 0)):  # NaN fails too
             want = ">= 0" if allow_zero else "> 0"
             raise ReprlabError(f"--{n} must be {want}, got {v}")
 

@@ -173,10 +173,8 @@ class ContRepConfig(NeuralRunConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive(
-            self, "z_dim", "eval_every", "knn_k", "knn_eval_size", "embed_batch_size", "tsne_max"
-        )
-        positive(self, "patience", "margin", allow_zero=True)
+        positive(self, "z_dim", "knn_k", "knn_eval_size", "embed_batch_size", "tsne_max")
+        positive(self, "margin", allow_zero=True)
         if self.batch_size < 4:
             raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
         for name, choices in (

@@ -285,8 +285,8 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive(self, "encoder_lr", "eval_every", "logit_scale")
-        positive(self, "freeze_encoder_iters", "eval_size", "patience", allow_zero=True)
+        positive(self, "encoder_lr", "logit_scale")
+        positive(self, "freeze_encoder_iters", "eval_size", allow_zero=True)
         for name, choices in (
             ("head", ("mlp", "linear")),
             ("early_stop_metric", NN_STOP_METRICS),

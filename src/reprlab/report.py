@@ -373,6 +373,9 @@ def render_html(run_dir: str | Path) -> str:
         body.append(f"<h2>comparison</h2><div class=figs>{''.join(overlays)}</div>")
     if (run_dir / "results.md").is_file():
         body.append(f"<pre>{_e((run_dir / 'results.md').read_text(encoding='utf-8'))}</pre>")
+    if (run_dir / "by_setting.md").is_file():  # a sweep over seeds: mean ± std per setting
+        body.append("<h3>over seeds: mean ± std [min, max]</h3>")
+        body.append(f"<pre>{_e((run_dir / 'by_setting.md').read_text(encoding='utf-8'))}</pre>")
     body += [_stage_section(name, run) for name, run in stages]
     body.append(_environment(stages))
     if pipe:

@@ -7,7 +7,10 @@ runs every combination in ``DIR/<name built from the values>`` (finished runs ar
 rerunning resumes), then writes one figure per metric with every run's curve (``val_acc.png``,
 ``val_loss.png``, ``train_loss.png``, ``train_acc.png``: the report's Figures 1-4, 6 and 8 are such
 comparisons), ``results.csv`` / ``results.md`` with every run's parameters and final metrics,
-and ``report.html``.
+and ``report.html``. With ``--grid seed=0,1,2`` (two seeds or more) it also writes
+``by_setting.csv`` / ``by_setting.md``: one row per setting of the other flags, with the mean,
+the sample standard deviation and the range over its seeds (a seed draws the split, the
+initialisation and the batches), the spread to quote beside a figure.
 Values of a list-valued flag are separated by ``;`` instead of ``,``.
 """
 
@@ -25,6 +28,8 @@ import time
 import typing
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import explicit_args, field_name, field_types, parse_value
@@ -165,6 +170,74 @@ def write_results(out: Path, grid: dict[str, list[Any]], rows: list[dict[str, An
     write_text(out / "results.md", "\n".join(md) + "\n")
 
 
+def by_setting(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows grouped by every grid flag but ``seed``: ``n`` and, per numeric metric, its
+    ``<metric>_mean``, ``<metric>_std`` (sample, ddof=1; 0 for one run), ``_min`` and ``_max``.
+
+    Only finished runs count; settings keep the order of their first run.
+    """
+    keys = [k for k in grid if k != "seed"]
+    groups: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]] = {}
+    for r in rows:
+        setting = {k: r[k] for k in keys}
+        groups.setdefault(repr(setting), (setting, []))[1].append(r)
+    out = []
+    for setting, members in groups.values():
+        done = [r for r in members if r.get("status") == "finished"]
+        agg: dict[str, Any] = {**setting, "n": len(done), "seeds": [r["seed"] for r in done]}
+        metrics = (
+            [
+                c
+                for c in done[0]
+                if c not in grid
+                and c != "run"
+                and isinstance(done[0][c], (int, float))
+                and not isinstance(done[0][c], bool)
+            ]
+            if done
+            else []
+        )
+        for c in metrics:
+            vals = np.array([r[c] for r in done if isinstance(r.get(c), (int, float))], float)
+            if len(vals) == 0:
+                continue
+            agg[f"{c}_mean"] = float(vals.mean())
+            agg[f"{c}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
+            agg[f"{c}_min"], agg[f"{c}_max"] = float(vals.min()), float(vals.max())
+        out.append(agg)
+    return out
+
+
+def write_by_setting(out: Path, grid: dict[str, list[Any]], groups: list[dict[str, Any]]) -> None:
+    """``by_setting.csv`` (every statistic) and ``by_setting.md`` (mean ± std [min, max])."""
+    keys = [k for k in grid if k != "seed"]
+    stats = [
+        c for c in dict.fromkeys(c for g in groups for c in g) if c not in (*keys, "n", "seeds")
+    ]
+    cols = [*keys, "n", "seeds", *stats]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for g in groups:
+        w.writerow([_show(g.get(c)) if c in (*keys, "seeds") else g.get(c, "") for c in cols])
+    write_text(out / "by_setting.csv", buf.getvalue())
+    metrics = [c[: -len("_mean")] for c in stats if c.endswith("_mean")]
+    head = [*keys, "n", *metrics]
+    md = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        cells = [_show(g[k]) for k in keys] + [str(g["n"])]
+        for m in metrics:
+            if f"{m}_mean" not in g:
+                cells.append("")
+                continue
+            cells.append(
+                f"{g[m + '_mean']:.4g} ± {g[m + '_std']:.2g} "
+                f"[{g[m + '_min']:.4g}, {g[m + '_max']:.4g}]"
+            )
+        md.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    write_text(out / "by_setting.md", "\n".join(md) + "\n")
+
+
 def run_sweep(
     mode: str,
     grid: dict[str, list[Any]],
@@ -245,8 +318,13 @@ def run_sweep(
         if any(r.get(key) is not None for rs in curves.values() for r in rs):
             plot_overlay(curves, key, folder / f"{key}.png", title=f"{mode}: {key}")
     write_results(folder, grid, rows)
+    if len(grid.get("seed", [])) > 1:
+        write_by_setting(folder, grid, by_setting(grid, rows))
     render_report(folder)
     print((folder / "results.md").read_text(), end="")
+    if (folder / "by_setting.md").is_file():
+        print("\nover seeds: mean ± std [min, max]")
+        print((folder / "by_setting.md").read_text(), end="")
     print(f"[sweep] results: {folder / 'results.csv'}", file=sys.stderr)
     return rows
 

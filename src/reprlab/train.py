@@ -106,26 +106,12 @@ class NeuralRunConfig(ComputeConfig):
 
     def validate(self) -> None:
         super().validate()
-        positive(self, "batch_size", "num_iters", "lr")
-        positive(
-            self,
-            "weight_decay",
-            "warmup_iters",
-            "grad_clip",
-            "translate",
-            "norm_lr_scale",
-            "checkpoint_every",
-            allow_zero=True,
-        )
-        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
-            if getattr(self, name) not in choices:
-                raise ReprlabError(
-                    f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}"
-                )
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        positive(self, "batch_size")
+        positive(self, "translate", "norm_lr_scale", allow_zero=True)
         if self.resume and self.out is None:
             raise ReprlabError("--resume needs --out (the run folder to continue)")
+        # the loop's own checks, here too: a bad value fails before the run folder is written
+        TrainConfig.from_mode(self, torch.device("cpu"), desc="").validate()
 
 
 @dataclass
@@ -171,7 +157,7 @@ class TrainConfig:
         "num_iters", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_iters",
         "warmup_start", "grad_clip", "ema_decay", "lookahead", "eval_every", "checkpoint_every",
         "patience", "early_stop_metric", "autocast", "seed", "progress",
-    )
+    )  # fmt: skip
 
     @classmethod
     def from_mode(cls, cfg: Any, device: torch.device, desc: str) -> TrainConfig:
@@ -179,25 +165,24 @@ class TrainConfig:
         return cls(**{n: getattr(cfg, n) for n in cls.MODE_FIELDS}, device=str(device), desc=desc)
 
     def validate(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise ReprlabError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise ReprlabError(f"--schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.num_iters <= 0:
-            raise ReprlabError(f"--num_iters must be > 0, got {self.num_iters}")
-        if not self.lr > 0:
-            raise ReprlabError(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
-        if not 0.0 <= self.momentum < 1.0:
-            raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
+        """Check every field the loop uses; errors name the mode's flag (``--lr``)."""
+        for name, choices in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in choices:
+                raise ReprlabError(
+                    f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}"
+                )
+        positive(self, "num_iters", "lr", "log_every", "eval_every")
+        positive(
+            self, "weight_decay", "warmup_iters", "grad_clip", "checkpoint_every", "patience",
+            allow_zero=True,
+        )  # fmt: skip
+        for name in ("ema_decay", "momentum"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ReprlabError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.warmup_start <= 1.0:
             raise ReprlabError(f"--warmup_start must be in [0, 1], got {self.warmup_start}")
         if self.lookahead and self.ema_decay > 0:
             raise ReprlabError("--lookahead and --ema_decay are two kinds of averaging: pick one")
-        for name in ("log_every", "eval_every"):
-            if getattr(self, name) <= 0:
-                raise ReprlabError(f"--{name} must be > 0, got {getattr(self, name)}")
 
 
 @dataclass
