@@ -401,6 +401,16 @@ def _differ(a: Any, b: Any) -> bool:
     return Path(str(a)).expanduser().resolve() != Path(str(b)).expanduser().resolve()
 
 
+def _start(cfg: _EncoderConfig) -> tuple[torch.device, nn.Module, dict[str, Any], Path, _Splits]:
+    """What both fine-tuning modes do first: check the flags, load the encoder, split the data."""
+    cfg.validate()
+    device = pick_device(cfg.device)
+    encoder, meta, enc_path = load_checked_encoder(cfg)
+    sp = _prepare_data(cfg, meta, enc_path)
+    _warn(sp.split_note)
+    return device, encoder, meta, enc_path, sp
+
+
 def _warn(msg: str | None) -> None:
     if msg:
         print(f"reprlab: warning: {msg}", file=sys.stderr)
@@ -560,11 +570,7 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
 def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
     """Embed with the frozen encoder, fit softmax regression, write the run folder."""
     t0 = time.perf_counter()
-    cfg.validate()
-    device = pick_device(cfg.device)
-    encoder, meta, enc_path = load_checked_encoder(cfg)
-    sp = _prepare_data(cfg, meta, enc_path)
-    _warn(sp.split_note)
+    device, encoder, meta, enc_path, sp = _start(cfg)
     run = io.RunDir.open(cfg.out, "fine_tune_linear", cfg.to_dict(), cfg.overwrite)
     _copy_encoder(enc_path, run.file("encoder.pt"))
     assert sp.train.labels is not None and sp.val.labels is not None
@@ -887,11 +893,7 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
 def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     """Train encoder + head with cross-entropy; write the run folder; return the summary."""
     t0 = time.perf_counter()
-    cfg.validate()
-    device = pick_device(cfg.device)
-    encoder, meta, enc_path = load_checked_encoder(cfg)
-    sp = _prepare_data(cfg, meta, enc_path)
-    _warn(sp.split_note)
+    device, encoder, meta, enc_path, sp = _start(cfg)
     assert sp.train.labels is not None and sp.val.labels is not None
     if cfg.batch_size > len(sp.train):
         raise ReprlabError(
