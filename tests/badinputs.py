@@ -431,6 +431,8 @@ _FLAGS: list[BadInput] = [
              ("good.npz", "8x8x3", "do not fit the encoder")),
     # the training loop's own checks run before the run folder is written
     BadInput("cont_momentum_one", "cont_rep", _cont("--momentum", "1.5"), ("--momentum",)),
+    BadInput("cont_warmup_frac_above_one", "cont_rep", _cont("--warmup_frac", "1.5"),
+             ("--warmup_frac",)),
     BadInput("cont_lr_nan", "cont_rep", _cont("--lr", "nan"), ("--lr", "nan")),
     BadInput("cont_lookahead_and_ema", "cont_rep", _cont("--lookahead", "--ema_decay", "0.9"),
              ("--lookahead", "--ema_decay")),

@@ -313,3 +313,22 @@ def test_early_stopping_restores_best(tmp_path: Path):
     )
     assert r.stop_reason == "early_stopping" and r.iterations == 50 and r.best_iter == 20
     assert all(torch.equal(m.state_dict()[k], snaps[20][k]) for k in snaps[20])
+
+
+def test_default_warmup_is_a_fraction_of_the_run() -> None:
+    from reprlab.contrastive import ContRepConfig
+    from reprlab.finetune import FineTuneNNConfig
+
+    cpu = torch.device("cpu")
+
+    def warm(cfg) -> int:
+        cfg.validate()
+        return TrainConfig.from_mode(cfg, cpu, "t").warmup_iters
+
+    assert warm(ContRepConfig()) == 420  # 20 % of the default 2100 iterations
+    assert warm(ContRepConfig(num_iters=300)) == 60  # a shorter run keeps the shape
+    assert warm(ContRepConfig(num_iters=300, warmup_iters=7)) == 7  # explicit count wins
+    assert warm(ContRepConfig(num_iters=300, warmup_frac=0.0)) == 0
+    assert warm(FineTuneNNConfig(encoder_path="e.pt")) == 100  # the measured 100 of 1500
+    assert warm(FineTuneNNConfig(encoder_path="e.pt", num_iters=150)) == 10
+    assert warm(ContRepConfig(**ContRepConfig.PRESETS["seed"])) == 0  # the report: none

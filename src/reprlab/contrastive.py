@@ -113,7 +113,6 @@ class ContRepConfig(NeuralRunConfig):
     lr: float = arg(1.125, "peak learning rate (report: 1e-4)")
     # airbench's 5e-4 decay of each weight per step, at this lr
     weight_decay: float = arg(4.44e-4, "weight decay of weights with ndim > 1 (coupled, SGD)")
-    warmup_iters: int = arg(420, "linear learning-rate warm-up iterations")  # 20 %
     # --- early stopping, evaluation, checkpoints ---------------------------------------------
     # report 2.2.4 / table 3: criterion = loss, patience 300 (checks every 10 iterations)
     early_stop_metric: str = arg(

@@ -93,7 +93,11 @@ class NeuralRunConfig(ComputeConfig):
     schedule: str = arg(
         "linear", "lr schedule after warm-up: " + " | ".join(SCHEDULES), choices=SCHEDULES
     )
-    warmup_iters: int = arg(200, "linear learning-rate warm-up iterations")
+    # a fraction, so that a shorter or longer --num_iters keeps the schedule's shape
+    warmup_frac: float = arg(0.2, "linear learning-rate warm-up over this fraction of --num_iters")
+    warmup_iters: int | None = arg(
+        None, "warm-up iterations, overriding --warmup_frac (none: use the fraction)"
+    )
     warmup_start: float = arg(0.2, "lr at the start of the warm-up, as a fraction of --lr")
     lookahead: bool = arg(
         True, "airbench's lookahead: pull the weights to a slow average every 5 iterations"
@@ -108,6 +112,8 @@ class NeuralRunConfig(ComputeConfig):
         super().validate()
         positive(self, "batch_size")
         positive(self, "translate", "norm_lr_scale", allow_zero=True)
+        if not 0.0 <= self.warmup_frac <= 1.0:
+            raise ReprlabError(f"--warmup_frac must be in [0, 1], got {self.warmup_frac}")
         if self.resume and self.out is None:
             raise ReprlabError("--resume needs --out (the run folder to continue)")
         # the loop's own checks, here too: a bad value fails before the run folder is written
@@ -162,7 +168,10 @@ class TrainConfig:
     @classmethod
     def from_mode(cls, cfg: Any, device: torch.device, desc: str) -> TrainConfig:
         """The loop's configuration from a mode's config (fields shared by name)."""
-        return cls(**{n: getattr(cfg, n) for n in cls.MODE_FIELDS}, device=str(device), desc=desc)
+        fields = {n: getattr(cfg, n) for n in cls.MODE_FIELDS}
+        if fields["warmup_iters"] is None:  # the mode's --warmup_frac of its --num_iters
+            fields["warmup_iters"] = round(cfg.warmup_frac * cfg.num_iters)
+        return cls(**fields, device=str(device), desc=desc)
 
     def validate(self) -> None:
         """Check every field the loop uses; errors name the mode's flag (``--lr``)."""
