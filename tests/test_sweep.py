@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from reprlab.cli import main
-from reprlab.sweep import by_setting
+from reprlab.sweep import by_setting, write_by_setting
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -157,3 +157,19 @@ def test_by_setting_counts_only_finished_runs() -> None:
     assert g["n"] == 2 and g["seeds"] == [0, 2]
     assert g["final_val_acc_mean"] == pytest.approx(0.6)
     assert g["final_val_acc_std"] == pytest.approx(statistics.stdev([0.5, 0.7]))
+
+
+def test_by_setting_with_no_finished_run(tmp_path: Path) -> None:
+    grid = {"lr": [0.1, 0.2], "seed": [0, 1]}
+    rows = [
+        {"run": "a", "lr": 0.1, "seed": 0, "status": "failed", "final_val_acc": None},
+        {"run": "b", "lr": 0.1, "seed": 1, "status": "failed", "final_val_acc": None},
+        {"run": "c", "lr": 0.2, "seed": 0, "status": "finished", "final_val_acc": 0.4},
+        {"run": "d", "lr": 0.2, "seed": 1, "status": "finished", "final_val_acc": None},
+    ]
+    failed, ok = by_setting(grid, rows)
+    assert failed == {"lr": 0.1, "n": 0, "seeds": []}
+    assert ok["n"] == 2 and ok["final_val_acc_mean"] == 0.4 and ok["final_val_acc_std"] == 0.0
+    write_by_setting(tmp_path, grid, [failed, ok])
+    md = (tmp_path / "by_setting.md").read_text().splitlines()
+    assert md[2] == "| 0.1 | 0 |  |" and md[3].startswith("| 0.2 | 2 | 0.4 ± 0")

@@ -170,6 +170,10 @@ def write_results(out: Path, grid: dict[str, list[Any]], rows: list[dict[str, An
     write_text(out / "results.md", "\n".join(md) + "\n")
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def by_setting(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows grouped by every grid flag but ``seed``: ``n`` and, per numeric metric, its
     ``<metric>_mean``, ``<metric>_std`` (sample, ddof=1; 0 for one run), ``_min`` and ``_max``.
@@ -185,22 +189,11 @@ def by_setting(grid: dict[str, list[Any]], rows: list[dict[str, Any]]) -> list[d
     for setting, members in groups.values():
         done = [r for r in members if r.get("status") == "finished"]
         agg: dict[str, Any] = {**setting, "n": len(done), "seeds": [r["seed"] for r in done]}
-        metrics = (
-            [
-                c
-                for c in done[0]
-                if c not in grid
-                and c != "run"
-                and isinstance(done[0][c], (int, float))
-                and not isinstance(done[0][c], bool)
-            ]
-            if done
-            else []
+        metrics = dict.fromkeys(
+            c for r in done for c, v in r.items() if c not in grid and _is_number(v)
         )
         for c in metrics:
-            vals = np.array([r[c] for r in done if isinstance(r.get(c), (int, float))], float)
-            if len(vals) == 0:
-                continue
+            vals = np.array([r[c] for r in done if _is_number(r.get(c))], float)
             agg[f"{c}_mean"] = float(vals.mean())
             agg[f"{c}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
             agg[f"{c}_min"], agg[f"{c}_max"] = float(vals.min()), float(vals.max())
