@@ -140,6 +140,7 @@ def test_overrides_resume_and_refusal(tmp_path: Path, cifar_train: Path, capsys)
     assert main([*base, "--set", "softmax.lr=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "another configuration" in err[0] and str(out) in err[0]
+    assert "softmax: lr 0.03 -> 0.5" in err[0]  # names the stage and the flag
     assert _files_state(out) == state
 
     # the same configuration: resumes (nothing to do)

@@ -181,3 +181,26 @@ def test_corrupt_data_cache_is_rebuilt(
     assert np.array_equal(again.images, first.images) and np.array_equal(again.images, images)
     assert np.array_equal(again.labels, labels)
     assert not (tmp_path / MARKER).exists()
+
+
+def test_config_diff_names_what_differs() -> None:
+    from reprlab.io import config_diff
+
+    old = {"lr": 0.1, "batch_size": 32, "warmup_iters": 420, "hidden": [512]}
+    new = {"lr": 0.5, "batch_size": 32, "warmup_frac": 0.2, "hidden": [512]}
+    assert config_diff(old, new) == "lr 0.1 -> 0.5, warmup_iters gone, warmup_frac new"
+    assert config_diff(old, new, most=1) == "lr 0.1 -> 0.5 and 2 more"
+    assert config_diff(old, dict(old)) == "nothing differs"
+    assert config_diff({"data": "a" * 60}, {"data": "b"}).endswith("... -> b")
+
+
+def test_run_folder_of_another_configuration_names_the_difference(tmp_path: Path) -> None:
+    from reprlab.errors import ReprlabError
+    from reprlab.io import RunDir
+
+    RunDir.open(tmp_path / "r", "softmax", {"lr": 0.1, "out": "x"})
+    with pytest.raises(ReprlabError, match=r"another configuration \(lr 0.1 -> 0.2\)"):
+        RunDir.open(tmp_path / "r", "softmax", {"lr": 0.2, "out": "x"})
+    with pytest.raises(ReprlabError, match="holds a softmax run, not logistic"):
+        RunDir.open(tmp_path / "r", "logistic", {"lr": 0.1, "out": "x"})
+    RunDir.open(tmp_path / "r", "softmax", {"lr": 0.1, "out": "y"})  # same: reused

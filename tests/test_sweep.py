@@ -115,7 +115,8 @@ def test_sweep_refuses_another_configuration(tmp_path: Path, capsys) -> None:
     (out / "sweep.json").write_text(json.dumps({"mode": "softmax", "grid": {"lr": [1.0]}}))
     argv = ["sweep", "softmax", "--grid", "lr=0.1,0.2", "--out", str(out)]
     assert main(argv) == 2
-    assert "another configuration" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "another configuration" in err and "grid " in err  # says what differs
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
 
 

@@ -270,10 +270,16 @@ class RunDir:
                 )
             else:
                 old = read_json(cfg_file)
-                if old.get("mode") != mode or old.get("config") != _comparable(config):
+                if old.get("mode") != mode:
                     raise ReprlabError(
-                        f"{path}: holds a run with another configuration "
+                        f"{path}: holds a {old.get('mode')} run, not {mode} "
                         "(choose another --out, or pass --overwrite)"
+                    )
+                if old.get("config") != _comparable(config):
+                    diff = config_diff(old.get("config") or {}, _comparable(config))
+                    raise ReprlabError(
+                        f"{path}: holds a run with another configuration ({diff}); "
+                        "choose another --out, or pass --overwrite"
                     )
         path.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(path)
@@ -311,6 +317,29 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
                 f.unlink()
                 removed.append(f.name)
     return removed
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
+    """``"lr 0.1 -> 0.5, warmup_frac new"``: the first keys in which two configurations differ."""
+    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    parts = []
+    for k in keys[:most]:
+        if k not in old:
+            parts.append(f"{k} new")
+        elif k not in new:
+            parts.append(f"{k} gone")
+        else:
+            parts.append(f"{k} {_short(old[k])} -> {_short(new[k])}")
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return ", ".join(parts) + more if parts else "nothing differs"
+
+
+_MISSING = object()
+
+
+def _short(v: Any, width: int = 40) -> str:
+    text = json.dumps(v) if not isinstance(v, str) else v
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _comparable(config: dict[str, Any]) -> dict[str, Any]:

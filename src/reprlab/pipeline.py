@@ -33,7 +33,7 @@ from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import arg, field_name, field_types, from_mapping, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
-from reprlab.io import default_run_dir, read_json, to_json, write_json
+from reprlab.io import config_diff, default_run_dir, read_json, to_json, write_json
 from reprlab.modes import MODES
 
 STAGES: tuple[str, ...] = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
@@ -346,11 +346,14 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
         elif overwrite:
             shutil.rmtree(folder)
         else:
-            diff = next(
-                (s.name for s in plan if old_stages.get(s.name, s.config) != s.config), "preset"
+            stage = next((s for s in plan if old_stages.get(s.name, s.config) != s.config), None)
+            diff = (
+                f"preset {old.get('preset')} -> {preset}"
+                if stage is None
+                else f"{stage.name}: {config_diff(old_stages[stage.name], stage.config)}"
             )
             raise ReprlabError(
-                f"--out {folder}: holds a pipeline with another configuration ({diff} differs); "
+                f"--out {folder}: holds a pipeline with another configuration ({diff}); "
                 "choose another --out, or pass --overwrite"
             )
     elif folder.is_dir() and any(folder.iterdir()):

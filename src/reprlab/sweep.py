@@ -35,7 +35,15 @@ from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import explicit_args, field_name, field_types, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
-from reprlab.io import default_run_dir, read_json, read_jsonl, to_json, write_json, write_text
+from reprlab.io import (
+    config_diff,
+    default_run_dir,
+    read_json,
+    read_jsonl,
+    to_json,
+    write_json,
+    write_text,
+)
 from reprlab.modes import MODES
 
 #: Metrics drawn as overlays when any run logged them.
@@ -266,11 +274,12 @@ def run_sweep(
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
     if sj.is_file():
-        if read_json(sj) != record:
+        old = read_json(sj)
+        if old != record:
             if not overwrite:
                 raise ReprlabError(
                     f"--out {folder}: holds a sweep with another configuration "
-                    "(choose another --out, or pass --overwrite)"
+                    f"({config_diff(old, record)}); choose another --out, or pass --overwrite"
                 )
             shutil.rmtree(folder)
     elif folder.is_dir() and any(folder.iterdir()):
