@@ -204,3 +204,29 @@ def test_run_folder_of_another_configuration_names_the_difference(tmp_path: Path
     with pytest.raises(ReprlabError, match="holds a softmax run, not logistic"):
         RunDir.open(tmp_path / "r", "logistic", {"lr": 0.1, "out": "x"})
     RunDir.open(tmp_path / "r", "softmax", {"lr": 0.1, "out": "y"})  # same: reused
+
+
+@pytest.mark.parametrize(
+    ("mode", "key", "value"),
+    [
+        ("softmax", "lr_schedule", "wavy"),
+        ("logistic", "early_stop_metric", "luck"),
+        ("cont_rep", "mining", "lucky"),
+        ("cont_rep", "optimizer", "lion"),
+        ("fine_tune_linear", "features", "pixels"),
+        ("fine_tune_linear", "early_stop_metric", "knn_acc"),
+        ("fine_tune_nn", "head", "transformer"),
+        ("fine_tune_nn", "schedule", "wavy"),
+    ],
+)
+def test_every_choices_field_is_checked_outside_argparse(mode: str, key: str, value: str) -> None:
+    """A config file or code bypasses argparse's choices: RunConfig.validate checks them."""
+    from reprlab.config import from_mapping
+    from reprlab.errors import ReprlabError
+    from reprlab.modes import MODES
+
+    cls, _ = MODES[mode].load()
+    extra = {"encoder_path": "e.pt"} if mode.startswith("fine_tune") else {}
+    cfg = from_mapping(cls, {key: value, **extra})
+    with pytest.raises(ReprlabError, match=rf"--{key} must be one of .*got '{value}'"):
+        cfg.validate()

@@ -53,7 +53,18 @@ class RunConfig:
     overwrite: bool = arg(False, "replace an existing run folder of another configuration")
 
     def validate(self) -> None:
-        """Raise :class:`ReprlabError` naming the flag for values that cannot work."""
+        """Raise :class:`ReprlabError` naming the flag for values that cannot work.
+
+        Every field declared with ``choices`` is checked here, for values from the command line,
+        a config file or code alike; subclasses add their own checks after ``super()``.
+        """
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices is not None and value not in choices:
+                raise ReprlabError(
+                    f"--{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
+                )
         if not 0.0 < self.val_fraction < 1.0:
             raise ReprlabError(f"--val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.limit is not None and self.limit < 2:

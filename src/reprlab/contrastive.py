@@ -176,16 +176,6 @@ class ContRepConfig(NeuralRunConfig):
         positive(self, "margin", allow_zero=True)
         if self.batch_size < 4:
             raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
-        for name, choices in (
-            ("encoder", tuple(ENCODERS)),
-            ("mining", MINERS),
-            ("distance", DISTANCES),
-            ("head", ("report", "gap")),
-            ("early_stop_metric", EARLY_STOP_METRICS),
-        ):
-            v = getattr(self, name)
-            if v not in choices:
-                raise ReprlabError(f"--{name} must be one of {', '.join(choices)}, got {v!r}")
 
     def encoder_kwargs(self) -> dict[str, Any]:
         return {"head": self.head} if self.encoder == "vgg16_bn" else {}

@@ -100,8 +100,6 @@ class _EncoderConfig(ComputeConfig):
                 "--encoder_path is required (the encoder.pt written by a cont_rep run)"
             )
         positive(self, "z_dim", "embed_batch_size")
-        if self.features not in FEATURES:
-            raise ReprlabError(f"--features must be one of {', '.join(FEATURES)}")
 
 
 @dataclass
@@ -177,10 +175,6 @@ class FineTuneLinearConfig(_EncoderConfig):
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ReprlabError(f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}")
-        if self.early_stop_metric not in STOP_METRICS:
-            raise ReprlabError(f"--early_stop_metric must be one of {', '.join(STOP_METRICS)}")
 
 
 @dataclass
@@ -289,12 +283,6 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
         super().validate()
         positive(self, "encoder_lr", "logit_scale")
         positive(self, "freeze_encoder_iters", "eval_size", allow_zero=True)
-        for name, choices in (
-            ("head", ("mlp", "linear")),
-            ("early_stop_metric", NN_STOP_METRICS),
-        ):
-            if getattr(self, name) not in choices:
-                raise ReprlabError(f"--{name} must be one of {', '.join(choices)}")
         if self.head == "mlp" and (not self.hidden or min(self.hidden) <= 0):
             raise ReprlabError(f"--hidden must be positive sizes for --head mlp, got {self.hidden}")
         if not 0.0 <= self.label_smoothing < 1.0:

@@ -81,15 +81,6 @@ class _LinearConfig(RunConfig):
         for name in ("lr", "l2_lambda", "grad_norm_clip", "momentum", "ema_decay"):
             if not math.isfinite(getattr(self, name)):
                 raise ReprlabError(f"--{name} must be a finite number, got {getattr(self, name)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ReprlabError(
-                f"--lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
-            )
-        if self.early_stop_metric not in STOP_METRICS:
-            raise ReprlabError(
-                f"--early_stop_metric must be one of {', '.join(STOP_METRICS)}, "
-                f"got {self.early_stop_metric!r}"
-            )
 
 
 @dataclass
