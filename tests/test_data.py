@@ -36,8 +36,10 @@ from reprlab.data import (
     Standardizer,
     check_compatible,
     flatten,
+    gamma_encode,
     grayscale,
     load_images,
+    random_translate,
     select_classes,
     stratified_split,
     stratified_subset,
@@ -350,6 +352,39 @@ def test_transforms() -> None:
     assert g.shape == (1, 1, 2, 1) and g[0, 0, :, 0].tolist() == [76, 255]
     assert grayscale(to_float(rgb)).dtype == np.float32
     assert flatten(x).shape == (50, 48)
+
+
+def test_gamma_encode() -> None:
+    x = to_float(random_images(20, 4, 4))
+    assert gamma_encode(x, 1.0) is x or np.array_equal(gamma_encode(x, 1.0), x)
+    np.testing.assert_allclose(gamma_encode(x, 0.5), np.sqrt(x), rtol=1e-6)
+    y = gamma_encode(np.array([0.0, 0.01, 0.25, 1.0], np.float32), 0.25)
+    np.testing.assert_allclose(y, [0.0, 0.01**0.25, 0.25**0.25, 1.0], rtol=1e-6)
+    assert y.dtype == np.float32 and np.all(np.diff(y) > 0)  # monotone, ends kept
+
+
+def test_random_translate_moves_each_image_by_at_most_the_shift() -> None:
+    h, w, c, p = 6, 5, 3, 2
+    imgs = np.arange(40 * h * w * c, dtype=np.float32).reshape(40, h, w, c)
+    rows = imgs.reshape(40, -1)
+    assert random_translate(rows, (h, w, c), 0, np.random.default_rng(0)) is rows
+    out = random_translate(rows, (h, w, c), p, np.random.default_rng(0))
+    assert out.shape == rows.shape and out.dtype == rows.dtype
+    np.testing.assert_array_equal(
+        out, random_translate(rows, (h, w, c), p, np.random.default_rng(0))
+    )  # seeded
+    padded = np.pad(imgs, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+    seen = set()
+    for i, o in enumerate(out.reshape(40, h, w, c)):
+        hits = [
+            (dy, dx)
+            for dy in range(2 * p + 1)
+            for dx in range(2 * p + 1)
+            if np.array_equal(o, padded[i, dy : dy + h, dx : dx + w])
+        ]
+        assert len(hits) == 1  # a reflect-filled window of its own image
+        seen.add(hits[0])
+    assert len(seen) > 10  # the offsets vary over the batch
 
 
 # ---------------------------------------------------------------------------------------------

@@ -112,6 +112,11 @@ def test_logistic_other_pair_predicts_original_indices(cifar_train, cifar_test, 
         ("logistic", ["--classes", "airplane,unicorn"], "unicorn"),
         ("softmax", ["--limit", "999999"], "--limit"),
         ("softmax", ["--lr", "abc"], "--lr"),
+        ("softmax", ["--gamma", "0"], "--gamma"),
+        ("logistic", ["--gamma", "nan"], "--gamma"),
+        ("logistic", ["--gamma", "inf"], "--gamma"),
+        ("softmax", ["--translate", "-1"], "--translate"),
+        ("softmax", ["--translate", "32"], "--translate"),  # not smaller than the 32x32 images
     ],
 )
 def test_bad_flags_exit_2_and_write_nothing(mode, extra, needle, cifar_train, tmp_path, capsys):
@@ -160,3 +165,26 @@ def test_load_linear_model_rejects_other_files(tmp_path):
     Path(junk).write_bytes(b"not a zip")
     with pytest.raises(ReprlabError, match="not a readable"):
         load_linear_model(junk)
+
+
+def test_saved_model_applies_the_runs_pixel_encoding(cifar_train, cifar_test, tmp_path):
+    """``model.npz`` keeps ``--gamma``, and prediction re-encodes the pixels with it."""
+    from reprlab import data as D
+    from reprlab.linear import softmax
+
+    out = tmp_path / "sm"
+    assert main(_quick("softmax", cifar_train, out, "--gamma", "0.3", "--translate", "2")) == 0
+    model = load_linear_model(out)
+    assert model.gamma == pytest.approx(0.3)
+    images = np.load(cifar_test)["images"][:64]
+    x = D.flatten(model.scaler.transform(D.to_float(images) ** np.float32(0.3)))
+    np.testing.assert_allclose(
+        model.predict_proba(images), softmax(x @ model.W + model.b), rtol=1e-4, atol=1e-6
+    )
+    # a model file written before --gamma existed is read as gamma 1 (no re-encoding)
+    with np.load(out / "model.npz", allow_pickle=False) as z:
+        old = {k: z[k] for k in z.files if k != "gamma"}
+    np.savez(tmp_path / "old.npz", **old)
+    assert load_linear_model(tmp_path / "old.npz").gamma == 1.0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["gamma"] == 0.3 and cfg["config"]["translate"] == 2

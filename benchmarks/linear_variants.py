@@ -1,0 +1,109 @@
+"""Research: preprocessing and training variants of the from-scratch linear models, over seeds.
+
+Each variant is ``+``-joined tokens on top of the mode's tuned SGD (logistic: 1000 updates,
+lr 0.01; softmax: 3000, lr 0.03; batch 256, cosine, clipping 5, mirroring, best val_acc kept):
+
+    gamma<g>   pixels ** g           log<e>   log(pixels + e)      pimg   per-image mean/std
+    shift<p>   random translations   drop<p>  input dropout        tta    flip TTA at validation
+    it<n> lr<x> bs<n> l2<x>          SGD updates, learning rate, batch size, L2
+    plain      nothing added
+
+    flock /tmp/reprlab-cpu.lock .venv/bin/python benchmarks/linear_variants.py logistic \\
+        plain,gamma0.25,log0.02 --seeds 0,1,2,3,4 \\
+        --data ../shared/datasets/cifar10/cifar10_train.tar.xz
+
+Prints, per variant, the returned model's validation accuracy for each seed (which draws the
+split and the batches) and their mean.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+
+from reprlab import data as D
+from reprlab.linear import LogisticRegression, SoftmaxRegression
+
+
+def encode(images: np.ndarray, tokens: list[str]) -> np.ndarray:
+    x = D.to_float(images)
+    for t in tokens:
+        if t == "pimg":
+            m, s = x.mean(axis=(1, 2, 3), keepdims=True), x.std(axis=(1, 2, 3), keepdims=True)
+            x = (x - m) / (s + 0.05)
+        elif t.startswith("gamma"):
+            x = D.gamma_encode(x, float(t[5:]))
+        elif t.startswith("log"):
+            x = np.log(x + np.float32(t[3:]))
+    return x
+
+
+def augmenter(tokens: list[str], shape: tuple[int, int, int]) -> Any:
+    shift = next((int(t[5:]) for t in tokens if t.startswith("shift")), 0)
+    drop = next((float(t[4:]) for t in tokens if t.startswith("drop")), 0.0)
+    if not shift and not drop:
+        return None
+
+    def augment(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        X = D.random_translate(X, shape, shift, rng)
+        if drop:
+            X = X * ((rng.random(X.shape, dtype=np.float32) >= drop) / np.float32(1 - drop))
+        return X
+
+    return augment
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("mode", choices=["logistic", "softmax"])
+    p.add_argument("variants", help="comma-separated variants, e.g. plain,gamma0.25+shift1")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--data", default=None, help="training images (default: CIFAR-10)")
+    args = p.parse_args()
+
+    full = D.load_images(args.data, require_labels=True)
+    ds = D.select_classes(full, [0, 1]) if args.mode == "logistic" else full
+    assert ds.labels is not None
+    for variant in args.variants.split(","):
+        tokens = variant.split("+")
+        accs = []
+        for seed in (int(s) for s in args.seeds.split(",")):
+            tr, va = D.stratified_split(ds.labels, 0.2, seed)
+            x_tr, x_va = encode(ds.images[tr], tokens), encode(ds.images[va], tokens)
+            scaler = D.Standardizer().fit(x_tr)
+
+            def rows(x: np.ndarray, scaler: D.Standardizer = scaler) -> np.ndarray:
+                return D.flatten(scaler.transform(x))
+
+            kw: dict[str, Any] = (
+                dict(num_iters=1000, lr=0.01)
+                if args.mode == "logistic"
+                else dict(num_iters=3000, lr=0.03, eval_every=100)
+            )
+            for t, key, cast in (
+                ("it", "num_iters", int), ("lr", "lr", float), ("bs", "batch_size", int),
+                ("l2", "l2_lambda", float),
+            ):
+                for x in tokens:
+                    if x.startswith(t):
+                        kw[key] = cast(x[len(t) :])
+            cls = LogisticRegression if args.mode == "logistic" else SoftmaxRegression
+            model = cls(
+                seed=seed, early_stop_metric="val_acc", lr_schedule="cosine", grad_norm_clip=5.0,
+                augment=augmenter(tokens, ds.shape), progress=False, **kw,
+            )
+            X_va, y_va = rows(x_va), ds.labels[va]
+            model.fit(rows(x_tr), ds.labels[tr], X_va, y_va, X_mirror=rows(x_tr[:, :, ::-1]))
+            if "tta" in tokens:  # mean of the image's and its mirror's probabilities
+                p = model.predict_proba(X_va) + model.predict_proba(rows(x_va[:, :, ::-1]))
+                accs.append(float(np.mean(p.argmax(1) == y_va)))
+            else:
+                accs.append(model.score(X_va, y_va))
+        cells = " ".join(f"{a:.4f}" for a in accs)
+        print(f"{args.mode} {variant:32s} {cells}  mean {np.mean(accs):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
