@@ -745,10 +745,18 @@ class NNPredictor:
         autocast: bool = True,
         progress: bool = False,
         where: str | None = None,
+        flip_tta: bool | None = None,
+        translate_tta: bool | None = None,
+        centre: np.ndarray | None = None,
     ) -> np.ndarray:
+        """Class probabilities ``(N, K)`` with the run's test-time averaging; ``flip_tta`` and
+        ``translate_tta`` override the run's choice, ``centre`` passes unshifted probabilities
+        already computed (see :func:`multi_crop`)."""
         check_image_shape(images, self.image_shape, where or self.source)
         dev = device if isinstance(device, torch.device) else pick_device(device)
         self.model.to(dev)
+        flip = self.flip_tta if flip_tta is None else flip_tta
+        shifts = self.translate_tta if translate_tta is None else translate_tta
 
         def proba_at(shift: tuple[int, int]) -> np.ndarray:
             return classifier_proba(
@@ -758,13 +766,13 @@ class NNPredictor:
                 self.meta["std"],
                 dev,
                 autocast,
-                self.flip_tta,
+                flip,
                 batch_size,
                 progress,
                 shift,
             )
 
-        return multi_crop(proba_at, self.translate_tta)
+        return multi_crop(proba_at, shifts, centre)
 
     def predict(self, images: np.ndarray, **kw: Any) -> np.ndarray:
         return np.argmax(self.predict_proba(images, **kw), axis=1).astype(np.int64)
@@ -1022,32 +1030,23 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     model.eval()
     _save_classifier(run.file("model.pt"), model, meta, cfg, classes, sp.train.shape)
 
-    # ---- final evaluation: the returned (best) weights on the whole validation split --------
-    def proba(images: np.ndarray, flip: bool, shift: tuple[int, int] = (0, 0)) -> np.ndarray:
-        return classifier_proba(
-            model,
-            images,
-            mean,
-            std,
-            device,
-            cfg.autocast,
-            flip,
-            cfg.embed_batch_size,
-            cfg.progress,
-            shift,
-        )
-
-    def tta(images: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
-        """The run's test-time averaging (as NNPredictor does it from model.pt)."""
-        return multi_crop(lambda s: proba(images, cfg.flip_tta, s), cfg.translate_tta, centre)
-
+    # ---- final evaluation: the returned (best) weights on the whole validation split, through
+    # the saved model.pt and the predictor `reprlab predict` uses (same test-time averaging) ----
+    predictor = load_classifier(run.file("model.pt"))
+    kw: dict[str, Any] = dict(
+        batch_size=cfg.embed_batch_size, device=device, autocast=cfg.autocast,
+        progress=cfg.progress,
+    )
     # with and without flip averaging (one extra pass): the summary shows what each buys
-    p_plain = proba(sp.val.images, False)
-    p_mirror = proba(np.ascontiguousarray(sp.val.images[:, :, ::-1]), False)
+    plain: dict[str, Any] = dict(kw, flip_tta=False, translate_tta=False)
+    p_plain = predictor.predict_proba(sp.val.images, **plain)
+    p_mirror = predictor.predict_proba(np.ascontiguousarray(sp.val.images[:, :, ::-1]), **plain)
     p_flip = 0.5 * (p_plain + p_mirror)
-    p_val = tta(sp.val.images, p_flip if cfg.flip_tta else p_plain)
+    p_val = predictor.predict_proba(
+        sp.val.images, centre=p_flip if cfg.flip_tta else p_plain, **kw
+    )
     tr_idx = np.sort(np.random.default_rng([cfg.seed, 9]).permutation(len(sp.train))[:5000])
-    p_tr = tta(sp.train.images[tr_idx])
+    p_tr = predictor.predict_proba(sp.train.images[tr_idx], **kw)
     val_loss = _nll(p_val, sp.val.labels)
     val_acc = float(np.mean(p_val.argmax(1) == sp.val.labels))
     ev_rows = [r for r in rows if "val_loss" in r]
@@ -1082,7 +1081,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         title="fine_tune_nn — validation",
     )
     if sp.test is not None:
-        labels = tta(sp.test.images).argmax(1).astype(np.int64)
+        labels = predictor.predict(sp.test.images, **kw)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
     summary["wall_time_s"] = time.perf_counter() - t0
