@@ -177,6 +177,24 @@ def test_precedence(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()  # planning writes nothing
 
 
+def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) -> None:
+    """The seed preset reproduces the report: no pixel encoding, mirroring or translation,
+    whatever the modes' own (fast) defaults are."""
+    from reprlab.cli import _parser
+    from reprlab.pipeline import plan_stages, resolve_options
+
+    ns = _parser("pipeline").parse_args(["pipeline", "--preset", "seed"])
+    plan = {s.name: s.config for s in plan_stages(*resolve_options(ns), tmp_path / "p")}
+    fast = {s.name: s.config for s in plan_stages(
+        *resolve_options(_parser("pipeline").parse_args(["pipeline"])), tmp_path / "p"
+    )}
+    for stage in ("logistic", "softmax"):
+        assert plan[stage]["gamma"] == 1.0 and plan[stage]["translate"] == 0
+        assert plan[stage]["flip_augment"] is False
+        assert fast[stage]["gamma"] < 1.0  # the fast defaults do re-encode the pixels
+    assert fast["softmax"]["translate"] == 1
+
+
 def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
     """A stage folder without a finished summary is rerun with resume=True (where supported)."""
     import reprlab.cli
