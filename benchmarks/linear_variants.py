@@ -37,6 +37,11 @@ def encode(images: np.ndarray, tokens: list[str]) -> np.ndarray:
             x = D.gamma_encode(x, float(t[5:]))
         elif t.startswith("log"):
             x = np.log(x + np.float32(t[3:]))
+        elif t.startswith("chroma"):  # brightness ** g, and two chromaticity ratios
+            total = x.sum(axis=3, keepdims=True) + np.float32(0.03)
+            x = np.concatenate(
+                [D.gamma_encode(total / 3.03, float(t[6:] or 1)), x[..., :2] / total], axis=3
+            )
     return x
 
 
