@@ -186,5 +186,11 @@ def test_saved_model_applies_the_runs_pixel_encoding(cifar_train, cifar_test, tm
         old = {k: z[k] for k in z.files if k != "gamma"}
     np.savez(tmp_path / "old.npz", **old)
     assert load_linear_model(tmp_path / "old.npz").gamma == 1.0
+    from reprlab.errors import ReprlabError
+
+    for bad in (np.array(-1.0), np.array([0.5, 0.5]), np.array(np.nan), np.array("x")):
+        np.savez(tmp_path / "bad.npz", **old, gamma=bad)
+        with pytest.raises(ReprlabError, match="bad.npz: gamma must be one positive number"):
+            load_linear_model(tmp_path / "bad.npz")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["gamma"] == 0.3 and cfg["config"]["translate"] == 2

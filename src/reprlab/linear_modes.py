@@ -363,9 +363,11 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         or len(shape) != 3
         or W.shape[0] != int(np.prod(shape))
         or len(f["mean"]) != shape[2]
-        or ("gamma" in f and not float(f["gamma"]) > 0)
     ):
         raise ReprlabError(f"{path}: inconsistent shapes in the linear model")
+    gamma = np.asarray(f.get("gamma", 1.0))  # files before --gamma: 1 (no re-encoding)
+    if gamma.shape != () or gamma.dtype.kind != "f" or not 0 < float(gamma) < np.inf:
+        raise ReprlabError(f"{path}: gamma must be one positive number, got {gamma.tolist()!r}")
     return LinearPredictor(
         W,
         b,
@@ -375,7 +377,7 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         shape,  # type: ignore[arg-type]
         bool(f["binary"]),
         source=str(path),
-        gamma=float(f["gamma"]) if "gamma" in f else 1.0,  # files before --gamma: 1
+        gamma=float(gamma),
     )
 
 
