@@ -529,6 +529,26 @@ def fake_run(root: Path, mode: str, files: dict[str, bytes] | None = None) -> Pa
     return run
 
 
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An .npy file's bytes (object arrays are pickled into it, as numpy does)."""
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=True)
+    return buf.getvalue()
+
+
+def knn_run(root: Path, train_embeddings: bytes) -> Path:
+    """A cont_rep run folder with a real encoder.pt and the given ``train_embeddings.npy``."""
+    return fake_run(
+        root,
+        "cont_rep",
+        {
+            "encoder.pt": encoder_file(root).read_bytes(),
+            "train_embeddings.npy": train_embeddings,
+            "train_labels.npy": npy_bytes(np.zeros(2, np.int64)),
+        },
+    )
+
+
 def real_linear_run(root: Path) -> Path:
     """A finished ``softmax`` run (a few updates on the good .npz) in root/run."""
     from reprlab.cli import main
@@ -581,7 +601,13 @@ _MODELS: list[BadInput] = [
              _predict(lambda r: write(r / "run", "config.json", b"{not json").parent),
              ("config.json", "JSON")),
     BadInput("predict_cont_rep_run", "predict", _predict(lambda r: fake_run(r, "cont_rep")),
-             ("cont_rep", "classifier")),
+             ("encoder.pt", "not found")),
+    BadInput("predict_knn_index_payload", "predict",
+             _predict(lambda r: knn_run(r, npy_bytes(np.array([Payload(r), Payload(r)])))),
+             ("train_embeddings.npy", "not a readable"), payload=True),
+    BadInput("predict_knn_index_garbage", "predict",
+             _predict(lambda r: knn_run(r, os.urandom(300))),
+             ("train_embeddings.npy", "not a readable")),
     BadInput("predict_model_missing", "predict", _predict(lambda r: fake_run(r, "softmax")),
              ("model.npz", "not found")),
     BadInput("predict_npz_model_payload", "predict",

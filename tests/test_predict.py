@@ -32,7 +32,34 @@ def softmax_run(cifar_train: Path, small_test: Path, tmp_path_factory) -> Path: 
     return out
 
 
-@pytest.mark.parametrize("which", ["softmax_run", "ftl_run", "nn_run"])
+@pytest.fixture(scope="module")
+def knn_run(cifar_train: Path, small_test: Path, tmp_path_factory) -> Path:  # noqa: F811
+    """A short cont_rep run with test predictions (its kNN vote on the training embeddings)."""
+    from reprlab.contrastive import run_cont_rep
+
+    out = tmp_path_factory.mktemp("cr") / "run"
+    cfg = config_for(
+        "cont_rep",
+        {
+            "data": str(cifar_train),
+            "test_data": str(small_test),
+            "out": str(out),
+            "limit": 600,
+            "encoder": "airbench_small",
+            "z_dim": 32,
+            "batch_size": 64,
+            "num_iters": 20,
+            "eval_every": 20,
+            "knn_k": 7,
+            "tsne": False,
+            "progress": False,
+        },
+    )
+    run_cont_rep(cfg)
+    return out
+
+
+@pytest.mark.parametrize("which", ["softmax_run", "knn_run", "ftl_run", "nn_run"])
 def test_predict_reproduces_the_runs_predictions(which, request, small_test, tmp_path):  # noqa: F811
     run = request.getfixturevalue(which)
     run = run[0] if isinstance(run, tuple) else run
@@ -57,6 +84,11 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
     no_model = tmp_path / "no_model"
     shutil.copytree(ftl_run[0], no_model)
     (no_model / "model.npz").unlink()
+    no_index = tmp_path / "no_index"  # a cont_rep run folder of an earlier release
+    shutil.copytree(tiny_encoder, no_index, ignore=shutil.ignore_patterns("train_*.npy"))
+    bad_index = tmp_path / "bad_index"
+    shutil.copytree(tiny_encoder, bad_index)
+    np.save(bad_index / "train_labels.npy", np.zeros(3, np.int64))
     no_model_nn = tmp_path / "no_model_nn"
     shutil.copytree(run, no_model_nn, ignore=shutil.ignore_patterns("*.pt"))
     out = tmp_path / "o.csv"
@@ -67,7 +99,9 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
         ([str(run), "--data", str(small_test), "--out", str(existing)], "exists.csv"),
         ([str(no_model), "--data", str(small_test), "--out", str(out)], "model.npz"),
         ([str(no_model_nn), "--data", str(small_test), "--out", str(out)], "model.pt"),
-        ([str(tiny_encoder), "--data", str(small_test), "--out", str(out)], "cont_rep run"),
+        ([str(no_index), "--data", str(small_test), "--out", str(out)], "train_embeddings.npy"),
+        ([str(bad_index), "--data", str(small_test), "--out", str(out)], "do not match"),
+        ([str(tiny_encoder), "--data", str(small), "--out", str(out)], "small.npz"),
         ([str(tmp_path / "nope"), "--data", str(small_test), "--out", str(out)], "nope"),
         ([str(run), "--data", str(tmp_path / "none.npz"), "--out", str(out)], "none.npz"),
     ]

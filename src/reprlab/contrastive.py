@@ -42,6 +42,8 @@ from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RunDir,
     load_checkpoint,
+    load_npy,
+    read_json,
     save_checkpoint,
     save_npy,
     write_predictions,
@@ -235,6 +237,81 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     enc.eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return enc, meta
+
+
+class KNNPredictor:
+    """A finished ``cont_rep`` run as a classifier: embed the images as the run did (its
+    encoder, flip averaging and autocast), then the majority vote of the ``k`` nearest training
+    embeddings (cosine), as the run's own ``predictions.csv``."""
+
+    def __init__(
+        self,
+        encoder: torch.nn.Module,
+        meta: dict[str, Any],
+        train_emb: np.ndarray,
+        train_labels: np.ndarray,
+        k: int,
+        flip_tta: bool,
+        autocast: bool,
+        source: str = "run",
+    ):
+        self.encoder, self.meta = encoder, meta
+        self.train_emb, self.train_labels = train_emb, train_labels
+        self.k, self.flip_tta, self.autocast = k, flip_tta, autocast
+        self.classes = list(meta["classes"])
+        self.image_shape = tuple(int(v) for v in meta["image_shape"])
+        self.source = source
+
+    def predict(
+        self,
+        images: np.ndarray,
+        batch_size: int = 512,
+        device: str | torch.device = "auto",
+        progress: bool = False,
+        where: str | None = None,
+    ) -> np.ndarray:
+        from reprlab.finetune import check_image_shape
+
+        check_image_shape(images, self.image_shape, where or self.source)
+        z = embed(
+            self.encoder, images, self.meta["mean"], self.meta["std"], batch_size=batch_size,
+            device=device, autocast=self.autocast, flip_tta=self.flip_tta, progress=progress,
+        )
+        return knn_predict(self.train_emb, self.train_labels, z, k=self.k).astype(np.int64)
+
+
+def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
+    """The kNN classifier of a finished ``cont_rep`` run folder (``encoder.pt``,
+    ``train_embeddings.npy``, ``train_labels.npy`` and ``config.json``)."""
+    run_dir = Path(run_dir)
+    files = [run_dir / f for f in ("encoder.pt", "train_embeddings.npy", "train_labels.npy")]
+    for f in files:
+        if not f.is_file():
+            raise ReprlabError(
+                f"{f}: not found (is the run finished? cont_rep runs of releases before "
+                "train_embeddings.npy cannot predict: rerun them)"
+            )
+    encoder, meta = load_encoder(files[0])
+    cfg = read_json(run_dir / "config.json").get("config", {})
+    emb, labels = (load_npy(f) for f in files[1:])
+    if (
+        emb.ndim != 2
+        or emb.shape[1] != int(meta["z_dim"])
+        or labels.shape != (len(emb),)
+        or labels.dtype.kind not in "iu"
+        or len(emb) == 0
+    ):
+        raise ReprlabError(f"{run_dir}: training embeddings and labels do not match the encoder")
+    return KNNPredictor(
+        encoder,
+        meta,
+        emb.astype(np.float32, copy=False),
+        labels.astype(np.int64, copy=False),
+        int(cfg.get("knn_k", 20)),
+        bool(cfg.get("flip_tta", False)),
+        bool(cfg.get("autocast", True)),
+        source=str(run_dir),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -445,6 +522,9 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     knn = knn_accuracy(train_emb, train_set.labels, val_emb, val_set.labels, k=cfg.knn_k)
     save_npy(run.file("val_embeddings.npy"), val_emb)
     save_npy(run.file("val_labels.npy"), val_set.labels.astype(np.int64))
+    # the kNN classifier's reference set: `reprlab predict` votes with it (KNNPredictor)
+    save_npy(run.file("train_embeddings.npy"), train_emb)
+    save_npy(run.file("train_labels.npy"), train_set.labels.astype(np.int64))
     if test_set is not None:
         test_emb = embed_(test_set.images, "embed test")
         save_npy(run.file("test_embeddings.npy"), test_emb)

@@ -153,6 +153,14 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, np.asarray(array), allow_pickle=False)
 
 
+def load_npy(path: str | Path) -> np.ndarray:
+    """An ``.npy`` array read without pickles; a one-line error naming the file otherwise."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise ReprlabError(f"{path}: not a readable .npy array ({str(e)[:200]})") from None
+
+
 def write_predictions(path: str | Path, labels: np.ndarray, overwrite: bool = True) -> None:
     """The report's leaderboard format: one integer label per line, row i for image i."""
     path = Path(path)

@@ -2,12 +2,13 @@
 
     reprlab predict runs/ftnn --data cifar10_test_images.npz --out predictions.csv
 
-Works for every classifier mode (``logistic``, ``softmax``, ``fine_tune_linear``,
-``fine_tune_nn``): the run folder's ``config.json`` names the mode, its model file (``model.npz``
-or ``model.pt``, plus the copied ``encoder.pt`` of ``fine_tune_linear``) holds everything the
-prediction needs. Output: one integer label per line, row i for image i (the report's
-leaderboard format), in the training set's class numbering. An existing output file is kept
-unless ``--overwrite``.
+Works for every mode that labels images (``logistic``, ``softmax``, ``cont_rep``,
+``fine_tune_linear``, ``fine_tune_nn``): the run folder's ``config.json`` names the mode, its
+model file (``model.npz`` or ``model.pt``, plus the copied ``encoder.pt`` of
+``fine_tune_linear``; ``encoder.pt`` and the training embeddings of ``cont_rep``, whose kNN vote
+labels the images) holds everything the prediction needs. Output: one integer label per line,
+row i for image i (the report's leaderboard format), in the training set's class numbering. An
+existing output file is kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import numpy as np
 from reprlab.errors import ReprlabError
 from reprlab.io import read_json, write_predictions
 
-CLASSIFIER_MODES = ("logistic", "softmax", "fine_tune_linear", "fine_tune_nn")
+CLASSIFIER_MODES = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished classifier run")
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="folder of a finished run of any mode")
     parser.add_argument(
         "--data",
         required=True,
@@ -71,6 +72,10 @@ def load_predictor(run_dir: str | Path) -> tuple[str, Any]:
         if not model_file.is_file():
             raise ReprlabError(f"{model_file}: model file not found (is the run finished?)")
         return mode, load_linear_model(model_file)
+    if mode == "cont_rep":
+        from reprlab.contrastive import load_knn_classifier
+
+        return mode, load_knn_classifier(run_dir)
     from reprlab.finetune import load_classifier, load_fine_tune_linear
 
     if mode == "fine_tune_linear":
