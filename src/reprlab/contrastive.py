@@ -292,7 +292,6 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
                 "train_embeddings.npy cannot predict: rerun them)"
             )
     encoder, meta = load_encoder(files[0])
-    cfg = read_json(run_dir / "config.json").get("config", {})
     emb, labels = (load_npy(f) for f in files[1:])
     if (
         emb.ndim != 2
@@ -302,14 +301,21 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
         or len(emb) == 0
     ):
         raise ReprlabError(f"{run_dir}: training embeddings and labels do not match the encoder")
+    # the vote and the embedding exactly as the run recorded them (no second set of defaults)
+    cfg_file = run_dir / "config.json"
+    cfg = read_json(cfg_file).get("config") or {}
+    try:
+        k, flip_tta, autocast = int(cfg["knn_k"]), bool(cfg["flip_tta"]), bool(cfg["autocast"])
+    except (KeyError, TypeError, ValueError):
+        raise ReprlabError(f"{cfg_file}: lacks the run's knn_k, flip_tta or autocast") from None
     return KNNPredictor(
         encoder,
         meta,
         emb.astype(np.float32, copy=False),
         labels.astype(np.int64, copy=False),
-        int(cfg.get("knn_k", 20)),
-        bool(cfg.get("flip_tta", False)),
-        bool(cfg.get("autocast", True)),
+        k,
+        flip_tta,
+        autocast,
         source=str(run_dir),
     )
 
