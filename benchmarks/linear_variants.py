@@ -5,6 +5,9 @@ lr 0.01; softmax: 3000, lr 0.03; batch 256, cosine, clipping 5, mirroring, best 
 
     gamma<g>   pixels ** g           log<e>   log(pixels + e)      pimg   per-image mean/std
     shift<p>   random translations   drop<p>  input dropout        tta    flip TTA at validation
+    stta       flip and 1-px shift TTA (mean decision function over 10 views)
+    jit<p>     contrast jitter: each standardised row scaled by U(1-p, 1+p)
+    ppix       per-pixel (not per-channel) standardisation
     it<n> lr<x> bs<n> l2<x>          SGD updates, learning rate, batch size, L2
     plain      nothing added
 
@@ -48,11 +51,14 @@ def encode(images: np.ndarray, tokens: list[str]) -> np.ndarray:
 def augmenter(tokens: list[str], shape: tuple[int, int, int]) -> Any:
     shift = next((int(t[5:]) for t in tokens if t.startswith("shift")), 0)
     drop = next((float(t[4:]) for t in tokens if t.startswith("drop")), 0.0)
-    if not shift and not drop:
+    jit = next((float(t[3:]) for t in tokens if t.startswith("jit")), 0.0)
+    if not shift and not drop and not jit:
         return None
 
     def augment(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         X = D.random_translate(X, shape, shift, rng)
+        if jit:
+            X = X * rng.uniform(1 - jit, 1 + jit, (len(X), 1)).astype(np.float32)
         if drop:
             X = X * ((rng.random(X.shape, dtype=np.float32) >= drop) / np.float32(1 - drop))
         return X
@@ -78,8 +84,13 @@ def main() -> None:
             tr, va = D.stratified_split(ds.labels, 0.2, seed)
             x_tr, x_va = encode(ds.images[tr], tokens), encode(ds.images[va], tokens)
             scaler = D.Standardizer().fit(x_tr)
+            ppix = (x_tr.mean(0), x_tr.std(0) + 1e-3) if "ppix" in tokens else None
 
-            def rows(x: np.ndarray, scaler: D.Standardizer = scaler) -> np.ndarray:
+            def rows(
+                x: np.ndarray, scaler: D.Standardizer = scaler, ppix: Any = ppix
+            ) -> np.ndarray:
+                if ppix is not None:  # one mean/std per pixel and channel
+                    return D.flatten((x - ppix[0]) / ppix[1])
                 return D.flatten(scaler.transform(x))
 
             kw: dict[str, Any] = (
@@ -101,7 +112,15 @@ def main() -> None:
             )
             X_va, y_va = rows(x_va), ds.labels[va]
             model.fit(rows(x_tr), ds.labels[tr], X_va, y_va, X_mirror=rows(x_tr[:, :, ::-1]))
-            if "tta" in tokens:  # mean of the image's and its mirror's probabilities
+            if "stta" in tokens:  # mean decision function over flips x 1-px shifts
+                views = [x_va, x_va[:, :, ::-1]]
+                pad = [np.pad(v, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect") for v in views]
+                h, w = x_va.shape[1:3]
+                views += [q[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for q in pad
+                          for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))]
+                f = sum(model.decision_function(rows(v)) for v in views)
+                accs.append(float(np.mean(f.argmax(1) == y_va)))
+            elif "tta" in tokens:  # mean of the image's and its mirror's probabilities
                 p = model.predict_proba(X_va) + model.predict_proba(rows(x_va[:, :, ::-1]))
                 accs.append(float(np.mean(p.argmax(1) == y_va)))
             else:

@@ -87,9 +87,17 @@ def test_run_writes_everything_and_learns(finished):
 
     ds = load_images(finished_source(out))
     ds = ds.subset(stratified_subset(ds.labels, 600, 0))
-    _, va = stratified_split(ds.labels, 0.2, 0)
-    again = embed(enc, ds.images[va], meta["mean"], meta["std"], progress=False, flip_tta=True)
+    tr, va = stratified_split(ds.labels, 0.2, 0)
+    # the saved validation embeddings are the kNN's queries: flip- and shift-averaged
+    kw = dict(progress=False, flip_tta=True)
+    again = embed(enc, ds.images[va], meta["mean"], meta["std"], translate_tta=True, **kw)
     np.testing.assert_allclose(again, emb, atol=1e-5)
+    # ... and the reference set is embedded unshifted: together they give the summary's kNN
+    ref = np.load(out / "train_embeddings.npy")
+    plain_ref = embed(enc, ds.images[tr], meta["mean"], meta["std"], **kw)
+    np.testing.assert_allclose(ref, plain_ref, atol=1e-5)
+    labels = np.load(out / "train_labels.npy")
+    assert knn_accuracy(ref, labels, emb, ds.labels[va], k=5) == s["knn_acc"]
 
 
 def finished_source(out: Path) -> str:
@@ -188,6 +196,25 @@ def test_embed_is_deterministic_across_batch_sizes():
     flip = embed(enc, imgs, batch_size=8, flip_tta=True, **kw)
     mirrored = embed(enc, imgs[:, :, ::-1].copy(), batch_size=8, **kw)
     np.testing.assert_allclose(flip, (b + mirrored) / 2, atol=1e-5)
+
+
+def test_embed_translate_tta_weights_the_shifted_views():
+    """translate_tta = 1/2 the (flip-averaged) embedding + 1/4 each of the image shifted one
+    pixel up-left and down-right, borders filled by reflection."""
+    torch.manual_seed(0)
+    enc = build_encoder("airbench_small", 16)
+    imgs = np.random.default_rng(1).integers(0, 256, size=(12, 32, 32, 3), dtype=np.uint8)
+    kw = dict(mean=[0.5] * 3, std=[0.25] * 3, autocast=False, progress=False, flip_tta=True)
+
+    def shifted(d: int) -> np.ndarray:  # content moved d pixels right and down, reflect-filled
+        p = np.pad(imgs, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        return np.ascontiguousarray(p[:, 1 - d : 33 - d, 1 - d : 33 - d])
+
+    got = embed(enc, imgs, batch_size=5, translate_tta=True, **kw)
+    centre = embed(enc, imgs, **kw)
+    want = 0.5 * centre + 0.25 * (embed(enc, shifted(1), **kw) + embed(enc, shifted(-1), **kw))
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert not np.allclose(got, centre, atol=1e-3)  # the shifts do change the embedding
 
 
 def test_embed_moves_the_encoder_to_its_device(monkeypatch):

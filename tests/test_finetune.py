@@ -14,12 +14,12 @@ import torch
 from reprlab.augment import translate
 from reprlab.cli import config_for, main
 from reprlab.contrastive import load_encoder, run_cont_rep
+from reprlab.embed import multi_crop
 from reprlab.finetune import (
     FineTuneNNConfig,
     classifier_proba,
     load_classifier,
     load_fine_tune_linear,
-    multi_crop,
     run_fine_tune_linear,
     run_fine_tune_nn,
 )

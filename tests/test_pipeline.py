@@ -179,7 +179,7 @@ def test_precedence(tmp_path: Path) -> None:
 
 def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) -> None:
     """The seed preset reproduces the report: no pixel encoding, mirroring or translation,
-    whatever the modes' own (fast) defaults are."""
+    and no test-time averaging, whatever the modes' own (fast) defaults are."""
     from reprlab.cli import _parser
     from reprlab.pipeline import plan_stages, resolve_options
 
@@ -193,6 +193,9 @@ def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) 
         assert plan[stage]["flip_augment"] is False
         assert fast[stage]["gamma"] < 1.0  # the fast defaults do re-encode the pixels
     assert fast["softmax"]["translate"] == 1
+    for stage in ("cont_rep", "fine_tune_linear", "fine_tune_nn"):  # the report had no TTA
+        assert plan[stage]["flip_tta"] is False and plan[stage]["translate_tta"] is False
+        assert fast[stage]["flip_tta"] is True and fast[stage]["translate_tta"] is True
 
 
 def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:

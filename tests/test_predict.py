@@ -71,6 +71,30 @@ def test_predict_reproduces_the_runs_predictions(which, request, small_test, tmp
     assert len(labels) == 64 and labels.min() >= 0 and labels.max() < 10
 
 
+def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run, tmp_path):  # noqa: F811
+    """cont_rep config.json and fine_tune_linear model.npz files written before the option
+    have no translate_tta: those runs embedded unshifted images, so they predict that way."""
+    from reprlab.contrastive import load_knn_classifier
+    from reprlab.finetune import load_fine_tune_linear
+    from reprlab.io import read_json, read_npz, save_npz, write_json
+
+    assert load_knn_classifier(knn_run).translate_tta is True  # the default now
+    old_knn = tmp_path / "knn"
+    shutil.copytree(knn_run, old_knn)
+    cfg = read_json(old_knn / "config.json")
+    del cfg["config"]["translate_tta"]
+    write_json(old_knn / "config.json", cfg)
+    assert load_knn_classifier(old_knn).translate_tta is False
+
+    ftl = ftl_run[0]
+    assert load_fine_tune_linear(ftl).translate_tta is True
+    old_ftl = tmp_path / "ftl"
+    shutil.copytree(ftl, old_ftl)
+    arrays = {k: v for k, v in read_npz(old_ftl / "model.npz").items() if k != "translate_tta"}
+    save_npz(old_ftl / "model.npz", **arrays)
+    assert load_fine_tune_linear(old_ftl).translate_tta is False
+
+
 def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, capsys):  # noqa: F811
     run = nn_run[0]
     with np.load(small_test) as z:

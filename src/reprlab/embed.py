@@ -3,7 +3,7 @@
 * :func:`to_input`: uint8 NHWC batch -> normalised float NCHW (channels_last) tensor; the one
   place images are normalised for every neural mode.
 * :func:`embed`: batched, no-grad, eval-mode embeddings (optionally averaged with the mirrored
-  image, ``flip_tta``).
+  image, ``flip_tta``, and with 1-pixel shifts, ``translate_tta``: :func:`multi_crop`).
 * :func:`knn_accuracy`: k-nearest-neighbour classification accuracy (cosine or Euclidean),
   chunked matrix products, so 40k x 10k takes well under a second.
 * :func:`tsne_2d`: openTSNE (FFT-accelerated) -- measured faster than scikit-learn's
@@ -12,11 +12,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from reprlab.augment import translate
 from reprlab.train import autocast_ctx, pick_device
+
+View = TypeVar("View", np.ndarray, torch.Tensor)
 
 
 def as_mean_std(mean: np.ndarray | list[float], std: np.ndarray | list[float]) -> tuple:
@@ -46,6 +52,21 @@ def to_input(
     return y.contiguous()
 
 
+def multi_crop(
+    view_at: Callable[[tuple[int, int]], View],
+    translate_tta: bool,
+    centre: View | None = None,
+) -> View:
+    """airbench94's multi-crop TTA: with ``translate_tta``, 1/2 the unshifted view plus 1/4
+    each of the image shifted one pixel up-left and down-right; else the unshifted view.
+    ``view_at(shift)`` gives the view (probabilities, embeddings) at a shift (dx, dy);
+    ``centre``, the unshifted one when it is already computed."""
+    v = view_at((0, 0)) if centre is None else centre
+    if not translate_tta:
+        return v
+    return 0.5 * v + 0.25 * (view_at((-1, -1)) + view_at((1, 1)))
+
+
 @torch.no_grad()
 def embed(
     encoder: torch.nn.Module,
@@ -58,12 +79,14 @@ def embed(
     flip_tta: bool = False,
     progress: bool = True,
     desc: str = "embed",
+    translate_tta: bool = False,
 ) -> np.ndarray:
     """Embeddings ``(N, z_dim)`` float32 of uint8 NHWC ``images`` (eval mode, no grad).
 
     Each image is processed independently of its batch-mates (eval-mode BatchNorm), so the
     result does not depend on ``batch_size`` beyond float rounding of the kernels chosen.
-    ``flip_tta`` averages the embeddings of the image and its mirror. The encoder is moved to
+    ``flip_tta`` averages the embeddings of the image and its mirror; ``translate_tta`` averages
+    those of 1-pixel shifts too (:func:`multi_crop`). The encoder is moved to
     ``device`` (it stays there); its train/eval mode is restored afterwards.
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
@@ -81,14 +104,17 @@ def embed(
     encoder.eval()
     n = len(x_all)
     out: np.ndarray | None = None
+
+    def view(xb: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
+        v = translate(xb, *shift)
+        with autocast_ctx(dev, autocast):
+            z = encoder(v).float()
+            return 0.5 * (z + encoder(v.flip(3)).float()) if flip_tta else z
+
     try:
         for i in tqdm(range(0, n, batch_size), desc=desc, disable=not progress, leave=False):
             xb = to_input(x_all[i : i + batch_size].to(dev), mean_t, std_t)
-            with autocast_ctx(dev, autocast):
-                z = encoder(xb).float()
-                if flip_tta:
-                    z = 0.5 * (z + encoder(xb.flip(3)).float())
-            zb = z.cpu().numpy()
+            zb = multi_crop(lambda s, xb=xb: view(xb, s), translate_tta).cpu().numpy()
             if out is None:
                 out = np.empty((n, zb.shape[1]), dtype=np.float32)
             out[i : i + len(zb)] = zb

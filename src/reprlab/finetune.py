@@ -29,7 +29,6 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,7 +44,7 @@ from reprlab import io, plots
 from reprlab.augment import random_crop_flip, translate
 from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder
-from reprlab.embed import as_mean_std, embed, to_input
+from reprlab.embed import as_mean_std, embed, multi_crop, to_input
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
@@ -140,6 +139,14 @@ class FineTuneLinearConfig(_EncoderConfig):
     flip_tta: bool = arg(
         True, "average each image's embedding with its mirror's (train, validation, test)"
     )
+    # airbench94's multi-crop TTA on the validation and test embeddings (the training ones
+    # stay unshifted): on the three fast pipelines' probes (seeds 0-2) 87.22/87.85/87.86 % ->
+    # 87.51/88.29/88.20 %, for 3x the passes over validation and test images (~+25 s)
+    translate_tta: bool = arg(
+        True,
+        "also average the embeddings of the validation and test images shifted 1 pixel up-left "
+        "and down-right (weights 1/2, 1/4, 1/4), as fine_tune_nn's --translate_tta",
+    )
     flip_augment: bool = arg(
         False, "also train on the mirrored training images' embeddings (embeds train twice)"
     )
@@ -157,6 +164,7 @@ class FineTuneLinearConfig(_EncoderConfig):
             "l2_lambda": 0.0,
             "normalize": False,
             "flip_tta": False,
+            "translate_tta": False,
             "early_stop_metric": "val_loss",
             "patience": 300,
             "eval_every": 1,
@@ -454,6 +462,7 @@ class EmbeddingLinearPredictor:
         normalize: bool,
         features: str,
         flip_tta: bool,
+        translate_tta: bool,
         classes: list[str],
         image_shape: tuple[int, int, int],
         source: str = "model",
@@ -464,7 +473,8 @@ class EmbeddingLinearPredictor:
         self.b = np.asarray(b, dtype=np.float32).reshape(-1)
         self.feat_mean = np.asarray(feat_mean, dtype=np.float32)
         self.feat_std = np.asarray(feat_std, dtype=np.float32)
-        self.normalize, self.features, self.flip_tta = normalize, features, flip_tta
+        self.normalize, self.features = normalize, features
+        self.flip_tta, self.translate_tta = flip_tta, translate_tta
         self.classes = list(classes)
         self.image_shape = tuple(int(v) for v in image_shape)
         self.source = source
@@ -492,6 +502,7 @@ class EmbeddingLinearPredictor:
             flip_tta=self.flip_tta,
             progress=progress,
             desc="embed",
+            translate_tta=self.translate_tta,
         )
 
     def predict_proba(self, images: np.ndarray, **kw: Any) -> np.ndarray:
@@ -551,6 +562,7 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
         bool(f["normalize"]),
         str(f["features"]),
         bool(f.get("flip_tta", False)),
+        bool(f.get("translate_tta", False)),  # model files before the option had none
         [str(c) for c in f["classes"]],
         tuple(int(v) for v in meta["image_shape"]),  # type: ignore[arg-type]
         source=str(path),
@@ -568,7 +580,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
 
     net = _feature_module(encoder, cfg.features).to(device, memory_format=torch.channels_last)
 
-    def emb(images: np.ndarray, desc: str) -> np.ndarray:
+    def emb(images: np.ndarray, desc: str, shifts: bool = False) -> np.ndarray:
         return embed(
             net,
             images,
@@ -580,11 +592,12 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
             flip_tta=cfg.flip_tta,
             progress=cfg.progress,
             desc=desc,
+            translate_tta=shifts,
         )
 
     t_emb = time.perf_counter()
     e_train = emb(sp.train.images, "embed train")
-    e_val = emb(sp.val.images, "embed val")
+    e_val = emb(sp.val.images, "embed val", shifts=cfg.translate_tta)
     y_train = sp.train.labels
     if cfg.flip_augment:
         mirrored = np.ascontiguousarray(sp.train.images[:, :, ::-1])
@@ -651,6 +664,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         normalize=np.array(cfg.normalize),
         features=np.array(cfg.features),
         flip_tta=np.array(cfg.flip_tta),
+        translate_tta=np.array(cfg.translate_tta),
         classes=np.array(classes),
         image_shape=np.array(sp.train.shape, dtype=np.int64),
         encoder_file=np.array("encoder.pt"),
@@ -813,21 +827,6 @@ def classifier_proba(
     finally:
         model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
-
-
-def multi_crop(
-    proba_at: Callable[[tuple[int, int]], np.ndarray],
-    translate_tta: bool,
-    centre: np.ndarray | None = None,
-) -> np.ndarray:
-    """airbench94's multi-crop TTA: with ``translate_tta``, 1/2 the unshifted probabilities
-    plus 1/4 each of the image shifted one pixel up-left and down-right; else the unshifted.
-    ``proba_at(shift)`` gives the probabilities at a shift; ``centre``, the unshifted ones
-    when they are already computed."""
-    p = proba_at((0, 0)) if centre is None else centre
-    if not translate_tta:
-        return p
-    return 0.5 * p + 0.25 * (proba_at((-1, -1)) + proba_at((1, 1)))
 
 
 def _save_classifier(

@@ -64,7 +64,9 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "warmup_iters": 4,
                 "eval_every": 10,
                 "knn_eval_size": 600,
-                "flip_tta": False,  # the mirror pass doubles embedding time: not needed here
+                # the mirror pass doubles embedding time, the shifts triple it: not needed here
+                "flip_tta": False,
+                "translate_tta": False,
             },
         ),
         "fine_tune_linear": (
@@ -75,6 +77,7 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "batch_size": 256,
                 "eval_every": 10,
                 "flip_tta": False,
+                "translate_tta": False,
             },
         ),
         "fine_tune_nn": (
