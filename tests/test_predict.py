@@ -95,6 +95,24 @@ def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run,
     assert load_fine_tune_linear(old_ftl).translate_tta is False
 
 
+@pytest.mark.parametrize("key,value", [
+    ("translate_tta", np.array([1, 0])), ("flip_tta", np.array("yes")),
+    ("normalize", np.array(2)), ("binary", np.array([True])),
+])
+def test_model_file_with_a_malformed_flag_is_one_line_error(
+    key, value, softmax_run, ftl_run, small_test, tmp_path, capsys  # noqa: F811
+):
+    """A true/false field of a model.npz that is not one boolean: exit 2, naming file and key."""
+    from reprlab.io import read_npz, save_npz
+
+    run = tmp_path / "run"
+    shutil.copytree(softmax_run if key == "binary" else ftl_run[0], run)
+    save_npz(run / "model.npz", **{**read_npz(run / "model.npz"), key: value})
+    argv = ["predict", str(run), "--data", str(small_test), "--out", str(tmp_path / "p.csv")]
+    _fails(argv, f"model.npz: {key} must be true or false", capsys)
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, capsys):  # noqa: F811
     run = nn_run[0]
     with np.load(small_test) as z:

@@ -559,10 +559,10 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
         f["b"],
         f["feat_mean"],
         f["feat_std"],
-        bool(f["normalize"]),
+        io.npz_flag(f, "normalize", path, default=False),  # present: checked above
         str(f["features"]),
-        bool(f.get("flip_tta", False)),
-        bool(f.get("translate_tta", False)),  # model files before the option had none
+        io.npz_flag(f, "flip_tta", path, default=False),
+        io.npz_flag(f, "translate_tta", path, default=False),  # files before the option: off
         [str(c) for c in f["classes"]],
         tuple(int(v) for v in meta["image_shape"]),  # type: ignore[arg-type]
         source=str(path),

@@ -148,6 +148,17 @@ def read_npz(path: str | Path, what: str = "model") -> dict[str, np.ndarray]:
         raise ReprlabError(f"{path}: not a readable .npz {what} ({str(e)[:200]})") from None
 
 
+def npz_flag(arrays: dict[str, np.ndarray], key: str, path: str | Path, default: bool) -> bool:
+    """A true/false field of a model file read by :func:`read_npz`: one boolean (or 0/1);
+    files written before the field existed lack it and get ``default``."""
+    if key not in arrays:
+        return default
+    v = np.asarray(arrays[key])
+    if v.shape != () or v.dtype.kind not in "biu" or v.item() not in (0, 1):
+        raise ReprlabError(f"{path}: {key} must be true or false, got {_short(v.tolist())}")
+    return bool(v)
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, np.asarray(array), allow_pickle=False)

@@ -375,7 +375,7 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         [str(c) for c in f["classes"]],
         [int(c) for c in f["class_ids"]],
         shape,  # type: ignore[arg-type]
-        bool(f["binary"]),
+        io.npz_flag(f, "binary", path, default=False),  # present: checked above
         source=str(path),
         gamma=float(gamma),
     )
