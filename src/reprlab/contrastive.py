@@ -453,7 +453,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             val_triplets = (keep[a], keep[p], keep[n])
 
     def embed_(
-        images: np.ndarray, desc: str, tta: bool | None = None, shifts: bool = False
+        images: np.ndarray, desc: str, flip: bool | None = None, shifts: bool = False
     ) -> np.ndarray:
         return embed(
             encoder,
@@ -463,7 +463,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             batch_size=cfg.embed_batch_size,
             device=device,
             autocast=cfg.autocast,
-            flip_tta=cfg.flip_tta if tta is None else tta,
+            flip_tta=cfg.flip_tta if flip is None else flip,
             progress=False,
             desc=desc,
             translate_tta=shifts,
@@ -472,14 +472,14 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     def evaluate(it: int) -> dict[str, float]:
         """kNN accuracy and val loss on fixed subsets, without the mirror (half the cost)."""
         out: dict[str, float] = {}
-        ref = embed_(train_set.images[ref_idx], "embed train", tta=False)
-        q = embed_(val_set.images[q_idx], "embed val", tta=False)
+        ref = embed_(train_set.images[ref_idx], "embed train", flip=False)
+        q = embed_(val_set.images[q_idx], "embed val", flip=False)
         out["knn_acc"] = knn_accuracy(
             ref, train_set.labels[ref_idx], q, val_set.labels[q_idx], k=cfg.knn_k
         )
         out["val_acc"] = out["knn_acc"]  # drawn by plot_curves as accuracy.png
         if val_triplets is not None:  # the training loss (same mining) on a fixed val batch
-            e = torch.from_numpy(embed_(val_set.images[vb_idx], "embed val batch", tta=False))
+            e = torch.from_numpy(embed_(val_set.images[vb_idx], "embed val batch", flip=False))
             trip = tuple(torch.from_numpy(v) for v in val_triplets)
             out["val_loss"] = float(triplet_loss(e, torch.from_numpy(vb_y), trip))
         return out
