@@ -7,6 +7,7 @@ lr 0.01; softmax: 3000, lr 0.03; batch 256, cosine, clipping 5, mirroring, best 
     shift<p>   random translations   drop<p>  input dropout        tta    flip TTA at validation
     stta       flip and 1-px shift TTA (mean decision function over 10 views)
     jit<p>     contrast jitter: each standardised row scaled by U(1-p, 1+p)
+    pshift<q>  translate only a fraction q of each batch (with shift<p>)
     ppix       per-pixel (not per-channel) standardisation
     it<n> lr<x> bs<n> l2<x>          SGD updates, learning rate, batch size, L2
     plain      nothing added
@@ -52,11 +53,17 @@ def augmenter(tokens: list[str], shape: tuple[int, int, int]) -> Any:
     shift = next((int(t[5:]) for t in tokens if t.startswith("shift")), 0)
     drop = next((float(t[4:]) for t in tokens if t.startswith("drop")), 0.0)
     jit = next((float(t[3:]) for t in tokens if t.startswith("jit")), 0.0)
+    frac = next((float(t[6:]) for t in tokens if t.startswith("pshift")), 1.0)
     if not shift and not drop and not jit:
         return None
 
     def augment(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        X = D.random_translate(X, shape, shift, rng)
+        if frac < 1:
+            sel = rng.random(len(X)) < frac
+            X = X.copy()
+            X[sel] = D.random_translate(X[sel], shape, shift, rng)
+        else:
+            X = D.random_translate(X, shape, shift, rng)
         if jit:
             X = X * rng.uniform(1 - jit, 1 + jit, (len(X), 1)).astype(np.float32)
         if drop:
