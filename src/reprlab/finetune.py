@@ -6,7 +6,8 @@
 
 * ``fine_tune_linear`` (report 2.4, Algorithm 2 line 2): the encoder is frozen; the training,
   validation (and test) images are embedded once (batched, no gradients, bf16 autocast where
-  available), the embeddings are standardised with training statistics, and the from-scratch
+  available; validation and test images averaged over 1-pixel shifts, ``--translate_tta``),
+  the embeddings are standardised with training statistics, and the from-scratch
   NumPy :class:`~reprlab.linear.SoftmaxRegression` (L2, clipping, early stopping) is trained on
   them. The run folder holds ``model.npz`` (softmax weights + feature statistics) and a copy of
   the encoder (``encoder.pt``), so ``reprlab predict RUN`` works from the folder alone.
