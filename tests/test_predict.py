@@ -95,6 +95,39 @@ def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run,
     assert load_fine_tune_linear(old_ftl).translate_tta is False
 
 
+def test_predict_tta_overrides_the_runs_averaging(knn_run, ftl_run, nn_run, small_test, tmp_path):  # noqa: F811
+    """--tta none / flip: labels of the un-averaged / flip-only predictions, computed here
+    through the library's own entry points; --tta run is the run's predictions.csv (above)."""
+    from reprlab.contrastive import load_encoder
+    from reprlab.embed import embed, knn_predict
+    from reprlab.finetune import load_classifier, load_fine_tune_linear
+
+    with np.load(small_test) as z:
+        images = z["images"]
+
+    def labels(run: Path, tta: str) -> np.ndarray:
+        out = tmp_path / f"{run.parent.name}-{tta}.csv"
+        assert main(["predict", str(run), "--data", str(small_test), "--out", str(out),
+                     "--tta", tta]) == 0
+        return np.array(out.read_text().split(), dtype=np.int64)
+
+    enc, meta = load_encoder(knn_run / "encoder.pt")
+    for tta, flip in (("none", False), ("flip", True)):
+        z = embed(enc, images, meta["mean"], meta["std"], flip_tta=flip, progress=False)
+        ref = np.load(knn_run / "train_embeddings.npy"), np.load(knn_run / "train_labels.npy")
+        assert np.array_equal(labels(knn_run, tta), knn_predict(*ref, z, k=7)), tta
+
+    ftl = load_fine_tune_linear(ftl_run[0])
+    z = embed(ftl.encoder, images, ftl.enc_meta["mean"], ftl.enc_meta["std"], progress=False)
+    want = (ftl.transform(z) @ ftl.W + ftl.b).argmax(1)
+    assert np.array_equal(labels(ftl_run[0], "none"), want)
+
+    nn = load_classifier(nn_run[0])
+    for tta, flip in (("none", False), ("flip", True)):
+        p = nn.predict_proba(images, flip_tta=flip, translate_tta=False)
+        assert np.array_equal(labels(nn_run[0], tta), p.argmax(1)), tta
+
+
 @pytest.mark.parametrize("key,value", [
     ("translate_tta", np.array([1, 0])), ("flip_tta", np.array("yes")),
     ("normalize", np.array(2)), ("binary", np.array([True])),

@@ -8,7 +8,8 @@ model file (``model.npz`` or ``model.pt``, plus the copied ``encoder.pt`` of
 ``fine_tune_linear``; ``encoder.pt`` and the training embeddings of ``cont_rep``, whose kNN vote
 labels the images) holds everything the prediction needs. Output: one integer label per line,
 row i for image i (the report's leaderboard format), in the training set's class numbering. An
-existing output file is kept unless ``--overwrite``.
+existing output file is kept unless ``--overwrite``. ``--tta`` overrides the run's test-time
+averaging of the neural modes (``none``: one pass per image instead of up to six).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from reprlab.errors import ReprlabError
 from reprlab.io import read_json, write_predictions
 
 CLASSIFIER_MODES = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+TTA_CHOICES = ("run", "flip", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,11 +50,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--device", default="auto", help="auto (cuda, mps, cpu) | cpu | cuda | mps (default: auto)"
     )
+    parser.add_argument(
+        "--tta",
+        choices=TTA_CHOICES,
+        default="run",
+        help="test-time averaging of the neural modes: run = as the run did (reproduces its "
+        "predictions.csv); flip = the image and its mirror; none = the image alone, fastest "
+        "(linear modes have none; default: run)",
+    )
 
 
-def load_predictor(run_dir: str | Path) -> tuple[str, Any]:
+def load_predictor(run_dir: str | Path, tta: str = "run") -> tuple[str, Any]:
     """``(mode, predictor)`` of a finished classifier run; ``predictor.predict(images)``
-    returns labels and checks the images' shape against the training images'."""
+    returns labels and checks the images' shape against the training images'. ``tta``
+    (:data:`TTA_CHOICES`) replaces a neural run's test-time averaging unless ``run``."""
+    mode, predictor = _load(run_dir)
+    if tta not in TTA_CHOICES:
+        raise ReprlabError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
+    if tta != "run" and mode not in ("logistic", "softmax"):
+        predictor.flip_tta, predictor.translate_tta = tta == "flip", False
+    return mode, predictor
+
+
+def _load(run_dir: str | Path) -> tuple[str, Any]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReprlabError(f"{run_dir}: run folder not found")
@@ -89,11 +109,13 @@ def predict_labels(
     batch_size: int = 512,
     device: str = "auto",
     progress: bool = True,
+    tta: str = "run",
 ) -> np.ndarray:
-    """Labels of the images in ``images_path`` by the model of ``run_dir``."""
+    """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
+    :func:`load_predictor`)."""
     from reprlab.data import load_images
 
-    mode, predictor = load_predictor(run_dir)
+    mode, predictor = load_predictor(run_dir, tta)
     ds = load_images(images_path, split="test")
     shape = tuple(predictor.image_shape)
     if tuple(ds.images.shape[1:]) != shape:
@@ -117,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
-    labels = predict_labels(args.run_dir, args.data, args.batch_size, args.device)
+    labels = predict_labels(args.run_dir, args.data, args.batch_size, args.device, tta=args.tta)
     write_predictions(out, labels, overwrite=True)
     counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
     print(f"predict: {len(labels)} labels -> {out} (per class: {counts.tolist()})")
