@@ -23,7 +23,8 @@ import numpy as np
 from reprlab.errors import ReprlabError
 from reprlab.io import read_json, write_predictions
 
-CLASSIFIER_MODES = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+LINEAR_MODES = ("logistic", "softmax")  # NumPy models: no batches, devices or averaging
+CLASSIFIER_MODES = (*LINEAR_MODES, "cont_rep", "fine_tune_linear", "fine_tune_nn")
 TTA_CHOICES = ("run", "flip", "none")
 
 
@@ -64,10 +65,10 @@ def load_predictor(run_dir: str | Path, tta: str = "run") -> tuple[str, Any]:
     """``(mode, predictor)`` of a finished classifier run; ``predictor.predict(images)``
     returns labels and checks the images' shape against the training images'. ``tta``
     (:data:`TTA_CHOICES`) replaces a neural run's test-time averaging unless ``run``."""
-    mode, predictor = _load(run_dir)
     if tta not in TTA_CHOICES:
         raise ReprlabError(f"--tta must be one of {', '.join(TTA_CHOICES)}, got {tta!r}")
-    if tta != "run" and mode not in ("logistic", "softmax"):
+    mode, predictor = _load(run_dir)
+    if tta != "run" and mode not in LINEAR_MODES:
         predictor.flip_tta, predictor.translate_tta = tta == "flip", False
     return mode, predictor
 
@@ -85,7 +86,7 @@ def _load(run_dir: str | Path) -> tuple[str, Any]:
             f"{run_dir}: a {mode} run has no classifier to predict with "
             f"(use a run of {', '.join(CLASSIFIER_MODES)})"
         )
-    if mode in ("logistic", "softmax"):
+    if mode in LINEAR_MODES:
         from reprlab.linear_modes import load_linear_model
 
         model_file = run_dir / "model.npz"
@@ -124,7 +125,7 @@ def predict_labels(
             f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the model of {run_dir} was "
             f"trained on {'x'.join(map(str, shape))} images"
         )
-    if mode in ("logistic", "softmax"):
+    if mode in LINEAR_MODES:
         return np.asarray(predictor.predict(ds.images), dtype=np.int64)
     return predictor.predict(
         ds.images, batch_size=batch_size, device=device, progress=progress, where=ds.source
