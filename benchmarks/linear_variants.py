@@ -9,6 +9,8 @@ lr 0.01; softmax: 3000, lr 0.03; batch 256, cosine, clipping 5, mirroring, best 
     jit<p>     contrast jitter: each standardised row scaled by U(1-p, 1+p)
     pshift<q>  translate only a fraction q of each batch (with shift<p>)
     ppix       per-pixel (not per-channel) standardisation
+    pyr<a>     also a x the 2x2- and 4x4-average-pooled image as features (still linear in the
+               pixels: a reparametrisation whose SGD + L2 favour smooth weight templates)
     it<n> lr<x> bs<n> l2<x>          SGD updates, learning rate, batch size, L2
     plain      nothing added
 
@@ -49,15 +51,36 @@ def encode(images: np.ndarray, tokens: list[str]) -> np.ndarray:
     return x
 
 
+def pyramid_scale(tokens: list[str]) -> float:
+    return next((float(t[3:]) for t in tokens if t.startswith("pyr")), 0.0)
+
+
+def with_pyramid(X: np.ndarray, shape: tuple[int, int, int], scale: float) -> np.ndarray:
+    """Rows of pixels, followed by ``scale`` x their 2x2 and 4x4 average-pooled images."""
+    h, w, c = shape
+    img = X.reshape(len(X), h, w, c)
+    parts = [X]
+    for k in (2, 4):
+        pooled = img.reshape(len(X), h // k, k, w // k, k, c).mean(axis=(2, 4))
+        parts.append(np.float32(scale) * pooled.reshape(len(X), -1))
+    return np.concatenate(parts, axis=1).astype(np.float32)
+
+
 def augmenter(tokens: list[str], shape: tuple[int, int, int]) -> Any:
     shift = next((int(t[5:]) for t in tokens if t.startswith("shift")), 0)
     drop = next((float(t[4:]) for t in tokens if t.startswith("drop")), 0.0)
     jit = next((float(t[3:]) for t in tokens if t.startswith("jit")), 0.0)
     frac = next((float(t[6:]) for t in tokens if t.startswith("pshift")), 1.0)
+    pyr = pyramid_scale(tokens)
     if not shift and not drop and not jit:
         return None
 
     def augment(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if pyr:  # translate the pixels, then rebuild their pooled copies
+            return with_pyramid(base(X[:, : int(np.prod(shape))], rng), shape, pyr)
+        return base(X, rng)
+
+    def base(X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if frac < 1:
             sel = rng.random(len(X)) < frac
             X = X.copy()
@@ -94,11 +117,16 @@ def main() -> None:
             ppix = (x_tr.mean(0), x_tr.std(0) + 1e-3) if "ppix" in tokens else None
 
             def rows(
-                x: np.ndarray, scaler: D.Standardizer = scaler, ppix: Any = ppix
+                x: np.ndarray,
+                scaler: D.Standardizer = scaler,
+                ppix: Any = ppix,
+                pyr: float = pyramid_scale(tokens),
             ) -> np.ndarray:
                 if ppix is not None:  # one mean/std per pixel and channel
-                    return D.flatten((x - ppix[0]) / ppix[1])
-                return D.flatten(scaler.transform(x))
+                    r = D.flatten((x - ppix[0]) / ppix[1])
+                else:
+                    r = D.flatten(scaler.transform(x))
+                return with_pyramid(r, ds.shape, pyr) if pyr else r
 
             kw: dict[str, Any] = (
                 dict(num_iters=1000, lr=0.01)

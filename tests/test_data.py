@@ -38,6 +38,7 @@ from reprlab.data import (
     flatten,
     gamma_encode,
     grayscale,
+    limit_images,
     load_images,
     random_translate,
     select_classes,
@@ -85,7 +86,7 @@ def test_npz_labelled_and_unlabelled(tmp_path: Path) -> None:
     ds = load_images(make_npz(tmp_path / "a.npz", n=12, k=3))
     assert ds.images.shape == (12, 8, 8, 3) and ds.images.dtype == np.uint8
     assert ds.labels.dtype == np.int64 and list(ds.labels[:4]) == [0, 1, 2, 0]
-    assert ds.classes == CIFAR10_CLASSES  # labels in 0..9 -> CIFAR-10 names
+    assert ds.classes == ["0", "1", "2"]  # no names, labels 0..2: three classes, no phantoms
     assert ds.source == str(tmp_path / "a.npz") and len(ds) == 12
     np.testing.assert_array_equal(ds.images, random_images(12))
 
@@ -98,6 +99,8 @@ def test_npz_labelled_and_unlabelled(tmp_path: Path) -> None:
     assert named.classes == CLASSES3
     many = load_images(make_npz(tmp_path / "d.npz", n=12, k=12))
     assert many.classes == [str(i) for i in range(12)]
+    ten = load_images(make_npz(tmp_path / "e.npz", n=12, k=10))
+    assert ten.classes == CIFAR10_CLASSES  # labels 0..9 without names: CIFAR-10's
 
 
 def test_npz_grayscale_gets_channel_axis(tmp_path: Path) -> None:
@@ -304,6 +307,20 @@ def test_stratified_subset() -> None:
     assert np.bincount(labels[idx]).tolist() == [15, 15, 10]
     assert len(stratified_subset(labels, 31, seed=0)) == 31
     np.testing.assert_array_equal(idx, stratified_subset(labels, 40, seed=0))
+
+
+def test_limit_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ds = load_images(make_npz(tmp_path / "a.npz", n=30, k=3))
+    assert limit_images(ds, None, seed=0) is ds
+    sub = limit_images(ds, 12, seed=0)
+    assert np.bincount(sub.labels).tolist() == [4, 4, 4] and sub.source == ds.source
+    np.testing.assert_array_equal(sub.images, ds.images[stratified_subset(ds.labels, 12, 0)])
+    assert capsys.readouterr().err == ""
+    # a limit above the set (a quick preset on a small data set) keeps every image, with a note
+    assert limit_images(ds, 1500, seed=0) is ds
+    err = capsys.readouterr().err
+    assert "--limit 1500" in err and "30 images" in err and str(tmp_path / "a.npz") in err
+    assert limit_images(ds, 30, seed=0) is ds and capsys.readouterr().err == ""
 
 
 def test_select_classes(tmp_path: Path) -> None:

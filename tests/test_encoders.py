@@ -78,6 +78,26 @@ def test_whitening_init_whitens_patches() -> None:
     assert torch.allclose(cov, torch.eye(12), atol=0.05)
 
 
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_grayscale_encoders(name: str) -> None:
+    """One-channel images: every encoder takes ``in_channels=1``; airbench's whitening stem then
+    has 2 x 4 filters (both signs of the 4 directions of a 2x2 gray patch) and whitens them."""
+    torch.manual_seed(0)
+    model = build_encoder(name, 8, in_channels=1)
+    x = torch.randn(16, 1, 32, 32) * 3.0
+    if hasattr(model, "init_whitening"):
+        assert model.whiten.out_channels == 8
+        model.init_whitening(x)
+        with torch.no_grad():
+            out = model.whiten(x)[:, :4].permute(0, 2, 3, 1).reshape(-1, 4)
+        assert torch.allclose(torch.cov(out.T), torch.eye(4), atol=0.05)
+    model.eval()
+    with torch.no_grad():
+        assert model(x).shape == (16, 8)
+    with pytest.raises(RuntimeError):  # RGB images do not fit a gray encoder
+        model(torch.randn(2, 3, 32, 32))
+
+
 def test_summary_lists_layers_and_params() -> None:
     text = encoder_summary(build_encoder("vgg16_bn", 64))
     assert "16,328,832" in text

@@ -192,3 +192,37 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
         == 0
     )
     assert existing.read_text() == (run / "predictions.csv").read_text()
+
+
+def test_grayscale_images_through_every_neural_mode(cifar_train, small_test, tmp_path):  # noqa: F811
+    """Real CIFAR-10 images reduced to one channel: cont_rep builds a 1-channel encoder, the
+    fine-tuning modes load it, and predict reproduces each run's file; RGB images are refused."""
+    from reprlab.data import limit_images, load_images
+
+    ds = limit_images(load_images(cifar_train, require_labels=True), 400, seed=0)
+    gray = tmp_path / "gray.npz"
+    np.savez(gray, images=ds.images[..., :1], labels=ds.labels)
+    with np.load(small_test) as z:
+        np.savez(tmp_path / "gray_test.npz", images=z["images"][:32, :, :, :1])
+    test = str(tmp_path / "gray_test.npz")
+    common = ["--data", str(gray), "--test_data", test, "--no-progress", "--batch_size", "32"]
+    cr = tmp_path / "cr"
+    assert main(["cont_rep", *common, "--out", str(cr), "--encoder", "airbench_small",
+                 "--z_dim", "16", "--num_iters", "6", "--eval_every", "6", "--no-tsne"]) == 0
+    enc = ["--encoder_path", str(cr)]
+    assert main(["fine_tune_linear", *common, *enc, "--out", str(tmp_path / "ftl"),
+                 "--num_iters", "20"]) == 0
+    assert main(["fine_tune_nn", *common, *enc, "--out", str(tmp_path / "nn"),
+                 "--num_iters", "6", "--eval_every", "3"]) == 0
+    for run in (cr, tmp_path / "ftl", tmp_path / "nn"):
+        out = tmp_path / f"{run.name}.csv"
+        assert main(["predict", str(run), "--data", test, "--out", str(out)]) == 0
+        assert out.read_text() == (run / "predictions.csv").read_text()
+        assert len(out.read_text().split()) == 32
+    assert main(["predict", str(cr), "--data", str(small_test), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+    # continuing the gray encoder (its run folder) on RGB images: refused before anything is written
+    rgb = ["--data", str(cifar_train), "--limit", "400", "--no-progress", "--batch_size", "32"]
+    assert main(["cont_rep", *rgb, *enc, "--out", str(tmp_path / "x"), "--encoder",
+                 "airbench_small", "--z_dim", "16", "--num_iters", "2", "--no-tsne"]) == 2
+    assert not (tmp_path / "x").exists()

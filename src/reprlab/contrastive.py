@@ -24,10 +24,11 @@ from reprlab.config import arg, positive
 from reprlab.data import (
     ImageSet,
     Standardizer,
+    check_batch_size,
     check_compatible,
+    limit_images,
     load_images,
     stratified_split,
-    stratified_subset,
     to_float,
 )
 from reprlab.embed import as_mean_std, embed, knn_accuracy, knn_predict, to_input, tsne_2d
@@ -190,8 +191,12 @@ class ContRepConfig(NeuralRunConfig):
         if self.batch_size < 4:
             raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
 
-    def encoder_kwargs(self) -> dict[str, Any]:
-        return {"head": self.head} if self.encoder == "vgg16_bn" else {}
+    def encoder_kwargs(self, channels: int = 3) -> dict[str, Any]:
+        """The encoder factory's options for images of ``channels`` channels (saved with it)."""
+        kw: dict[str, Any] = {"head": self.head} if self.encoder == "vgg16_bn" else {}
+        if channels != 3:  # grayscale; 3-channel files stay as earlier releases wrote them
+            kw["in_channels"] = channels
+        return kw
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,13 +235,22 @@ def save_encoder(
     )
 
 
+def resolve_encoder_path(path: str | Path) -> Path:
+    """``encoder.pt`` itself, or the ``encoder.pt`` of a run folder."""
+    p = Path(path).expanduser()
+    return p / "encoder.pt" if p.is_dir() else p
+
+
 def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild an encoder saved by ``cont_rep``: ``(encoder in eval mode, meta)``.
+    """Rebuild an encoder saved by ``cont_rep`` (``path``: its ``encoder.pt`` or the run folder):
+    ``(encoder in eval mode, meta)``.
 
     ``meta`` holds ``encoder`` (name), ``z_dim``, ``kwargs``, ``mean``/``std`` ([0, 1] pixel
     scale, per channel), ``classes`` and ``image_shape`` (H, W, C).
     """
-    path = Path(path)
+    path = resolve_encoder_path(path)
+    if not path.is_file():
+        raise ReprlabError(f"{path}: encoder file not found (--encoder_path)")
     ck = load_checkpoint(path)
     if ck.get("format") != ENCODER_FORMAT:
         raise ReprlabError(f"{path}: not a reprlab encoder file (expected cont_rep's encoder.pt)")
@@ -343,10 +357,7 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
 
 def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | None]:
     ds = load_images(cfg.data, require_labels=True)
-    if cfg.limit is not None:
-        if cfg.limit > len(ds):
-            raise ReprlabError(f"--limit {cfg.limit} exceeds the {len(ds)} images of {ds.source}")
-        ds = ds.subset(stratified_subset(ds.labels, cfg.limit, cfg.seed))
+    ds = limit_images(ds, cfg.limit, cfg.seed)
     n_cls = len(np.unique(ds.labels))
     if n_cls < 2:
         raise ReprlabError(
@@ -356,11 +367,7 @@ def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | No
     train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
     if len(val_set) == 0:
         raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")
-    if cfg.batch_size > len(train_set):
-        raise ReprlabError(
-            f"--batch_size {cfg.batch_size} is larger than the training split "
-            f"({len(train_set)} images of {ds.source})"
-        )
+    check_batch_size(cfg.batch_size, train_set)
     test_set = None
     if cfg.test_data is not None:
         test_set = load_images(cfg.test_data, split="test")
@@ -382,8 +389,19 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
                 f"z_dim={init_meta['z_dim']}, but --encoder {cfg.encoder} --z_dim {cfg.z_dim} "
                 "were asked for"
             )
+        channels = int((init_meta.get("image_shape") or [0, 0, 3])[2])
+        if channels != train_set.shape[2]:
+            raise ReprlabError(
+                f"{cfg.encoder_path}: the encoder was trained on {channels}-channel images, but "
+                f"those of {train_set.source} have {train_set.shape[2]}"
+            )
+        if dict(init_meta.get("kwargs") or {}) != cfg.encoder_kwargs(channels):
+            raise ReprlabError(
+                f"{cfg.encoder_path}: the encoder was built with {init_meta.get('kwargs')}, "
+                f"but this run asks for {cfg.encoder_kwargs(channels)} (--head)"
+            )
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.encoder, cfg.z_dim, **cfg.encoder_kwargs())
+    encoder = build_encoder(cfg.encoder, cfg.z_dim, **cfg.encoder_kwargs(train_set.shape[2]))
     check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
     run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
     t0 = time.perf_counter()
@@ -489,7 +507,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "mode": "cont_rep",
         "encoder": cfg.encoder,
         "z_dim": cfg.z_dim,
-        "kwargs": cfg.encoder_kwargs(),
+        "kwargs": cfg.encoder_kwargs(train_set.shape[2]),
     }
     base = {
         "mode": "cont_rep",
@@ -536,7 +554,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         encoder,
         cfg.encoder,
         cfg.z_dim,
-        cfg.encoder_kwargs(),
+        cfg.encoder_kwargs(train_set.shape[2]),
         mean,
         std,
         train_set.classes,

@@ -170,7 +170,8 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
         raise ReprlabError(f"{source}: negative label {int(labels.min())}")
     top = int(labels.max())
     if classes is None:
-        classes = list(CIFAR10_CLASSES) if top <= 9 else [str(i) for i in range(top + 1)]
+        # labels 0..9 without names are taken for CIFAR-10's; any other range is named 0..top
+        classes = list(CIFAR10_CLASSES) if top == 9 else [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise ReprlabError(f"{source}: label {top} out of range for {len(classes)} classes")
     return ImageSet(images, labels.astype(np.int64), list(classes), source)
@@ -740,6 +741,33 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(
         np.concatenate([rng.permutation(g)[:k] for g, k in zip(groups, take, strict=True)])
     )
+
+
+def limit_images(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
+    """The ``--limit`` subset of ``ds``: a stratified sample of ``limit`` images (reproducible by
+    ``seed``). A limit at or above the number of images keeps them all, with a note on stderr,
+    so that a quick preset (``--preset smoke``) also runs on a small data set."""
+    if limit is None:
+        return ds
+    assert ds.labels is not None
+    if limit >= len(ds):
+        if limit > len(ds):
+            print(
+                f"reprlab: note: --limit {limit}: {ds.source} has {len(ds)} images of the "
+                f"{len(ds.classes)} classes used; using all of them",
+                file=sys.stderr,
+            )
+        return ds
+    return ds.subset(stratified_subset(ds.labels, limit, seed))
+
+
+def check_batch_size(batch_size: int, train: ImageSet) -> None:
+    """Refuse a ``--batch_size`` larger than the training split ``train``."""
+    if batch_size > len(train):
+        raise ReprlabError(
+            f"--batch_size {batch_size} is larger than the training split ({len(train)} images "
+            f"of {train.source}); pass a smaller --batch_size"
+        )
 
 
 def _largest_remainder(quotas: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:

@@ -114,7 +114,8 @@ class AirbenchEncoder(nn.Module):
     """airbench94-style encoder: whitening stem + 3 conv groups + global max pool + linear.
 
     ``widths`` are the three groups' channels (airbench94: 64/256/256); ``whiten_width`` is the
-    2x2 stem's channels (airbench: 24, i.e. 2 x 12 patch-PCA directions). :meth:`init_whitening`
+    2x2 stem's channels (default 2 x 4 x ``in_channels``: both signs of every patch-PCA
+    direction, 24 for RGB as in airbench). :meth:`init_whitening`
     optionally sets the stem to the ZCA/PCA whitening of 2x2 patches of training images.
     """
 
@@ -122,12 +123,14 @@ class AirbenchEncoder(nn.Module):
         self,
         z_dim: int,
         widths: Sequence[int] = (64, 256, 256),
-        whiten_width: int = 24,
+        whiten_width: int | None = None,
         in_channels: int = 3,
     ) -> None:
         super().__init__()
         if len(widths) != 3 or min(widths) <= 0:
             raise ReprlabError(f"--widths must be three positive ints, got {tuple(widths)}")
+        if whiten_width is None:  # both signs of every 2x2-patch direction: 24 for RGB
+            whiten_width = 2 * 4 * in_channels
         self.z_dim = z_dim
         self.feature_dim = int(widths[-1])
         self.whiten = nn.Conv2d(in_channels, whiten_width, 2, padding=0, bias=True)
@@ -148,7 +151,7 @@ class AirbenchEncoder(nn.Module):
     def init_whitening(self, images: Tensor, eps: float = 5e-4) -> None:
         """Set the 2x2 stem to whiten patches of ``images`` (N,3,H,W, normalised): airbench's
         init, where the filters are the eigenvectors of the patch covariance scaled by
-        ``1/sqrt(eigenvalue)``, in positive/negative pairs (needs ``whiten_width == 2*12``)."""
+        ``1/sqrt(eigenvalue)``, in positive/negative pairs (needs ``whiten_width == 2*4*C``)."""
         c = images.shape[1]
         k = c * 4
         if self.whiten.out_channels != 2 * k:

@@ -44,7 +44,7 @@ from reprlab import data as D
 from reprlab import io, plots
 from reprlab.augment import random_crop_flip, translate
 from reprlab.config import arg, positive
-from reprlab.contrastive import load_encoder
+from reprlab.contrastive import load_encoder, resolve_encoder_path
 from reprlab.embed import as_mean_std, embed, multi_crop, to_input
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
@@ -308,18 +308,10 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
 # ---------------------------------------------------------------------------------------------
 
 
-def resolve_encoder_path(path: str | Path) -> Path:
-    """``encoder.pt`` itself, or the ``encoder.pt`` of a run folder."""
-    p = Path(path).expanduser()
-    return p / "encoder.pt" if p.is_dir() else p
-
-
 def load_checked_encoder(cfg: _EncoderConfig) -> tuple[nn.Module, dict[str, Any], Path]:
     """The encoder of ``--encoder_path`` (errors name the file), checked against ``--z_dim``."""
     assert cfg.encoder_path is not None
     path = resolve_encoder_path(cfg.encoder_path)
-    if not path.is_file():
-        raise ReprlabError(f"{path}: encoder file not found (--encoder_path)")
     enc, meta = load_encoder(path)
     if cfg.z_dim is not None and int(meta["z_dim"]) != cfg.z_dim:
         raise ReprlabError(
@@ -354,10 +346,7 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
             f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the encoder {enc_path} was trained "
             f"on {shape[0]}x{shape[1]}x{shape[2]}"
         )
-    if cfg.limit is not None:
-        if cfg.limit > len(ds):
-            raise ReprlabError(f"--limit {cfg.limit} exceeds the {len(ds)} images of {ds.source}")
-        ds = ds.subset(D.stratified_subset(ds.labels, cfg.limit, cfg.seed))
+    ds = D.limit_images(ds, cfg.limit, cfg.seed)
     if len(np.unique(ds.labels)) < 2:
         raise ReprlabError(f"{ds.source}: needs images of at least two classes")
     tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
@@ -893,11 +882,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     device, encoder, meta, enc_path, sp = _start(cfg)
     assert sp.train.labels is not None and sp.val.labels is not None
-    if cfg.batch_size > len(sp.train):
-        raise ReprlabError(
-            f"--batch_size {cfg.batch_size} is larger than the training split ({len(sp.train)} "
-            f"images of {sp.train.source})"
-        )
+    D.check_batch_size(cfg.batch_size, sp.train)
     classes = sp.train.classes
     torch.manual_seed(cfg.seed)
     model = Classifier(

@@ -207,20 +207,14 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
         ds = full
         class_ids = list(range(len(full.classes)))
     assert ds.labels is not None
-    if cfg.limit is not None:
-        if cfg.limit > len(ds):
-            raise ReprlabError(f"--limit {cfg.limit} is more than the {len(ds)} images available")
-        ds = ds.subset(D.stratified_subset(ds.labels, cfg.limit, cfg.seed))
+    ds = D.limit_images(ds, cfg.limit, cfg.seed)
     present = np.unique(ds.labels)
     if len(present) < 2:
         names = ", ".join(ds.classes[i] for i in present) or "none"
         raise ReprlabError(f"{ds.source}: needs images of at least two classes, found {names}")
     tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
     train, val = ds.subset(tr_idx), ds.subset(va_idx)
-    if cfg.batch_size > len(train):
-        raise ReprlabError(
-            f"--batch_size {cfg.batch_size} is larger than the training split ({len(train)} images)"
-        )
+    D.check_batch_size(cfg.batch_size, train)
     test = None
     if cfg.test_data is not None:
         test = D.load_images(cfg.test_data, split="test")
