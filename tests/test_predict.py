@@ -179,6 +179,8 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
         ([str(tiny_encoder), "--data", str(small), "--out", str(out)], "small.npz"),
         ([str(tmp_path / "nope"), "--data", str(small_test), "--out", str(out)], "nope"),
         ([str(run), "--data", str(tmp_path / "none.npz"), "--out", str(out)], "none.npz"),
+        # a folder of runs (a pipeline's): the message names the runs to choose from
+        ([str(run.parent), "--data", str(small_test), "--out", str(out)], str(run)),
     ]
     for args, needle in cases:
         _fails(["predict", *args], needle, capsys)
@@ -192,6 +194,11 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
         == 0
     )
     assert existing.read_text() == (run / "predictions.csv").read_text()
+    # the summary line counts the labels of every class, by name, zeros included
+    counts = np.bincount(np.array(existing.read_text().split(), dtype=int), minlength=10)
+    printed = capsys.readouterr().out
+    assert "0 airplane: " in printed and "9 truck: " in printed
+    assert f"9 truck: {counts[9]})" in printed and f"3 cat: {counts[3]}," in printed
 
 
 def test_grayscale_images_through_every_neural_mode(cifar_train, small_test, tmp_path):  # noqa: F811

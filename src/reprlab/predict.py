@@ -79,6 +79,14 @@ def _load(run_dir: str | Path) -> tuple[str, Any]:
         raise ReprlabError(f"{run_dir}: run folder not found")
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
+        stages = sorted(
+            f"{sub.name}" for sub in run_dir.iterdir() if (sub / "config.json").is_file()
+        )
+        if stages:  # a pipeline or sweep folder
+            raise ReprlabError(
+                f"{run_dir}: holds several runs; predict with one of them: "
+                + ", ".join(str(run_dir / s) for s in stages)
+            )
         raise ReprlabError(f"{run_dir}: not a reprlab run folder (no config.json)")
     mode = read_json(cfg_file).get("mode")
     if mode not in CLASSIFIER_MODES:
@@ -114,6 +122,18 @@ def predict_labels(
 ) -> np.ndarray:
     """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
     :func:`load_predictor`)."""
+    return _predict(run_dir, images_path, batch_size, device, progress, tta)[0]
+
+
+def _predict(
+    run_dir: str | Path,
+    images_path: str | Path,
+    batch_size: int = 512,
+    device: str = "auto",
+    progress: bool = True,
+    tta: str = "run",
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`predict_labels`, and the class names the labels index."""
     from reprlab.data import load_images
 
     mode, predictor = load_predictor(run_dir, tta)
@@ -126,10 +146,11 @@ def predict_labels(
             f"trained on {'x'.join(map(str, shape))} images"
         )
     if mode in LINEAR_MODES:
-        return np.asarray(predictor.predict(ds.images), dtype=np.int64)
-    return predictor.predict(
+        return np.asarray(predictor.predict(ds.images), dtype=np.int64), predictor.classes
+    labels = predictor.predict(
         ds.images, batch_size=batch_size, device=device, progress=progress, where=ds.source
     )
+    return labels, predictor.classes
 
 
 def main(args: argparse.Namespace) -> int:
@@ -140,8 +161,11 @@ def main(args: argparse.Namespace) -> int:
         raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
-    labels = predict_labels(args.run_dir, args.data, args.batch_size, args.device, tta=args.tta)
+    labels, classes = _predict(
+        args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
+    )
     write_predictions(out, labels, overwrite=True)
-    counts = np.bincount(labels) if len(labels) else np.zeros(0, int)
-    print(f"predict: {len(labels)} labels -> {out} (per class: {counts.tolist()})")
+    counts = np.bincount(labels, minlength=len(classes)).tolist()
+    per_class = ", ".join(f"{i} {name}: {counts[i]}" for i, name in enumerate(classes))
+    print(f"predict: {len(labels)} labels -> {out} ({per_class})")
     return 0
