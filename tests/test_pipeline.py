@@ -156,6 +156,24 @@ def test_overrides_resume_and_refusal(tmp_path: Path, cifar_train: Path, capsys)
     assert cfg["lr"] == 0.5 and cfg["batch_size"] == 64
 
 
+def test_a_pipeline_that_failed_on_its_input_can_be_rerun_with_other_flags(
+    tmp_path: Path, cifar_train: Path, capsys
+) -> None:
+    """No stage ran under the first configuration (its batch did not fit the data), so the
+    corrected command takes the folder over instead of being refused."""
+    out = tmp_path / "p"
+    base = ["pipeline", "--data", str(cifar_train), "--limit", "300", "--stages", "softmax",
+            "--out", str(out), "--set", "softmax.num_iters=4", "--set", "softmax.eval_every=2"]
+    assert main([*base, "--set", "softmax.batch_size=500"]) == 2
+    assert "--batch_size 500" in capsys.readouterr().err
+    assert not (out / "softmax").exists()
+    assert main([*base, "--set", "softmax.batch_size=32"]) == 0
+    assert "no stage had run" in capsys.readouterr().err
+    cfg = json.loads((out / "softmax" / "config.json").read_text())["config"]
+    assert cfg["batch_size"] == 32
+    assert json.loads((out / "pipeline.json").read_text())["stages"]["softmax"]["batch_size"] == 32
+
+
 def test_precedence(tmp_path: Path) -> None:
     """preset < shared options (file top level < command line) < [stage] table < --set."""
     from reprlab.cli import _parser

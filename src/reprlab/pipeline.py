@@ -353,6 +353,11 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
             }
         elif overwrite:
             shutil.rmtree(folder)
+        elif not any((folder / name / "config.json").is_file() for name in STAGES):
+            # no stage ever started under the old configuration (it failed on its input): no
+            # results to protect, so the new configuration simply replaces it
+            print(f"[pipeline] {folder}: no stage had run; replacing its configuration",
+                  file=sys.stderr)
         else:
             stage = next((s for s in plan if old_stages.get(s.name, s.config) != s.config), None)
             diff = (
