@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from test_finetune import _fails, ftl_run, nn_run, small_test, tiny_encoder  # n
 
 from reprlab.cli import config_for, main
 from reprlab.linear_modes import run_softmax
+from reprlab.report import render_report
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +235,53 @@ def test_grayscale_images_through_every_neural_mode(cifar_train, small_test, tmp
     assert main(["cont_rep", *rgb, *enc, "--out", str(tmp_path / "x"), "--encoder",
                  "airbench_small", "--z_dim", "16", "--num_iters", "2", "--no-tsne"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsys):  # noqa: F811
+    """Test images that carry labels (here 200 real CIFAR-10 images whose .npz names the classes
+    in reverse order) are scored by name, in every mode: summary.json's test_acc is the agreement of
+    predictions.csv with the true classes; logistic is scored on its two classes only;
+    predict prints the same figure; report.html shows it."""
+    from reprlab.data import load_images
+
+    ds = load_images(cifar_train, require_labels=True)
+    pick = np.arange(0, 50000, 250)  # 20 of each class (the tar is sorted by class)
+    names = ds.classes[::-1]
+    test = tmp_path / "labelled.npz"
+    np.savez(test, images=ds.images[pick], labels=9 - ds.labels[pick], classes=np.array(names))
+    truth = ds.labels[pick]
+    quick = ["--data", str(cifar_train), "--limit", "600", "--test_data", str(test)]
+    runs = {
+        "softmax": ["softmax", *quick, "--num_iters", "30", "--batch_size", "64"],
+        "logistic": ["logistic", *quick, "--num_iters", "30", "--batch_size", "64"],
+        "fine_tune_linear": ["fine_tune_linear", *quick, "--encoder_path", str(tiny_encoder),
+                             "--num_iters", "50", "--no-progress"],
+        "fine_tune_nn": ["fine_tune_nn", *quick, "--encoder_path", str(tiny_encoder),
+                         "--num_iters", "6", "--eval_every", "3", "--batch_size", "32",
+                         "--no-progress"],
+        "cont_rep": ["cont_rep", *quick, "--encoder", "airbench_small", "--z_dim", "16",
+                     "--num_iters", "6", "--eval_every", "6", "--batch_size", "32", "--no-tsne",
+                     "--no-progress"],
+    }
+    acc = {}
+    for name, argv in runs.items():
+        out = tmp_path / name
+        assert main([*argv, "--out", str(out)]) == 0
+        s = json.loads((out / "summary.json").read_text())
+        pred = np.array((out / "predictions.csv").read_text().split(), dtype=int)
+        if name == "logistic":  # classes airplane (0) and automobile (1)
+            keep = truth < 2
+            expected = np.mean(pred[keep] == truth[keep])
+            assert s["test_n"] == keep.sum() > 0
+        else:
+            expected = np.mean(pred == truth)
+            assert s["test_n"] == 200
+        assert s["test_acc"] == pytest.approx(expected) and 0.2 < expected < 1
+        acc[name] = expected
+        assert sum(map(sum, s["test_classification_report"]["confusion_matrix"])) == s["test_n"]
+        capsys.readouterr()
+        assert main(["predict", str(out), "--data", str(test), "--out", str(tmp_path / "p.csv"),
+                     "--overwrite"]) == 0
+        assert f"test_acc {expected:.4f} ({s['test_n']} images)" in capsys.readouterr().out
+    html = render_report(tmp_path / "softmax").read_text()
+    assert "test accuracy" in html and f"{100 * acc['softmax']:.2f} %" in html

@@ -50,6 +50,7 @@ from reprlab.io import (
     write_predictions,
     write_text,
 )
+from reprlab.metrics import test_note, test_scores
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     NeuralRunConfig,
@@ -568,12 +569,14 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     # the kNN classifier's reference set: `reprlab predict` votes with it (KNNPredictor)
     save_npy(run.file("train_embeddings.npy"), train_emb)
     save_npy(run.file("train_labels.npy"), train_set.labels.astype(np.int64))
+    test_summary: dict[str, Any] = {}
     if test_set is not None:
         test_emb = embed_(test_set.images, "embed test", shifts=cfg.translate_tta)
         save_npy(run.file("test_embeddings.npy"), test_emb)
         # a kNN classifier on the training embeddings labels the test images (leaderboard file)
         test_pred = knn_predict(train_emb, train_set.labels, test_emb, k=cfg.knn_k)
         write_predictions(run.file("predictions.csv"), test_pred.astype(np.int64))
+        test_summary = test_scores(test_pred, test_set.labels, test_set.classes, train_set.classes)
     _plots(res.rows, run)
     if cfg.tsne:
         sel = np.arange(len(val_emb))
@@ -605,6 +608,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         ),
         "knn_acc": knn,
         "knn_k": cfg.knn_k,
+        **test_summary,
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
         "steps_per_s": res.steps_per_s,
@@ -614,7 +618,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     loss_txt = "n/a" if res.final_loss is None else f"{res.final_loss:.4f}"
     print(
         f"cont_rep: {res.iterations} iterations ({res.stop_reason}), final loss "
-        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f} -> {run.path}"
+        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f}{test_note(summary)} -> {run.path}"
     )
     return summary
 

@@ -50,7 +50,7 @@ from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import make_estimator
-from reprlab.metrics import history_summary, report_with_confusion
+from reprlab.metrics import history_summary, report_with_confusion, result_line, test_scores
 from reprlab.train import (
     ComputeConfig,
     NeuralRunConfig,
@@ -419,14 +419,6 @@ def _feature_module(encoder: nn.Module, features: str) -> nn.Module:
     return FeatureView(encoder) if features == "features" else encoder
 
 
-def _result_line(mode: str, s: dict[str, Any], path: Path) -> str:
-    return (
-        f"{mode}: val_acc {s['val_acc']:.4f} val_loss {s['val_loss']:.4f} "
-        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}) "
-        f"in {s['wall_time_s']:.1f}s -> {path}"
-    )
-
-
 def _copy_encoder(src: Path, dst: Path) -> None:
     """A copy of the encoder in the run folder: the run predicts on its own."""
     if src.resolve() != dst.resolve():
@@ -678,9 +670,10 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         )
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
+        summary.update(test_scores(labels, sp.test.labels, sp.test.classes, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
-    print(_result_line("fine_tune_linear", summary, run.path))
+    print(result_line("fine_tune_linear", summary, run.path))
     return summary
 
 
@@ -1069,9 +1062,10 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         labels = predictor.predict(sp.test.images, **kw)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
+        summary.update(test_scores(labels, sp.test.labels, sp.test.classes, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
-    print(_result_line("fine_tune_nn", summary, run.path))
+    print(result_line("fine_tune_nn", summary, run.path))
     return summary
 
 

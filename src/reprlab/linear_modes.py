@@ -26,7 +26,7 @@ from reprlab import io, plots
 from reprlab.config import RunConfig, arg, positive
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, LogisticRegression, SoftmaxRegression
-from reprlab.metrics import history_summary, report_with_confusion
+from reprlab.metrics import history_summary, report_with_confusion, result_line, test_scores
 
 MODEL_FORMAT = "reprlab-linear-1"
 
@@ -391,16 +391,8 @@ def _finished_summary(cfg: _LinearConfig, mode: str) -> dict[str, Any] | None:
         return None
     summary = io.read_json(run.file("summary.json"))
     print(f"{mode}: {run.path} already holds this finished run; nothing to do")
-    print(_result_line(mode, summary, run.path))
+    print(result_line(mode, summary, run.path))
     return summary
-
-
-def _result_line(mode: str, s: dict[str, Any], path: Path) -> str:
-    return (
-        f"{mode}: val_acc {s['val_acc']:.4f} val_loss {s['val_loss']:.4f} "
-        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}) "
-        f"in {s['wall_time_s']:.1f}s -> {path}"
-    )
 
 
 def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
@@ -470,9 +462,12 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
         labels = predictor.predict(prep.test.images)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
+        summary.update(
+            test_scores(labels, prep.test.labels, prep.test.classes, prep.train.classes)
+        )
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
-    print(_result_line(mode, summary, run.path))
+    print(result_line(mode, summary, run.path))
     return summary
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -67,6 +68,35 @@ def report_with_confusion(
     return report
 
 
+def test_scores(
+    y_pred: np.ndarray,
+    test_labels: np.ndarray | None,
+    test_classes: list[str],
+    classes: list[str],
+) -> dict[str, Any]:
+    """Scores of a run's test predictions when the test images carry labels (CIFAR-10's official
+    ``test_batch``, a labelled ``.npz`` or image folder); ``{}`` when they do not.
+
+    ``y_pred`` index the run's ``classes``; test labels index ``test_classes`` and are matched
+    to them by name, so a logistic run (two classes) is scored on the test images of its two
+    classes. Returns ``test_acc``, ``test_n`` (images scored) and ``test_classification_report``.
+    """
+    if test_labels is None or len(test_labels) == 0:
+        return {}
+    index = {name: i for i, name in enumerate(classes)}
+    to_run = np.array([index.get(name, -1) for name in test_classes], dtype=np.int64)
+    y_true = to_run[np.asarray(test_labels, dtype=np.int64)]
+    keep = y_true >= 0
+    if not keep.any():
+        return {"test_note": "the test labels name none of the run's classes: not scored"}
+    report = classification_report(y_true[keep], np.asarray(y_pred)[keep], list(classes))
+    return {
+        "test_acc": report["accuracy"],
+        "test_n": int(keep.sum()),
+        "test_classification_report": report,
+    }
+
+
 _HISTORY_KEYS = ("val_loss", "val_acc", "train_loss", "train_acc")
 
 
@@ -83,3 +113,17 @@ def history_summary(rows: list[dict[str, Any]], best_iter: int | None,
     out["final_iter"] = final.get("iter")
     out.update({f"final_{k}": final.get(k) for k in _HISTORY_KEYS})
     return out
+
+
+def test_note(s: dict[str, Any]) -> str:
+    """``", test_acc 0.8712 (10000 images)"`` when the summary ``s`` holds test scores."""
+    return f", test_acc {s['test_acc']:.4f} ({s['test_n']} images)" if "test_acc" in s else ""
+
+
+def result_line(mode: str, s: dict[str, Any], path: Path) -> str:
+    """The one-line result a classifier mode prints at the end of a run."""
+    return (
+        f"{mode}: val_acc {s['val_acc']:.4f} val_loss {s['val_loss']:.4f} "
+        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}){test_note(s)} "
+        f"in {s['wall_time_s']:.1f}s -> {path}"
+    )

@@ -399,9 +399,11 @@ def _fmt_acc(v: Any) -> str:
 
 def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     """The final table printed to stdout."""
+    scored = any(s.get("test_acc") is not None for s in stages.values())  # labelled test data
     lines = [
-        f"{'stage':<17} {'status':<22} {'train acc':>9} {'val acc':>10} {'iters':>6} "
-        f"{'wall':>8}  stopped because"
+        f"{'stage':<17} {'status':<22} {'train acc':>9} {'val acc':>10} "
+        + (f"{'test acc':>9} " if scored else "")
+        + f"{'iters':>6} {'wall':>8}  stopped because"
     ]
     knn_note = False
     for name, s in stages.items():
@@ -413,7 +415,8 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
             val, knn_note = _fmt_acc(s["knn"]["knn_acc"]) + "*", True
         lines.append(
             f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(s.get('final_train_acc')):>9} "
-            f"{val:>10} {'' if it is None else it:>6} "
+            f"{val:>10} " + (f"{_fmt_acc(s.get('test_acc')):>9} " if scored else "")
+            + f"{'' if it is None else it:>6} "
             f"{'' if wall is None else f'{wall:.1f} s':>8}  {s.get('stop_reason') or ''}"
         )
     if knn_note:

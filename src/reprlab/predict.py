@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reprlab.errors import ReprlabError
 from reprlab.io import read_json, write_predictions
+from reprlab.metrics import test_note, test_scores
+
+if TYPE_CHECKING:
+    from reprlab.data import ImageSet
 
 LINEAR_MODES = ("logistic", "softmax")  # NumPy models: no batches, devices or averaging
 CLASSIFIER_MODES = (*LINEAR_MODES, "cont_rep", "fine_tune_linear", "fine_tune_nn")
@@ -132,8 +136,8 @@ def _predict(
     device: str = "auto",
     progress: bool = True,
     tta: str = "run",
-) -> tuple[np.ndarray, list[str]]:
-    """:func:`predict_labels`, and the class names the labels index."""
+) -> tuple[np.ndarray, list[str], ImageSet]:
+    """:func:`predict_labels`, the class names the labels index, and the images."""
     from reprlab.data import load_images
 
     mode, predictor = load_predictor(run_dir, tta)
@@ -146,11 +150,11 @@ def _predict(
             f"trained on {'x'.join(map(str, shape))} images"
         )
     if mode in LINEAR_MODES:
-        return np.asarray(predictor.predict(ds.images), dtype=np.int64), predictor.classes
+        return np.asarray(predictor.predict(ds.images), dtype=np.int64), predictor.classes, ds
     labels = predictor.predict(
         ds.images, batch_size=batch_size, device=device, progress=progress, where=ds.source
     )
-    return labels, predictor.classes
+    return labels, predictor.classes, ds
 
 
 def main(args: argparse.Namespace) -> int:
@@ -161,11 +165,14 @@ def main(args: argparse.Namespace) -> int:
         raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
-    labels, classes = _predict(
+    labels, classes, ds = _predict(
         args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
     )
     write_predictions(out, labels, overwrite=True)
     counts = np.bincount(labels, minlength=len(classes)).tolist()
     per_class = ", ".join(f"{i} {name}: {counts[i]}" for i, name in enumerate(classes))
     print(f"predict: {len(labels)} labels -> {out} ({per_class})")
+    scores = test_scores(labels, ds.labels, ds.classes, classes)
+    if scores:  # the images carry labels: how good the predictions are
+        print(f"predict: {ds.source} is labelled{test_note(scores) or ': ' + scores['test_note']}")
     return 0

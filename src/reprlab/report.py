@@ -94,6 +94,8 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         if k.startswith("knn") and k.endswith("acc") and isinstance(v, (int, float))
     }
     out["knn"] = knn
+    # with labelled --test_data: the test predictions scored (metrics.test_scores)
+    out["test_acc"], out["test_n"] = summary.get("test_acc"), summary.get("test_n")
     return out
 
 
@@ -203,9 +205,10 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
         "<tr><th class=l rowspan=2>stage</th><th class=l rowspan=2>status</th>"
         "<th colspan=2>val accuracy</th><th colspan=2>train accuracy</th>"
         "<th colspan=2>val loss</th><th colspan=2>train loss</th>"
-        "<th colspan=2>iterations</th><th class=l rowspan=2>stopped because</th>"
+        "<th colspan=2>iterations</th><th colspan=2>test accuracy</th>"
+        "<th class=l rowspan=2>stopped because</th>"
         "<th rowspan=2>wall time</th><th class=l rowspan=2>predictions</th></tr><tr>"
-        + "<th>reprlab</th><th class=paper>report</th>" * 5
+        + "<th>reprlab</th><th class=paper>report</th>" * 6
         + "</tr>"
     )
     rows = []
@@ -226,6 +229,9 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
             else:
                 val_cell += f"<br><small>{_e(k)} {_pct(v)}</small>"
         wall = m["wall_time_s"] if m["wall_time_s"] is not None else walls.get(name)
+        test_cell = _pct(m["test_acc"])
+        if m["test_n"] is not None:
+            test_cell += f"<br><small>{_num(m['test_n'])} images</small>"
 
         def pair(ours: str, key: str, fmt: Any = _pct, paper: dict = paper) -> str:
             theirs = fmt(paper[key]) if paper.get(key) is not None else "—"
@@ -239,6 +245,7 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
             + pair(_num(m["final_val_loss"]), "val_loss", _num)
             + pair(_num(m["final_train_loss"]), "train_loss", _num)
             + pair(_num(m["iterations"]), "iterations", _num)
+            + pair(test_cell, "test_acc")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
             f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, base)}</td></tr>"
         )
@@ -247,7 +254,12 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
         for name, _ in stages
         if name in PAPER
     )
-    notes_html = f"<ul class=notes>{notes}</ul>" if notes else ""
+    notes += (
+        "<li><b>test accuracy</b>: scored only when the <code>--test_data</code> images carry "
+        "labels (e.g. CIFAR-10's official <code>test_batch</code>); the report's figure is its "
+        "leaderboard's</li>"
+    )
+    notes_html = f"<ul class=notes>{notes}</ul>"
     return f"<div class=wide><table class=results>{head}{''.join(rows)}</table></div>{notes_html}"
 
 
