@@ -55,6 +55,7 @@ RESULT_COLUMNS = (
     "final_train_acc",
     "final_val_acc",
     "best_val_acc",
+    "test_acc",  # only when --test_data carries labels (a column only if some run has it)
     "final_train_loss",
     "final_val_loss",
     "iterations",
