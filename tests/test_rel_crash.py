@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 from reprlab.cli import main
-from reprlab.io import read_jsonl
+from reprlab.io import LOCK_NAME, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 KILLS = 10  # total across both modes
@@ -130,6 +130,9 @@ def check_folder(out: Path) -> list[str]:
     """No corrupt file under a real name; returns the leftover temporary files."""
     leftovers = []
     for p in sorted(out.iterdir()) if out.exists() else []:
+        if p.name == LOCK_NAME:  # io.hold_folder's lock file: empty, never replaced
+            assert p.stat().st_size == 0
+            continue
         if p.name.startswith("."):
             # atomic_open's temporary: ".<final name>.<random>" (never read by reprlab)
             assert any(p.name.startswith(f".{n}.") for n in KNOWN), p.name

@@ -21,6 +21,7 @@ import torch
 from badinputs import encoder_file, good_npz
 
 from reprlab.cli import main
+from reprlab.io import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -285,7 +286,8 @@ def test_disk_full_fails_cleanly_and_keeps_earlier_files(tmp_path: Path, limit: 
     assert snapshot(old) == old_before
     written = sorted(p.name for p in out.iterdir())
     assert "config.json" in written
-    assert not [n for n in written if n.startswith(".")], written  # no half-written temp file
+    temps = [n for n in written if n.startswith(".") and n != LOCK_NAME]
+    assert not temps, written  # no half-written temp file
     for p in out.iterdir():  # every file there is complete
         if p.suffix == ".json":
             json.loads(p.read_text())

@@ -16,6 +16,7 @@ import pytest
 from badinputs import CORPUS, MARKER, BadInput, by_name
 
 from reprlab.cli import main
+from reprlab.io import release_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -230,3 +231,51 @@ def test_every_choices_field_is_checked_outside_argparse(mode: str, key: str, va
     cfg = from_mapping(cls, {key: value, **extra})
     with pytest.raises(ReprlabError, match=rf"--{key} must be one of .*got '{value}'"):
         cfg.validate()
+
+
+def _hold_in_another_process(folder: Path) -> subprocess.Popen:
+    """A second process that holds ``folder``'s lock (as a running reprlab would)."""
+    code = (
+        "import fcntl, sys, time\n"
+        f"f = open({str(folder / '.reprlab.lock')!r}, 'a')\n"
+        "fcntl.flock(f.fileno(), fcntl.LOCK_EX)\n"
+        "print('locked', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_folder_in_use_by_another_process_is_refused(
+    tmp_path: Path, cifar_train: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two reprlab processes on one folder (``make run`` started twice): the second is refused
+    with one line and touches nothing, even with --overwrite; once the first is gone (killed:
+    the lock dies with it), the folder is usable again."""
+    run = tmp_path / "run"
+    argv = ["softmax", "--data", str(cifar_train), "--limit", "300", "--num_iters", "4",
+            "--eval_every", "2", "--batch_size", "32", "--out", str(run)]
+    assert main(argv) == 0
+    pipe = tmp_path / "pipe"
+    pargv = ["pipeline", "--data", str(cifar_train), "--limit", "300", "--stages", "softmax",
+             "--set", "softmax.num_iters=4", "--set", "softmax.batch_size=32", "--out", str(pipe)]
+    assert main(pargv) == 0
+    capsys.readouterr()
+    for folder, args in ((run, argv), (pipe, pargv)):
+        release_folder(folder)  # this process is done with it; another one takes it
+        release_folder(folder / "softmax")
+        holder = _hold_in_another_process(folder)
+        try:
+            before = snapshot(folder)
+            for extra in ([], ["--overwrite", "--seed", "1"]):
+                assert main([*args, *extra]) == 2
+                err = capsys.readouterr().err
+                assert "in use by another reprlab process" in err and str(folder) in err
+                assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+                assert snapshot(folder) == before
+        finally:
+            holder.kill()
+            holder.wait()
+        assert main([*args, "--overwrite", "--seed", "1"]) == 0
+        capsys.readouterr()

@@ -260,6 +260,59 @@ def default_run_dir(mode: str) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------------------------
+# One process per folder
+# ---------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".reprlab.lock"
+_HELD: dict[Path, IO[str]] = {}  # folders this process holds, with their open lock files
+
+
+def hold_folder(path: Path) -> None:
+    """Hold ``path`` (a run, pipeline or sweep folder) for the life of this process.
+
+    A second reprlab process given the same folder (say ``make run`` started twice) is refused
+    with a one-line error, instead of resuming from and overwriting the first one's checkpoints.
+    The lock is the kernel's advisory ``flock`` on ``path/.reprlab.lock``: it dies with its
+    process, so a crash or SIGKILL never leaves a folder locked. Where ``flock`` does not exist
+    (Windows) or the file system refuses it, folders are not guarded.
+    """
+    key = path.resolve()
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:
+        return
+    f = open(key / LOCK_NAME, "a")  # noqa: SIM115 - kept open: the lock lives with the file
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise ReprlabError(
+            f"{path}: in use by another reprlab process (wait for it to finish, or choose "
+            "another --out)"
+        ) from None
+    except OSError:
+        f.close()
+        return
+    _HELD[key] = f
+
+
+def release_folder(path: Path) -> None:
+    """Give up this process's hold on ``path`` (no-op if it holds none)."""
+    f = _HELD.pop(path.resolve(), None)
+    if f is not None:
+        f.close()
+
+
+def remove_folder(path: Path) -> None:
+    """``--overwrite``: delete ``path``, unless another reprlab process is using it."""
+    hold_folder(path)
+    release_folder(path)
+    shutil.rmtree(path)
+
+
 class RunDir:
     """A run folder: ``config.json`` first, then metrics, plots, model, summary.
 
@@ -282,7 +335,7 @@ class RunDir:
             raise ReprlabError(f"{path}: exists and is not a folder")
         if path.exists() and any(path.iterdir()):
             if overwrite:
-                shutil.rmtree(path)
+                remove_folder(path)
             elif not cfg_file.exists():
                 raise ReprlabError(
                     f"{path}: folder exists and is not a reprlab run (choose another --out)"
@@ -301,6 +354,7 @@ class RunDir:
                         "choose another --out, or pass --overwrite"
                     )
         path.mkdir(parents=True, exist_ok=True)
+        hold_folder(path)
         remove_stale_temporaries(path)
         run = cls(path, mode, config)
         if not cfg_file.exists():

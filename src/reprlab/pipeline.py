@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -33,7 +32,15 @@ from reprlab.config import add_arguments as add_config_arguments
 from reprlab.config import arg, field_name, field_types, from_mapping, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
-from reprlab.io import config_diff, default_run_dir, read_json, to_json, write_json
+from reprlab.io import (
+    config_diff,
+    default_run_dir,
+    hold_folder,
+    read_json,
+    remove_folder,
+    to_json,
+    write_json,
+)
 from reprlab.modes import MODES
 
 STAGES: tuple[str, ...] = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
@@ -352,7 +359,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
                 if k in record["stages"] or k in old_stages
             }
         elif overwrite:
-            shutil.rmtree(folder)
+            remove_folder(folder)
         elif not any((folder / name / "config.json").is_file() for name in STAGES):
             # no stage ever started under the old configuration (it failed on its input): no
             # results to protect, so the new configuration simply replaces it
@@ -374,6 +381,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
             f"--out {folder}: folder exists and is not a reprlab pipeline (choose another --out)"
         )
     folder.mkdir(parents=True, exist_ok=True)
+    hold_folder(folder)
     write_json(pj, record)
     return record
 

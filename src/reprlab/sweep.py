@@ -22,7 +22,6 @@ import io
 import itertools
 import json
 import re
-import shutil
 import sys
 import time
 import typing
@@ -38,8 +37,10 @@ from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     config_diff,
     default_run_dir,
+    hold_folder,
     read_json,
     read_jsonl,
+    remove_folder,
     to_json,
     write_json,
     write_text,
@@ -282,11 +283,13 @@ def run_sweep(
                     f"--out {folder}: holds a sweep with another configuration "
                     f"({config_diff(old, record)}); choose another --out, or pass --overwrite"
                 )
-            shutil.rmtree(folder)
+            remove_folder(folder)
     elif folder.is_dir() and any(folder.iterdir()):
         raise ReprlabError(
             f"--out {folder}: folder exists and is not a reprlab sweep (choose another --out)"
         )
+    folder.mkdir(parents=True, exist_ok=True)
+    hold_folder(folder)
     write_json(sj, record)
     print(f"[sweep] {folder}: {len(runs)} runs of {mode}", file=sys.stderr)
     rows = []
