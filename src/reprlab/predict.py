@@ -123,21 +123,10 @@ def predict_labels(
     device: str = "auto",
     progress: bool = True,
     tta: str = "run",
-) -> np.ndarray:
-    """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
-    :func:`load_predictor`)."""
-    return _predict(run_dir, images_path, batch_size, device, progress, tta)[0]
-
-
-def _predict(
-    run_dir: str | Path,
-    images_path: str | Path,
-    batch_size: int = 512,
-    device: str = "auto",
-    progress: bool = True,
-    tta: str = "run",
 ) -> tuple[np.ndarray, list[str], ImageSet]:
-    """:func:`predict_labels`, the class names the labels index, and the images."""
+    """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
+    :func:`load_predictor`), the class names they index, and the images (with their own labels
+    when the source has them)."""
     from reprlab.data import load_images
 
     mode, predictor = load_predictor(run_dir, tta)
@@ -165,7 +154,7 @@ def main(args: argparse.Namespace) -> int:
         raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
-    labels, classes, ds = _predict(
+    labels, classes, ds = predict_labels(
         args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
     )
     write_predictions(out, labels, overwrite=True)
