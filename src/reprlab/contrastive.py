@@ -12,7 +12,6 @@ test) embeddings and a t-SNE map (``tsne.png``) are written.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -118,13 +117,6 @@ class ContRepConfig(NeuralRunConfig):
     lr: float = arg(1.125, "peak learning rate (report: 1e-4)")
     # airbench's 5e-4 decay of each weight per step, at this lr
     weight_decay: float = arg(4.44e-4, "weight decay of weights with ndim > 1 (coupled, SGD)")
-    # airbench94 trains its whitening stem's bias for the first 3 of ~10 epochs only; once it is
-    # frozen the backward pass skips the stem and the first convolution's input gradient
-    whiten_bias_frac: float = arg(
-        1.0,
-        "fraction of the iterations in which the whitening stem's bias learns (airbench "
-        "encoders); after it the bias is frozen and backward passes skip the stem",
-    )
     # --- early stopping, evaluation, checkpoints ---------------------------------------------
     # report 2.2.4 / table 3: criterion = loss, patience 300 (checks every 10 iterations)
     early_stop_metric: str = arg(
@@ -197,8 +189,6 @@ class ContRepConfig(NeuralRunConfig):
         super().validate()
         positive(self, "z_dim", "knn_k", "knn_eval_size", "embed_batch_size", "tsne_max")
         positive(self, "margin", allow_zero=True)
-        if not 0.0 <= self.whiten_bias_frac <= 1.0:
-            raise ReprlabError(f"--whiten_bias_frac must be in [0, 1], got {self.whiten_bias_frac}")
         if self.batch_size < 4:
             raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
 
@@ -542,7 +532,6 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             run_dir=run.path,
             resume=cfg.resume,
             meta=meta,
-            on_train_mode=_whiten_bias_schedule(encoder, cfg.whiten_bias_frac, cfg.num_iters),
         )
     except TrainingFailed as e:
         rows = _read_rows(run)
@@ -632,21 +621,6 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f}{test_note(summary)} -> {run.path}"
     )
     return summary
-
-
-def _whiten_bias_schedule(
-    encoder: torch.nn.Module, frac: float, num_iters: int
-) -> Callable[[torch.nn.Module, int], None] | None:
-    """The per-iteration hook that freezes an airbench stem's bias after ``frac`` of the run."""
-    bias = getattr(getattr(encoder, "whiten", None), "bias", None)
-    if bias is None or frac >= 1.0:
-        return None
-    until = round(frac * num_iters)
-
-    def hook(_: torch.nn.Module, it: int) -> None:
-        bias.requires_grad_(it < until)
-
-    return hook
 
 
 def _with_partner(labels: np.ndarray) -> np.ndarray:
