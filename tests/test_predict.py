@@ -284,4 +284,4 @@ def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsy
                      "--overwrite"]) == 0
         assert f"test_acc {expected:.4f} ({s['test_n']} images)" in capsys.readouterr().out
     html = render_report(tmp_path / "softmax").read_text()
-    assert "test accuracy" in html and f"{100 * acc['softmax']:.2f} %" in html
+    assert "<th colspan=2>test accuracy</th>" in html and f"{100 * acc['softmax']:.2f} %" in html
