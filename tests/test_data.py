@@ -321,6 +321,8 @@ def test_limit_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     err = capsys.readouterr().err
     assert "--limit 1500" in err and "30 images" in err and str(tmp_path / "a.npz") in err
     assert limit_images(ds, 30, seed=0) is ds and capsys.readouterr().err == ""
+    assert limit_images(ds, 1500, seed=1) is ds  # the same note again (a pipeline's next stage)
+    assert capsys.readouterr().err == ""  # is not repeated
 
 
 def test_select_classes(tmp_path: Path) -> None:

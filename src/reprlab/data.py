@@ -743,6 +743,9 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     )
 
 
+_NOTES_SHOWN: set[str] = set()
+
+
 def limit_images(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
     """The ``--limit`` subset of ``ds``: a stratified sample of ``limit`` images (reproducible by
     ``seed``). A limit at or above the number of images keeps them all, with a note on stderr,
@@ -751,12 +754,13 @@ def limit_images(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
         return ds
     assert ds.labels is not None
     if limit >= len(ds):
-        if limit > len(ds):
-            print(
-                f"reprlab: note: --limit {limit}: {ds.source} has {len(ds)} images of the "
-                f"{len(ds.classes)} classes used; using all of them",
-                file=sys.stderr,
-            )
+        note = (
+            f"reprlab: note: --limit {limit}: {ds.source} has {len(ds)} images of the "
+            f"{len(ds.classes)} classes used; using all of them"
+        )
+        if limit > len(ds) and note not in _NOTES_SHOWN:  # once per process (pipeline stages)
+            _NOTES_SHOWN.add(note)
+            print(note, file=sys.stderr)
         return ds
     return ds.subset(stratified_subset(ds.labels, limit, seed))
 

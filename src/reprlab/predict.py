@@ -83,9 +83,7 @@ def _load(run_dir: str | Path) -> tuple[str, Any]:
         raise ReprlabError(f"{run_dir}: run folder not found")
     cfg_file = run_dir / "config.json"
     if not cfg_file.is_file():
-        stages = sorted(
-            f"{sub.name}" for sub in run_dir.iterdir() if (sub / "config.json").is_file()
-        )
+        stages = sorted(sub.name for sub in run_dir.iterdir() if (sub / "config.json").is_file())
         if stages:  # a pipeline or sweep folder
             raise ReprlabError(
                 f"{run_dir}: holds several runs; predict with one of them: "
