@@ -10,6 +10,7 @@ import pytest
 
 from reprlab.cli import main
 from reprlab.linear_modes import load_linear_model
+from reprlab.metrics import score_test_set, score_text
 
 FILES = [
     "config.json",
@@ -194,3 +195,23 @@ def test_saved_model_applies_the_runs_pixel_encoding(cifar_train, cifar_test, tm
             load_linear_model(tmp_path / "bad.npz")
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["config"]["gamma"] == 0.3 and cfg["config"]["translate"] == 2
+
+
+def test_test_scores_match_labels_by_name_then_by_index() -> None:
+    """metrics.score_test_set: test labels are matched to the run's classes by name (order and
+    extra classes do not matter); with no name in common, by index; else not scored."""
+    run_classes = ["cat", "dog"]
+    pred = np.array([0, 1, 1, 0, 1])
+    # test names in another order, plus a class the run does not know (image 4: not scored)
+    s = score_test_set(pred, np.array([1, 0, 0, 0, 2]), ["dog", "cat", "bird"], run_classes)
+    assert s["test_n"] == 4 and s["test_matched_by"] == "class name"
+    assert s["test_acc"] == pytest.approx(np.mean(np.array([0, 1, 1, 1]) == pred[:4]))
+    assert np.sum(s["test_classification_report"]["confusion_matrix"]) == 4
+    # bare integer labels (auto names "0", "1") against named classes: label i is class i
+    s = score_test_set(pred, np.array([0, 1, 0, 0, 1]), ["0", "1"], run_classes)
+    assert s["test_matched_by"].startswith("label index") and s["test_acc"] == pytest.approx(0.8)
+    assert "matched by index" in score_text(s)
+    # more test classes than the run's and none in common: not scored
+    s = score_test_set(pred, np.array([0, 1, 2, 0, 1]), ["a", "b", "c"], run_classes)
+    assert "test_acc" not in s and "not scored" in s["test_note"]
+    assert score_test_set(pred, None, [], run_classes) == {}

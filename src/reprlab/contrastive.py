@@ -50,7 +50,7 @@ from reprlab.io import (
     write_predictions,
     write_text,
 )
-from reprlab.metrics import test_note, test_scores
+from reprlab.metrics import score_test_set, score_text
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     NeuralRunConfig,
@@ -576,7 +576,9 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         # a kNN classifier on the training embeddings labels the test images (leaderboard file)
         test_pred = knn_predict(train_emb, train_set.labels, test_emb, k=cfg.knn_k)
         write_predictions(run.file("predictions.csv"), test_pred.astype(np.int64))
-        test_summary = test_scores(test_pred, test_set.labels, test_set.classes, train_set.classes)
+        test_summary = score_test_set(
+            test_pred, test_set.labels, test_set.classes, train_set.classes
+        )
     _plots(res.rows, run)
     if cfg.tsne:
         sel = np.arange(len(val_emb))
@@ -618,7 +620,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     loss_txt = "n/a" if res.final_loss is None else f"{res.final_loss:.4f}"
     print(
         f"cont_rep: {res.iterations} iterations ({res.stop_reason}), final loss "
-        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f}{test_note(summary)} -> {run.path}"
+        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f}{score_text(summary)} -> {run.path}"
     )
     return summary
 

@@ -50,7 +50,7 @@ from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import make_estimator
-from reprlab.metrics import history_summary, report_with_confusion, result_line, test_scores
+from reprlab.metrics import history_summary, report_with_confusion, result_line, score_test_set
 from reprlab.train import (
     ComputeConfig,
     NeuralRunConfig,
@@ -670,7 +670,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         )
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
-        summary.update(test_scores(labels, sp.test.labels, sp.test.classes, classes))
+        summary.update(score_test_set(labels, sp.test.labels, sp.test.classes, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line("fine_tune_linear", summary, run.path))
@@ -1062,7 +1062,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         labels = predictor.predict(sp.test.images, **kw)
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
-        summary.update(test_scores(labels, sp.test.labels, sp.test.classes, classes))
+        summary.update(score_test_set(labels, sp.test.labels, sp.test.classes, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line("fine_tune_nn", summary, run.path))

@@ -26,7 +26,7 @@ from reprlab import io, plots
 from reprlab.config import RunConfig, arg, positive
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, LogisticRegression, SoftmaxRegression
-from reprlab.metrics import history_summary, report_with_confusion, result_line, test_scores
+from reprlab.metrics import history_summary, report_with_confusion, result_line, score_test_set
 
 MODEL_FORMAT = "reprlab-linear-1"
 
@@ -463,7 +463,7 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
         io.write_predictions(run.file("predictions.csv"), labels)
         summary["n_test_predictions"] = len(labels)
         summary.update(
-            test_scores(labels, prep.test.labels, prep.test.classes, prep.train.classes)
+            score_test_set(labels, prep.test.labels, prep.test.classes, prep.train.classes)
         )
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)

@@ -68,7 +68,7 @@ def report_with_confusion(
     return report
 
 
-def test_scores(
+def score_test_set(
     y_pred: np.ndarray,
     test_labels: np.ndarray | None,
     test_classes: list[str],
@@ -79,12 +79,18 @@ def test_scores(
 
     ``y_pred`` index the run's ``classes``; test labels index ``test_classes`` and are matched
     to them by name, so a logistic run (two classes) is scored on the test images of its two
-    classes. Returns ``test_acc``, ``test_n`` (images scored) and ``test_classification_report``.
+    classes. When no name is shared (an ``.npz`` of bare integer labels against an image folder's
+    class names) and the test set has no more classes than the run, label i is taken for the
+    run's class i, and ``test_matched_by`` says so. Returns ``test_acc``, ``test_n`` (images
+    scored), ``test_matched_by`` and ``test_classification_report``.
     """
     if test_labels is None or len(test_labels) == 0:
         return {}
     index = {name: i for i, name in enumerate(classes)}
     to_run = np.array([index.get(name, -1) for name in test_classes], dtype=np.int64)
+    matched_by = "class name"
+    if (to_run < 0).all() and len(test_classes) <= len(classes):
+        to_run, matched_by = np.arange(len(test_classes)), "label index (no class name in common)"
     y_true = to_run[np.asarray(test_labels, dtype=np.int64)]
     keep = y_true >= 0
     if not keep.any():
@@ -93,6 +99,7 @@ def test_scores(
     return {
         "test_acc": report["accuracy"],
         "test_n": int(keep.sum()),
+        "test_matched_by": matched_by,
         "test_classification_report": report,
     }
 
@@ -115,15 +122,18 @@ def history_summary(rows: list[dict[str, Any]], best_iter: int | None,
     return out
 
 
-def test_note(s: dict[str, Any]) -> str:
+def score_text(s: dict[str, Any]) -> str:
     """``", test_acc 0.8712 (10000 images)"`` when the summary ``s`` holds test scores."""
-    return f", test_acc {s['test_acc']:.4f} ({s['test_n']} images)" if "test_acc" in s else ""
+    if "test_acc" not in s:
+        return ""
+    how = "" if s.get("test_matched_by", "class name") == "class name" else ", matched by index"
+    return f", test_acc {s['test_acc']:.4f} ({s['test_n']} images{how})"
 
 
 def result_line(mode: str, s: dict[str, Any], path: Path) -> str:
     """The one-line result a classifier mode prints at the end of a run."""
     return (
         f"{mode}: val_acc {s['val_acc']:.4f} val_loss {s['val_loss']:.4f} "
-        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}){test_note(s)} "
+        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}){score_text(s)} "
         f"in {s['wall_time_s']:.1f}s -> {path}"
     )

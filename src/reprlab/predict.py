@@ -22,7 +22,7 @@ import numpy as np
 
 from reprlab.errors import ReprlabError
 from reprlab.io import read_json, write_predictions
-from reprlab.metrics import test_note, test_scores
+from reprlab.metrics import score_test_set, score_text
 
 if TYPE_CHECKING:
     from reprlab.data import ImageSet
@@ -159,7 +159,7 @@ def main(args: argparse.Namespace) -> int:
     counts = np.bincount(labels, minlength=len(classes)).tolist()
     per_class = ", ".join(f"{i} {name}: {counts[i]}" for i, name in enumerate(classes))
     print(f"predict: {len(labels)} labels -> {out} ({per_class})")
-    scores = test_scores(labels, ds.labels, ds.classes, classes)
+    scores = score_test_set(labels, ds.labels, ds.classes, classes)
     if scores:  # the images carry labels: how good the predictions are
-        print(f"predict: {ds.source} is labelled{test_note(scores) or ': ' + scores['test_note']}")
+        print(f"predict: {ds.source} is labelled{score_text(scores) or ': ' + scores['test_note']}")
     return 0

@@ -94,7 +94,7 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         if k.startswith("knn") and k.endswith("acc") and isinstance(v, (int, float))
     }
     out["knn"] = knn
-    # with labelled --test_data: the test predictions scored (metrics.test_scores)
+    # with labelled --test_data: the test predictions scored (metrics.score_test_set)
     out["test_acc"], out["test_n"] = summary.get("test_acc"), summary.get("test_n")
     return out
 
