@@ -285,3 +285,33 @@ def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsy
         assert f"test_acc {expected:.4f} ({s['test_n']} images)" in capsys.readouterr().out
     html = render_report(tmp_path / "softmax").read_text()
     assert "<th colspan=2>test accuracy</th>" in html and f"{100 * acc['softmax']:.2f} %" in html
+
+
+def test_official_cifar_test_batch_is_scored(cifar_train, tmp_path, capsys):
+    """The use that matters for a paper: --test_data cifar-10-python.tar.gz, whose test_batch
+    (here 300 real CIFAR-10 images in the official pickled layout: CHW rows, bytes keys,
+    batches.meta names) carries labels; softmax's test_acc is its predictions' agreement."""
+    import pickle
+
+    from fixtures_data import cifar_files, write_tar
+
+    from reprlab.data import CIFAR10_CLASSES, load_images
+
+    ds = load_images(cifar_train, require_labels=True)
+    pick = np.arange(7, 50000, 167)[:300]
+    rows = ds.images[pick].transpose(0, 3, 1, 2).reshape(len(pick), 3072)
+    batch = {b"batch_label": b"testing batch 1 of 1", b"labels": ds.labels[pick].tolist(),
+             b"data": rows, b"filenames": [b"x.png"] * len(pick)}
+    files = {**cifar_files(), "test_batch": pickle.dumps(batch, protocol=2)}
+    official = write_tar(tmp_path / "cifar-10-python.tar.gz",
+                         {f"cifar-10-batches-py/{k}": v for k, v in files.items()}, "w:gz")
+    assert load_images(official, split="test").classes == CIFAR10_CLASSES
+    out = tmp_path / "sm"
+    assert main(["softmax", "--data", str(cifar_train), "--limit", "2000", "--num_iters", "60",
+                 "--test_data", str(official), "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    pred = np.array((out / "predictions.csv").read_text().split(), dtype=int)
+    assert len(pred) == 300 and s["test_n"] == 300 and s["test_matched_by"] == "class name"
+    assert s["test_acc"] == pytest.approx(np.mean(pred == ds.labels[pick]))
+    assert s["test_acc"] > 0.2  # a softmax on pixels, far above the 10 % of chance
+    assert f"test_acc {s['test_acc']:.4f} (300 images)" in capsys.readouterr().out
