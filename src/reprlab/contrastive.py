@@ -47,10 +47,9 @@ from reprlab.io import (
     read_json,
     save_checkpoint,
     save_npy,
-    write_predictions,
     write_text,
 )
-from reprlab.metrics import score_test_set, score_text
+from reprlab.metrics import score_text, write_test_predictions
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     NeuralRunConfig,
@@ -381,6 +380,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     cfg.validate()
     device = pick_device(cfg.device)
     train_set, val_set, test_set = _prepare_data(cfg)
+    enc_kwargs = cfg.encoder_kwargs(train_set.shape[2])  # built, checked and saved with these
     init_meta = None
     if cfg.encoder_path is not None:
         init_enc, init_meta = load_encoder(cfg.encoder_path)
@@ -396,13 +396,13 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
                 f"{cfg.encoder_path}: the encoder was trained on {channels}-channel images, but "
                 f"those of {train_set.source} have {train_set.shape[2]}"
             )
-        if dict(init_meta.get("kwargs") or {}) != cfg.encoder_kwargs(channels):
+        if dict(init_meta.get("kwargs") or {}) != enc_kwargs:
             raise ReprlabError(
                 f"{cfg.encoder_path}: the encoder was built with {init_meta.get('kwargs')}, "
-                f"but this run asks for {cfg.encoder_kwargs(channels)} (--head)"
+                f"but this run asks for {enc_kwargs} (--head)"
             )
     torch.manual_seed(cfg.seed)
-    encoder = build_encoder(cfg.encoder, cfg.z_dim, **cfg.encoder_kwargs(train_set.shape[2]))
+    encoder = build_encoder(cfg.encoder, cfg.z_dim, **enc_kwargs)
     check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
     run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
     t0 = time.perf_counter()
@@ -508,7 +508,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "mode": "cont_rep",
         "encoder": cfg.encoder,
         "z_dim": cfg.z_dim,
-        "kwargs": cfg.encoder_kwargs(train_set.shape[2]),
+        "kwargs": enc_kwargs,
     }
     base = {
         "mode": "cont_rep",
@@ -555,7 +555,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         encoder,
         cfg.encoder,
         cfg.z_dim,
-        cfg.encoder_kwargs(train_set.shape[2]),
+        enc_kwargs,
         mean,
         std,
         train_set.classes,
@@ -575,9 +575,8 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         save_npy(run.file("test_embeddings.npy"), test_emb)
         # a kNN classifier on the training embeddings labels the test images (leaderboard file)
         test_pred = knn_predict(train_emb, train_set.labels, test_emb, k=cfg.knn_k)
-        write_predictions(run.file("predictions.csv"), test_pred.astype(np.int64))
-        test_summary = score_test_set(
-            test_pred, test_set.labels, test_set.classes, train_set.classes
+        test_summary = write_test_predictions(
+            run.file("predictions.csv"), test_pred.astype(np.int64), test_set, train_set.classes
         )
     _plots(res.rows, run)
     if cfg.tsne:

@@ -50,7 +50,12 @@ from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import make_estimator
-from reprlab.metrics import history_summary, report_with_confusion, result_line, score_test_set
+from reprlab.metrics import (
+    history_summary,
+    report_with_confusion,
+    result_line,
+    write_test_predictions,
+)
 from reprlab.train import (
     ComputeConfig,
     NeuralRunConfig,
@@ -668,9 +673,8 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
             progress=cfg.progress,
             where=sp.test.source,
         )
-        io.write_predictions(run.file("predictions.csv"), labels)
-        summary["n_test_predictions"] = len(labels)
-        summary.update(score_test_set(labels, sp.test.labels, sp.test.classes, classes))
+        out = run.file("predictions.csv")
+        summary.update(write_test_predictions(out, labels, sp.test, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line("fine_tune_linear", summary, run.path))
@@ -1060,9 +1064,8 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     )
     if sp.test is not None:
         labels = predictor.predict(sp.test.images, **kw)
-        io.write_predictions(run.file("predictions.csv"), labels)
-        summary["n_test_predictions"] = len(labels)
-        summary.update(score_test_set(labels, sp.test.labels, sp.test.classes, classes))
+        out = run.file("predictions.csv")
+        summary.update(write_test_predictions(out, labels, sp.test, classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line("fine_tune_nn", summary, run.path))

@@ -26,7 +26,12 @@ from reprlab import io, plots
 from reprlab.config import RunConfig, arg, positive
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, LogisticRegression, SoftmaxRegression
-from reprlab.metrics import history_summary, report_with_confusion, result_line, score_test_set
+from reprlab.metrics import (
+    history_summary,
+    report_with_confusion,
+    result_line,
+    write_test_predictions,
+)
 
 MODEL_FORMAT = "reprlab-linear-1"
 
@@ -460,11 +465,8 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     if prep.test is not None:
         predictor = load_linear_model(run.file("model.npz"))
         labels = predictor.predict(prep.test.images)
-        io.write_predictions(run.file("predictions.csv"), labels)
-        summary["n_test_predictions"] = len(labels)
-        summary.update(
-            score_test_set(labels, prep.test.labels, prep.test.classes, prep.train.classes)
-        )
+        out = run.file("predictions.csv")
+        summary.update(write_test_predictions(out, labels, prep.test, prep.train.classes))
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line(mode, summary, run.path))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from reprlab.data import ImageSet
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
@@ -101,6 +104,21 @@ def score_test_set(
         "test_n": int(keep.sum()),
         "test_matched_by": matched_by,
         "test_classification_report": report,
+    }
+
+
+def write_test_predictions(
+    path: Path, labels: np.ndarray, test: ImageSet, classes: list[str]
+) -> dict[str, Any]:
+    """The one path of every mode's predictions for the ``test`` images: ``predictions.csv`` at
+    ``path`` (one label per line), and for ``summary.json`` their count plus
+    :func:`score_test_set` (``labels`` index ``classes``)."""
+    from reprlab.io import write_predictions
+
+    write_predictions(path, labels)
+    return {
+        "n_test_predictions": len(labels),
+        **score_test_set(labels, test.labels, test.classes, classes),
     }
 
 
