@@ -206,9 +206,36 @@ def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
     out.mkdir()
     (out / "chapter1.tex").write_text("weeks of work\n")
     before = snapshot(out)
-    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(out)]) == 2
+    for extra in ([], ["--overwrite"]):  # --overwrite replaces runs, never other folders
+        assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(out), *extra]) == 2
+        line = one_line(capsys.readouterr().err, "reprlab: error: ")
+        assert "not a reprlab run" in line, line
+        assert snapshot(out) == before
+    # nor a pipeline folder (a mode's --out is a run folder)
+    pipe = tmp_path / "pipe"
+    argv = ["pipeline", "--data", str(data), "--stages", "softmax", "--set",
+            "softmax.num_iters=5", "--set", "softmax.batch_size=8", "--out", str(pipe)]  # fmt: skip
+    assert main(argv) == 0
+    before = snapshot(pipe)
+    capsys.readouterr()
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(pipe), "--overwrite"]) == 2
     one_line(capsys.readouterr().err, "reprlab: error: ")
-    assert snapshot(out) == before
+    assert snapshot(pipe) == before
+
+
+def test_overwrite_never_deletes_the_working_folder(tmp_path: Path, capsys, monkeypatch) -> None:
+    data = good_npz(tmp_path)
+    run = tmp_path / "run"
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(run)]) == 0
+    (run / "notes.txt").write_text("mine\n")
+    before = snapshot(run)
+    monkeypatch.chdir(run)
+    capsys.readouterr()
+    argv = ["softmax", "--data", str(data), *LINEAR, "--lr", "0.5", "--out", ".", "--overwrite"]
+    assert main(argv) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "current folder" in line, line
+    assert snapshot(run) == before
 
 
 def test_predict_never_replaces_predictions(tmp_path: Path, capsys) -> None:

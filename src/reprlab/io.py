@@ -306,8 +306,19 @@ def release_folder(path: Path) -> None:
         f.close()
 
 
+def holds_files(path: Path) -> bool:
+    """True if folder ``path`` holds anything besides reprlab's lock and stale temporaries."""
+    return path.is_dir() and any(
+        f.name != LOCK_NAME and not _TEMP_NAME.fullmatch(f.name) for f in path.iterdir()
+    )
+
+
 def remove_folder(path: Path) -> None:
-    """``--overwrite``: delete ``path``, unless another reprlab process is using it."""
+    """``--overwrite``: delete ``path``, unless another reprlab process is using it or it holds
+    the current working folder."""
+    here = Path.cwd().resolve()
+    if here == path.resolve() or path.resolve() in here.parents:
+        raise ReprlabError(f"{path}: will not delete the current folder or one above it")
     hold_folder(path)
     release_folder(path)
     shutil.rmtree(path)
@@ -333,13 +344,13 @@ class RunDir:
         cfg_file = path / "config.json"
         if path.exists() and not path.is_dir():
             raise ReprlabError(f"{path}: exists and is not a folder")
-        if path.exists() and any(path.iterdir()):
-            if overwrite:
-                remove_folder(path)
-            elif not cfg_file.exists():
+        if holds_files(path):
+            if not cfg_file.is_file():  # never deleted, even with --overwrite: not ours
                 raise ReprlabError(
                     f"{path}: folder exists and is not a reprlab run (choose another --out)"
                 )
+            if overwrite:
+                remove_folder(path)
             else:
                 old = read_json(cfg_file)
                 if old.get("mode") != mode:

@@ -36,6 +36,7 @@ from reprlab.io import (
     config_diff,
     default_run_dir,
     hold_folder,
+    holds_files,
     read_json,
     remove_folder,
     to_json,
@@ -376,7 +377,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
                 f"--out {folder}: holds a pipeline with another configuration ({diff}); "
                 "choose another --out, or pass --overwrite"
             )
-    elif folder.is_dir() and any(folder.iterdir()):
+    elif holds_files(folder):
         raise ReprlabError(
             f"--out {folder}: folder exists and is not a reprlab pipeline (choose another --out)"
         )

@@ -38,6 +38,7 @@ from reprlab.io import (
     config_diff,
     default_run_dir,
     hold_folder,
+    holds_files,
     read_json,
     read_jsonl,
     remove_folder,
@@ -284,7 +285,7 @@ def run_sweep(
                     f"({config_diff(old, record)}); choose another --out, or pass --overwrite"
                 )
             remove_folder(folder)
-    elif folder.is_dir() and any(folder.iterdir()):
+    elif holds_files(folder):
         raise ReprlabError(
             f"--out {folder}: folder exists and is not a reprlab sweep (choose another --out)"
         )
