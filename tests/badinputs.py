@@ -152,6 +152,11 @@ def torch_payload(root: Path, name: str = "evil.pt") -> Path:
     return p
 
 
+def _noise(n: int) -> bytes:
+    """Incompressible bytes, so that a cut in the archive falls inside this member."""
+    return np.random.default_rng(0).integers(0, 256, n, dtype=np.uint8).tobytes()
+
+
 def truncated(p: Path, keep: float = 0.5) -> Path:
     data = p.read_bytes()
     p.write_bytes(data[: max(1, int(len(data) * keep))])
@@ -314,6 +319,12 @@ _DATA: list[BadInput] = [
     BadInput("tar_truncated", "softmax",
              _mode("softmax", lambda r: truncated(_tar_members(r, "trunc.tar.gz", {}), 0.6)),
              ("trunc.tar.gz",)),
+    # cut inside a member (an interrupted download): the reader fails mid-file, not mid-header
+    *(BadInput(f"tar_cut_in_member_{ext}", "softmax",
+               _mode("softmax", lambda r, ext=ext: truncated(_tar_members(
+                   r, f"cut.tar.{ext}", {"train/cat/big.png": _noise(1_000_000)}), 0.5)),
+               (f"cut.tar.{ext}", "corrupt or truncated"))
+      for ext in ("xz", "gz")),
     BadInput("tar_not_a_tar", "softmax",
              _mode("softmax", lambda r: write(r, "fake.tar.gz", gzip.compress(b"hello" * 99))),
              ("fake.tar.gz",)),

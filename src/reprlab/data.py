@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import os
 import pickle
 import re
@@ -391,10 +392,14 @@ def _safe_member_name(name: str, archive: Path) -> PurePosixPath:
     return p
 
 
+# what a damaged archive raises: gzip/zlib, xz (LZMAError), bz2 (OSError), a cut-off stream
+_TAR_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError)
+
+
 def _iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarfile.TarInfo]]:
     try:
         tf = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+    except _TAR_ERRORS as e:
         raise ReprlabError(f"{path}: not a readable tar archive ({_short(e)})") from None
     with tf:
         try:
@@ -402,15 +407,24 @@ def _iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarf
                 rel = _safe_member_name(m.name, path)
                 if m.isfile():
                     yield rel, tf, m
-        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-            raise ReprlabError(f"{path}: corrupt or truncated tar archive ({_short(e)})") from None
+        except _TAR_ERRORS as e:
+            raise _corrupt_tar(path, e) from None
+
+
+def _corrupt_tar(path: Path, e: BaseException) -> ReprlabError:
+    return ReprlabError(
+        f"{path}: corrupt or truncated tar archive ({_short(e)}; an interrupted download?)"
+    )
 
 
 def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> bytes:
-    f = tf.extractfile(m)
-    if f is None:
-        raise ReprlabError(f"{path}: member {m.name!r} cannot be read")
-    return f.read()
+    try:
+        f = tf.extractfile(m)
+        if f is None:
+            raise ReprlabError(f"{path}: member {m.name!r} cannot be read")
+        return f.read()
+    except _TAR_ERRORS as e:
+        raise _corrupt_tar(path, e) from None
 
 
 def _load_tar(path: Path, split: str) -> ImageSet:
@@ -966,5 +980,7 @@ def flatten(x: np.ndarray) -> np.ndarray:
 
 
 def _short(e: BaseException) -> str:
+    """The first line of an exception's message, without a dangling colon or memory address."""
     text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:200]
+    first = re.sub(r" at 0x[0-9a-f]+", "", text[0] if text else "").strip().rstrip(":").strip()
+    return (first or type(e).__name__)[:200]
