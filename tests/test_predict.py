@@ -254,6 +254,11 @@ def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsy
     runs = {
         "softmax": ["softmax", *quick, "--num_iters", "30", "--batch_size", "64"],
         "logistic": ["logistic", *quick, "--num_iters", "30", "--batch_size", "64"],
+        # other pairs, one in reverse order: files hold the training set's numbering (3/5, 1/0)
+        "logistic_cat_dog": ["logistic", *quick, "--num_iters", "30", "--batch_size", "64",
+                             "--classes", "cat,dog"],
+        "logistic_reversed": ["logistic", *quick, "--num_iters", "30", "--batch_size", "64",
+                              "--classes", "automobile,airplane"],
         "fine_tune_linear": ["fine_tune_linear", *quick, "--encoder_path", str(tiny_encoder),
                              "--num_iters", "50", "--no-progress"],
         "fine_tune_nn": ["fine_tune_nn", *quick, "--encoder_path", str(tiny_encoder),
@@ -269,8 +274,10 @@ def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsy
         assert main([*argv, "--out", str(out)]) == 0
         s = json.loads((out / "summary.json").read_text())
         pred = np.array((out / "predictions.csv").read_text().split(), dtype=int)
-        if name == "logistic":  # classes airplane (0) and automobile (1)
-            keep = truth < 2
+        pair = {"logistic": [0, 1], "logistic_cat_dog": [3, 5], "logistic_reversed": [1, 0]}
+        if name in pair:  # scored on the test images of the pair only
+            keep = np.isin(truth, pair[name])
+            assert set(pred) <= set(pair[name])
             expected = np.mean(pred[keep] == truth[keep])
             assert s["test_n"] == keep.sum() > 0
         else:
@@ -282,7 +289,10 @@ def test_labelled_test_data_is_scored(cifar_train, tiny_encoder, tmp_path, capsy
         capsys.readouterr()
         assert main(["predict", str(out), "--data", str(test), "--out", str(tmp_path / "p.csv"),
                      "--overwrite"]) == 0
-        assert f"test_acc {expected:.4f} ({s['test_n']} images)" in capsys.readouterr().out
+        printed = capsys.readouterr().out
+        assert f"test_acc {expected:.4f} ({s['test_n']} images)" in printed
+        if name == "logistic_cat_dog":
+            assert f"3 cat: {np.sum(pred == 3)}, 5 dog: {np.sum(pred == 5)}" in printed
     html = render_report(tmp_path / "softmax").read_text()
     assert "<th colspan=2>test accuracy</th>" in html and f"{100 * acc['softmax']:.2f} %" in html
 

@@ -464,9 +464,13 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     )
     if prep.test is not None:
         predictor = load_linear_model(run.file("model.npz"))
-        labels = predictor.predict(prep.test.images)
+        labels = predictor.predict_model_labels(prep.test.images)
         out = run.file("predictions.csv")
-        summary.update(write_test_predictions(out, labels, prep.test, prep.train.classes))
+        summary.update(
+            write_test_predictions(
+                out, labels, prep.test, prep.train.classes, class_ids=predictor.class_ids
+            )
+        )
     summary["wall_time_s"] = time.perf_counter() - t0
     run.write_summary(summary)
     print(result_line(mode, summary, run.path))

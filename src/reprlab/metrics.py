@@ -108,14 +108,19 @@ def score_test_set(
 
 
 def write_test_predictions(
-    path: Path, labels: np.ndarray, test: ImageSet, classes: list[str]
+    path: Path,
+    labels: np.ndarray,
+    test: ImageSet,
+    classes: list[str],
+    class_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The one path of every mode's predictions for the ``test`` images: ``predictions.csv`` at
     ``path`` (one label per line), and for ``summary.json`` their count plus
-    :func:`score_test_set` (``labels`` index ``classes``)."""
+    :func:`score_test_set`. ``labels`` index ``classes``; the file holds ``class_ids[labels]``
+    when given (``logistic`` writes its pair's indices in the training set's numbering)."""
     from reprlab.io import write_predictions
 
-    write_predictions(path, labels)
+    write_predictions(path, labels if class_ids is None else np.asarray(class_ids)[labels])
     return {
         "n_test_predictions": len(labels),
         **score_test_set(labels, test.labels, test.classes, classes),

@@ -121,10 +121,11 @@ def predict_labels(
     device: str = "auto",
     progress: bool = True,
     tta: str = "run",
-) -> tuple[np.ndarray, list[str], ImageSet]:
+) -> tuple[np.ndarray, list[str], np.ndarray, ImageSet]:
     """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
-    :func:`load_predictor`), the class names they index, and the images (with their own labels
-    when the source has them)."""
+    :func:`load_predictor`), the class names they index, each class's label in the training
+    set's numbering (what the predictions file holds: ``logistic --classes cat,dog`` writes 3
+    and 5), and the images (with their own labels when the source has them)."""
     from reprlab.data import load_images
 
     mode, predictor = load_predictor(run_dir, tta)
@@ -137,11 +138,12 @@ def predict_labels(
             f"trained on {'x'.join(map(str, shape))} images"
         )
     if mode in LINEAR_MODES:
-        return np.asarray(predictor.predict(ds.images), dtype=np.int64), predictor.classes, ds
+        labels = predictor.predict_model_labels(ds.images)
+        return labels, predictor.classes, predictor.class_ids, ds
     labels = predictor.predict(
         ds.images, batch_size=batch_size, device=device, progress=progress, where=ds.source
     )
-    return labels, predictor.classes, ds
+    return labels, predictor.classes, np.arange(len(predictor.classes)), ds
 
 
 def main(args: argparse.Namespace) -> int:
@@ -152,12 +154,12 @@ def main(args: argparse.Namespace) -> int:
         raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
-    labels, classes, ds = predict_labels(
+    labels, classes, ids, ds = predict_labels(
         args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
     )
-    write_predictions(out, labels, overwrite=True)
+    write_predictions(out, ids[labels], overwrite=True)
     counts = np.bincount(labels, minlength=len(classes)).tolist()
-    per_class = ", ".join(f"{i} {name}: {counts[i]}" for i, name in enumerate(classes))
+    per_class = ", ".join(f"{ids[i]} {name}: {counts[i]}" for i, name in enumerate(classes))
     print(f"predict: {len(labels)} labels -> {out} ({per_class})")
     scores = score_test_set(labels, ds.labels, ds.classes, classes)
     if scores:  # the images carry labels: how good the predictions are
