@@ -65,6 +65,8 @@ class RunConfig:
                 raise ReprlabError(
                     f"--{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
                 )
+        if not 0 <= self.seed < 2**32:  # what numpy's and torch's generators all accept
+            raise ReprlabError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ReprlabError(f"--val_fraction must be in (0, 1), got {self.val_fraction}")
         if self.limit is not None and self.limit < 2:

@@ -322,7 +322,10 @@ def plan_stages(
         vals["overwrite"] = False
         if name in NEEDS_ENCODER and "encoder_path" in fields and "encoder_path" not in vals:
             vals["encoder_path"] = str(folder / "cont_rep" / "encoder.pt")
-        cfg = config_for(name, vals, mode_preset)
+        try:
+            cfg = config_for(name, vals, mode_preset)
+        except ReprlabError as e:  # say which stage (--set STAGE.FIELD or a [STAGE] table)
+            raise ReprlabError(f"stage {name}: {e}") from None
         plan.append(Stage(name, mode_preset, vals, _comparable(cfg.to_dict())))
     return plan
 
