@@ -273,6 +273,20 @@ _DATA: list[BadInput] = [
                  images=random_images(40), labels=np.arange(40) % 4 + 5,
                  classes=np.array(["a", "b", "c", "d"])))),
              ("oor.npz", "out of range")),
+    BadInput("npz_label_huge_unnamed", "softmax",
+             _mode("softmax", lambda r: write(r, "huge.npz", npz_bytes(
+                 images=random_images(40), labels=np.r_[np.arange(39) % 4, 3_000_000]))),
+             ("huge.npz", "3000000", "class indices")),
+    BadInput("npz_class_names_repeated", "softmax",
+             _mode("softmax", lambda r: write(r, "dup.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(40) % 4,
+                 classes=np.array(["cat", "dog", "cat", "ship"])))),
+             ("dup.npz", "'cat'", "more than once")),
+    BadInput("npz_class_name_empty", "softmax",
+             _mode("softmax", lambda r: write(r, "empty_name.npz", npz_bytes(
+                 images=random_images(40), labels=np.arange(40) % 4,
+                 classes=np.array(["cat", "", "ship", "dog"])))),
+             ("empty_name.npz", "empty class name")),
     BadInput("npz_labels_negative", "softmax",
              _mode("softmax", lambda r: write(r, "neg.npz", npz_bytes(
                  images=random_images(40), labels=np.arange(40) % 4 - 1))),

@@ -170,6 +170,18 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
     if labels.min() < 0:
         raise ReprlabError(f"{source}: negative label {int(labels.min())}")
     top = int(labels.max())
+    if classes is None and top >= max(len(labels), 1000):  # 0..top would be mostly empty classes
+        raise ReprlabError(
+            f"{source}: label {top} for {len(labels)} images and no class names; labels must be "
+            "class indices 0..K-1 (or give a 'classes' array)"
+        )
+    if classes is not None:
+        names = [str(c) for c in classes]
+        if any(not n.strip() for n in names):
+            raise ReprlabError(f"{source}: an empty class name (names are {names[:12]})")
+        if len(set(names)) != len(names):
+            dup = next(n for n in names if names.count(n) > 1)
+            raise ReprlabError(f"{source}: class name {dup!r} appears more than once")
     if classes is None:
         # labels 0..9 without names are taken for CIFAR-10's; any other range is named 0..top
         classes = list(CIFAR10_CLASSES) if top == 9 else [str(i) for i in range(top + 1)]
