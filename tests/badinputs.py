@@ -143,6 +143,18 @@ def encoder_file(root: Path, name: str = "airbench_small", z_dim: int = 8, tag: 
     return p
 
 
+def tampered_encoder(root: Path, **changes: object) -> Path:
+    """A real ``encoder.pt`` whose metadata was edited by hand (``changes``)."""
+    import torch
+
+    p = encoder_file(root)
+    ck = torch.load(p, weights_only=True)
+    ck.update(changes)
+    out = root / f"tampered_{'_'.join(changes)}.pt"
+    torch.save(ck, out)
+    return out
+
+
 def torch_payload(root: Path, name: str = "evil.pt") -> Path:
     """``torch.save`` of a dict holding an object whose unpickling runs code."""
     import torch
@@ -672,6 +684,16 @@ _MODELS: list[BadInput] = [
                  "format": "reprlab-fine-tune-nn", "encoder": "airbench", "z_dim": 8,
                  "n_classes": 4, "hidden": [16], "features": "z", "state_dict": {}})})),
              ("model.pt",)),
+    BadInput("predict_pt_model_meta_damaged", "predict",
+             _predict(lambda r: fake_run(r, "fine_tune_nn", {"model.pt": _torch_bytes({
+                 "format": "reprlab-classifier", "encoder": "airbench_small", "z_dim": 8,
+                 "n_classes": 4, "hidden": [16], "features": "z", "state_dict": {},
+                 "classes": 7, "image_shape": [8, 8, 3], "mean": [0.0] * 3,
+                 "std": [1.0] * 3})})),
+             ("model.pt", "damaged")),
+    BadInput("predict_config_not_an_object", "predict",
+             _predict(lambda r: write(r / "run", "config.json", b"[1, 2]").parent),
+             ("config.json",)),
     BadInput("predict_pt_model_list", "predict",
              _predict(lambda r: fake_run(r, "fine_tune_nn", {"model.pt": _torch_bytes([1, 2])})),
              ("model.pt", "not a reprlab checkpoint")),
@@ -703,6 +725,12 @@ _MODELS: list[BadInput] = [
              _ft("fine_tune_nn", enc=lambda r: ["--encoder_path",
                                                 str(write(r, "junk.pt", os.urandom(777)))]),
              ("junk.pt",)),
+    *(BadInput(f"ft_nn_encoder_tampered_{key}", "fine_tune_nn",
+               _ft("fine_tune_nn", enc=lambda r, key=key, v=v: [
+                   "--encoder_path", str(tampered_encoder(r, **{key: v}))]),
+               (f"tampered_{key}.pt",))
+      for key, v in (("kwargs", "x"), ("z_dim", "x"), ("image_shape", [0, -1]),
+                     ("mean", "abc"), ("std", [1.0]), ("classes", 7))),
     BadInput("ft_nn_wrong_z_dim", "fine_tune_nn", _ft("fine_tune_nn", "--z_dim", "64"),
              ("z_dim",)),
     BadInput("ft_nn_warmup_start_two", "fine_tune_nn",

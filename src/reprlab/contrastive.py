@@ -42,6 +42,7 @@ from reprlab.encoders import (
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RunDir,
+    check_model_meta,
     load_checkpoint,
     load_npy,
     read_json,
@@ -254,10 +255,11 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     ck = load_checkpoint(path)
     if ck.get("format") != ENCODER_FORMAT:
         raise ReprlabError(f"{path}: not a reprlab encoder file (expected cont_rep's encoder.pt)")
+    check_model_meta(ck, path)
     try:
         enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
         enc.load_state_dict(ck["state_dict"])
-    except (KeyError, RuntimeError, ReprlabError) as e:
+    except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
         raise ReprlabError(f"{path}: encoder does not load ({str(e)[:200]})") from None
     enc.eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}

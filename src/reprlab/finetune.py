@@ -857,7 +857,10 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
     ck = io.load_checkpoint(path)
     if ck.get("format") != NN_FORMAT:
         raise ReprlabError(f"{path}: not a fine_tune_nn model")
+    io.check_model_meta(ck, path)
     try:
+        if int(ck["n_classes"]) != len(ck["classes"]):
+            raise ReprlabError(f"n_classes {ck['n_classes']} for {len(ck['classes'])} names")
         enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
         model = Classifier(
             enc,
@@ -868,7 +871,7 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
             ck.get("logit_scale", 1.0),
         )
         model.load_state_dict(ck["state_dict"])
-    except (KeyError, RuntimeError, ReprlabError, TypeError) as e:
+    except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
         raise ReprlabError(f"{path}: model does not load ({str(e)[:200]})") from None
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return NNPredictor(model, meta, source=str(path))

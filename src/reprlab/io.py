@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -15,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -213,8 +215,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ReprlabError(f"{path}: checkpoint not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy formats before refusing them
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt / unsafe files
+        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+            raise ReprlabError(
+                f"{path}: holds Python objects besides tensors and plain data; refused, and "
+                "nothing in it was run (a pickle can run code)"
+            ) from None
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ReprlabError(f"{path}: not a readable reprlab checkpoint ({first[:200]})") from None
     if not isinstance(state, dict):
@@ -222,6 +231,31 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path}: not a reprlab checkpoint (top level is {type(state).__name__})"
         )
     return state
+
+
+def check_model_meta(ck: dict[str, Any], path: str | Path) -> None:
+    """Refuse a model file (``encoder.pt``, ``model.pt``) whose description of its inputs is not
+    what reprlab writes: ``image_shape`` (H, W, C), per-channel ``mean``/``std``, ``classes``."""
+    shape = ck.get("image_shape")
+    ok = (
+        isinstance(shape, (list, tuple))
+        and len(shape) == 3
+        and all(isinstance(v, int) and v > 0 for v in shape)
+        and isinstance(ck.get("classes"), (list, tuple))
+        and all(isinstance(c, str) for c in ck["classes"])
+        and isinstance(ck.get("kwargs", {}), dict)
+    )
+    if ok:
+        for key in ("mean", "std"):
+            v = ck.get(key)
+            ok = ok and isinstance(v, (list, tuple)) and len(v) == shape[2] and all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in v
+            )
+    if not ok:
+        raise ReprlabError(
+            f"{path}: damaged model file (its image_shape, mean, std, classes or kwargs are not "
+            "what reprlab writes)"
+        )
 
 
 # ---------------------------------------------------------------------------------------------

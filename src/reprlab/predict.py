@@ -90,7 +90,10 @@ def _load(run_dir: str | Path) -> tuple[str, Any]:
                 + ", ".join(str(run_dir / s) for s in stages)
             )
         raise ReprlabError(f"{run_dir}: not a reprlab run folder (no config.json)")
-    mode = read_json(cfg_file).get("mode")
+    config = read_json(cfg_file)
+    mode = config.get("mode") if isinstance(config, dict) else None
+    if mode is None:
+        raise ReprlabError(f"{cfg_file}: not a reprlab run's config.json (no mode)")
     if mode not in CLASSIFIER_MODES:
         raise ReprlabError(
             f"{run_dir}: a {mode} run has no classifier to predict with "
