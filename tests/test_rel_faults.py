@@ -180,6 +180,33 @@ def test_mode_refuses_folder_of_another_configuration(tmp_path: Path, capsys) ->
     assert json.loads((out / "config.json").read_text())["config"]["lr"] == 0.5
 
 
+def test_same_command_on_other_data_is_not_taken_for_the_finished_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``--data small.npz`` typed in another folder names another file: the finished run is
+    not reused for it (its size differs), and a moved copy of the same file still is."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    good_npz(a), good_npz(b, n=48)
+    out = tmp_path / "run"
+    argv = ["softmax", "--data", "good.npz", *LINEAR, "--out", str(out)]
+    monkeypatch.chdir(a)
+    assert main(argv) == 0
+    inputs = json.loads((out / "config.json").read_text())["inputs"]
+    assert inputs["data"] == {"path": str(a / "good.npz"), "bytes": (a / "good.npz").stat().st_size}
+    before = snapshot(out)
+    monkeypatch.chdir(b)
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "another --data" in line and str(b / "good.npz") in line, line
+    assert snapshot(out) == before
+    (b / "good.npz").write_bytes((a / "good.npz").read_bytes())  # the same file, elsewhere
+    assert main(argv) == 0
+    assert "already holds" in capsys.readouterr().out
+    assert snapshot(out) == before
+
+
 def test_rerun_removes_temporaries_of_a_killed_write(tmp_path: Path) -> None:
     """A SIGKILL during a write leaves ``.<name>.<random>.tmp``; reopening the run removes it
     (and nothing else)."""

@@ -398,6 +398,7 @@ class RunDir:
                         f"{path}: holds a run with another configuration ({diff}); "
                         "choose another --out, or pass --overwrite"
                     )
+                _check_same_inputs(path, old.get("inputs") or {}, input_files(config))
         path.mkdir(parents=True, exist_ok=True)
         hold_folder(path)
         remove_stale_temporaries(path)
@@ -405,7 +406,12 @@ class RunDir:
         if not cfg_file.exists():
             write_json(
                 cfg_file,
-                {"mode": mode, "config": _comparable(config), "environment": environment()},
+                {
+                    "mode": mode,
+                    "config": _comparable(config),
+                    "inputs": input_files(config),
+                    "environment": environment(),
+                },
             )
         return run
 
@@ -420,6 +426,31 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_json(self.file("summary.json"), summary)
+
+
+def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The files a run reads (``data``, ``test_data``): absolute path and size in bytes, so that
+    a rerun of the same command line on another file of the same name is not taken for it."""
+    out = {}
+    for key in ("data", "test_data"):
+        value = config.get(key)
+        if value and Path(value).is_file():
+            p = Path(value).resolve()
+            out[key] = {"path": str(p), "bytes": p.stat().st_size}
+    return out
+
+
+def _check_same_inputs(
+    path: Path, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
+) -> None:
+    """Refuse to resume or reuse a run on input files of another size (moved files are fine)."""
+    for key in old.keys() & new.keys():
+        if old[key].get("bytes") != new[key]["bytes"]:
+            raise ReprlabError(
+                f"{path}: holds a run on another --{key} ({old[key].get('path')}, "
+                f"{old[key].get('bytes')} bytes; now {new[key]['path']}, {new[key]['bytes']} "
+                "bytes); choose another --out, or pass --overwrite"
+            )
 
 
 _TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}(\.tmp|\.[A-Za-z0-9]+)")
