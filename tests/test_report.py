@@ -107,3 +107,18 @@ def test_report_command(smoke_pipeline: dict, tmp_path: Path, capsys) -> None:
     assert main(["report", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("reprlab: error:") and "missing" in err[0]
+
+
+def test_report_command_keeps_an_existing_file(smoke_pipeline: dict, tmp_path: Path, capsys):
+    mine = tmp_path / "mine.html"
+    mine.write_text("precious\n")
+    run = str(smoke_pipeline["dir"])
+    capsys.readouterr()
+    assert main(["report", run, "--out", str(mine)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mine.html" in err[0] and "--overwrite" in err[0]
+    assert mine.read_text() == "precious\n"
+    assert main(["report", run, "--out", str(tmp_path)]) == 2  # a folder is no file name
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["report", run, "--out", str(mine), "--overwrite"]) == 0
+    assert mine.read_text().startswith("<!DOCTYPE html>")

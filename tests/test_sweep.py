@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from reprlab.cli import main
-from reprlab.sweep import by_setting, write_by_setting
+from reprlab.sweep import by_setting, run_name, write_by_setting
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -174,3 +174,10 @@ def test_by_setting_with_no_finished_run(tmp_path: Path) -> None:
     write_by_setting(tmp_path, grid, [failed, ok])
     md = (tmp_path / "by_setting.md").read_text().splitlines()
     assert md[2] == "| 0.1 | 0 |  |" and md[3].startswith("| 0.2 | 2 | 0.4 ± 0")
+
+
+def test_run_names_keep_every_value_apart() -> None:
+    """Folder names are short (``lr=0.1``, ``l2_lambda=0``) but never merge two values."""
+    assert run_name({"lr": 0.1, "l2_lambda": 0.0}) == "lr=0.1,l2_lambda=0"
+    assert run_name({"lr": 0.1000001}) == "lr=0.1000001" != run_name({"lr": 0.1})
+    assert run_name({"lr": 1e-5}) == "lr=1e-05"

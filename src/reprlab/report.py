@@ -423,9 +423,18 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", help="a pipeline folder or a single run folder")
     parser.add_argument("--out", default=None, help="where to write (default: RUN_DIR/report.html)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing --out file"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.out is not None:  # the default RUN_DIR/report.html is the report's own file
+        out = Path(args.out)
+        if out.is_dir():
+            raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
+        if out.exists() and not args.overwrite:
+            raise ReprlabError(f"{out}: already exists (choose another --out or pass --overwrite)")
     path = render_report(args.run_dir, args.out)
     print(path)
     return 0

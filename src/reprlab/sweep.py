@@ -140,7 +140,8 @@ def _show(v: Any) -> str:
     if isinstance(v, (list, tuple)):
         return "+".join(_show(x) for x in v) or "none"
     if isinstance(v, float):
-        return f"{v:g}"
+        short = f"{v:g}"
+        return short if float(short) == v else repr(v)  # 0.1000001 is not 0.1
     return str(v)
 
 
@@ -262,6 +263,8 @@ def run_sweep(
     runs = []
     for combo in combos:  # validate every combination before anything is written
         name = run_name(combo)
+        if any(name == other for other, _, _ in runs):
+            raise ReprlabError(f"--grid: two settings share the run folder name {name!r}")
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
         config_for(mode, vals, preset)
         runs.append((name, combo, vals))
