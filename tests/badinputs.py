@@ -74,6 +74,12 @@ def good_npz(root: Path, n: int = 40, k: int = 4, size: int = 8) -> Path:
     return p
 
 
+def good_npz32(root: Path) -> Path:
+    """:func:`good_npz` of 32x32 images (in root/d32), the size the encoders take."""
+    (root / "d32").mkdir(exist_ok=True)
+    return good_npz(root / "d32", size=32)
+
+
 def npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -464,6 +470,11 @@ _FLAGS: list[BadInput] = [
              ("--preset", "turbo")),
     BadInput("cont_z_dim_zero", "cont_rep", _cont("--z_dim", "0"), ("--z_dim",)),
     BadInput("cont_batch_three", "cont_rep", _cont("--batch_size", "3"), ("--batch_size",)),
+    BadInput("cont_translate_too_large", "cont_rep",
+             lambda r: ["cont_rep", "--data", str(good_npz32(r)), "--encoder", "airbench_small",
+                        "--z_dim", "8", "--batch_size", "8", "--num_iters", "2", "--translate",
+                        "32", *_out(r)],
+             ("--translate", "32x32")),
     BadInput("cont_batch_larger_than_set", "cont_rep", _cont("--batch_size", "64"),
              ("--batch_size", "larger")),
     BadInput("cont_images_too_small_for_encoder", "cont_rep", _cont(),
@@ -618,11 +629,9 @@ def _ft(mode: str, *flags: str, enc: Callable[[Path], list[str]] | None = None):
     """A fine-tuning command on a 32x32 .npz with a real (random) encoder.pt by default."""
 
     def build(root: Path) -> list[str]:
-        data = root / "d32"
-        data.mkdir(exist_ok=True)
         e = enc(root) if enc else ["--encoder_path", str(encoder_file(root, z_dim=8))]
         tiny = ["--batch_size", "8", "--num_iters", "2"]
-        return [mode, "--data", str(good_npz(data, size=32)), *e, *tiny, *flags, *_out(root)]
+        return [mode, "--data", str(good_npz32(root)), *e, *tiny, *flags, *_out(root)]
 
     return build
 
@@ -737,6 +746,8 @@ _MODELS: list[BadInput] = [
              _ft("fine_tune_nn", "--warmup_start", "2"), ("--warmup_start",)),
     BadInput("ft_nn_unknown_head", "fine_tune_nn", _ft("fine_tune_nn", "--head", "transformer"),
              ("--head", "transformer")),
+    BadInput("ft_nn_translate_too_large", "fine_tune_nn", _ft("fine_tune_nn", "--translate", "99"),
+             ("--translate", "32x32")),
     BadInput("ft_nn_bad_hidden", "fine_tune_nn", _ft("fine_tune_nn", "--hidden", "64,x"),
              ("--hidden", "'64,x'")),
     BadInput("ft_nn_label_smoothing_one", "fine_tune_nn",

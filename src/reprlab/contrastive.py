@@ -406,6 +406,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, cfg.z_dim, **enc_kwargs)
     check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
+    cfg.validate_for(train_set.images, train_set.source)
     run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
     t0 = time.perf_counter()
 

@@ -883,6 +883,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     device, encoder, meta, enc_path, sp = _start(cfg)
     assert sp.train.labels is not None and sp.val.labels is not None
     D.check_batch_size(cfg.batch_size, sp.train)
+    cfg.validate_for(sp.train.images, sp.train.source)
     classes = sp.train.classes
     torch.manual_seed(cfg.seed)
     model = Classifier(

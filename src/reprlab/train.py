@@ -119,6 +119,16 @@ class NeuralRunConfig(ComputeConfig):
         # the loop's own checks, here too: a bad value fails before the run folder is written
         TrainConfig.from_mode(self, torch.device("cpu"), desc="").validate()
 
+    def validate_for(self, images: np.ndarray, source: str) -> None:
+        """The checks that need the training images (``(N, H, W, C)``), also before the run
+        folder is written."""
+        h, w = images.shape[1:3]
+        if self.augment and self.translate >= min(h, w):  # reflect padding needs a wider image
+            raise ReprlabError(
+                f"--translate must be below {min(h, w)} for the {h}x{w} images of {source}, "
+                f"got {self.translate}"
+            )
+
 
 @dataclass
 class TrainConfig:
