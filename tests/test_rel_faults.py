@@ -207,6 +207,29 @@ def test_same_command_on_other_data_is_not_taken_for_the_finished_run(
     assert snapshot(out) == before
 
 
+def test_out_of_memory_is_one_line(tmp_path: Path) -> None:
+    """A 1 MB .npz that expands to 983 MB of images, read under a 1 GB address-space limit:
+    one line and exit 1, no traceback, no run folder."""
+    bomb = tmp_path / "zbomb.npz"
+    n = 20000
+    np.savez_compressed(bomb, images=np.zeros((n, 128, 128, 3), np.uint8), labels=np.arange(n) % 4)
+    assert bomb.stat().st_size < 2_000_000
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1_000_000_000, 1_000_000_000))
+
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reprlab", "softmax", "--data", str(bomb), "--out", str(out)],
+        capture_output=True, text=True, preexec_fn=limit, timeout=300,
+        env={**os.environ, "REPRLAB_CACHE": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    line = one_line(proc.stderr, "reprlab: error: out of memory")
+    assert "--limit" in line
+    assert not out.exists()
+
+
 def test_rerun_removes_temporaries_of_a_killed_write(tmp_path: Path) -> None:
     """A SIGKILL during a write leaves ``.<name>.<random>.tmp``; reopening the run removes it
     (and nothing else)."""

@@ -91,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    except MemoryError as e:  # numpy: "Unable to allocate 3 GiB for an array with shape ..."
+        print(f"reprlab: error: out of memory ({_one_line(e) or 'MemoryError'}); try a "
+              "smaller --batch_size or --limit", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch's CUDA/MPS out-of-memory errors are RuntimeErrors
+        if "out of memory" not in str(e).lower():
+            raise
+        print(f"reprlab: error: out of memory on the device ({_one_line(e)[:200]}); try a "
+              "smaller --batch_size", file=sys.stderr)
+        return 1
     except OSError as e:  # disk full, file too large, permission denied
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"reprlab: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
