@@ -166,6 +166,22 @@ def test_image_folder_dir_and_tar(tmp_path: Path) -> None:
     assert list((tmp_path / "cache").rglob("*.npy"))
 
 
+def test_image_folder_of_linked_class_folders(tmp_path: Path) -> None:
+    """Class folders that are symbolic links (a data set assembled from elsewhere) are read;
+    a link back up the tree is not walked twice."""
+    files, imgs, labs = image_folder_files(per_class=3)
+    real = write_dir(tmp_path / "real", files)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for cls in sorted(CLASSES3):
+        (linked / cls).symlink_to(real / cls, target_is_directory=True)
+    (linked / sorted(CLASSES3)[0] / "loop").symlink_to(linked, target_is_directory=True)
+    ds = load_images(linked)
+    assert ds.classes == sorted(CLASSES3)
+    np.testing.assert_array_equal(ds.images, imgs)
+    np.testing.assert_array_equal(ds.labels, labs)
+
+
 def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     files, imgs, _ = image_folder_files(per_class=2)
     flat = {k.replace("/", "_"): v for k, v in files.items()}

@@ -464,7 +464,13 @@ def _load_tar(path: Path, split: str) -> ImageSet:
 
 def _load_image_dir(path: Path, split: str) -> ImageSet:
     rels = []
-    for dirpath, _dirs, files in os.walk(path):
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(path, followlinks=True):  # class folders may be links
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back up the tree: do not walk it twice
+            dirs.clear()
+            continue
+        seen.add(real)
         for f in files:
             if _is_image_name(f):
                 rels.append(PurePosixPath(Path(dirpath, f).relative_to(path).as_posix()))
