@@ -215,3 +215,12 @@ def test_test_scores_match_labels_by_name_then_by_index() -> None:
     s = score_test_set(pred, np.array([0, 1, 2, 0, 1]), ["a", "b", "c"], run_classes)
     assert "test_acc" not in s and "not scored" in s["test_note"]
     assert score_test_set(pred, None, [], run_classes) == {}
+
+
+def test_help_lists_choices_and_meaningful_defaults(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["softmax", "--help"])
+    text = capsys.readouterr().out
+    assert "--lr_schedule {constant,cosine,linear}" in text
+    assert "--early_stop_metric {val_loss,val_acc}" in text
+    assert "(default: None)" not in text and "(default: 0.03)" in text

@@ -211,26 +211,30 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
             names.append(f"--{name}")
             if "_" in name:
                 names.append(f"--{name.replace('_', '-')}")
-        help_ = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        # None defaults are explained by the help text itself ("default: CIFAR-10, ...")
+        help_ = f.metadata.get("help", "")
+        if default is not None:
+            help_ += f" (default: {_show(default)})"
         inner, _ = _unwrap_optional(tp)
+        choices = f.metadata.get("choices")
         if inner is bool:
             parser.add_argument(
                 *names,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
                 default=None,
-                help=f"{help_} (default: {default})",
+                help=help_,
             )
         else:
             parser.add_argument(
                 *names,
                 dest=f.name,
                 default=None,
-                metavar=f.name.upper(),
+                metavar="{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper(),
                 type=lambda s, tp=tp, n=f.name: parse_value(tp, s, n),
-                choices=f.metadata.get("choices"),
-                help=f"{help_} (default: {_show(default)})",
+                choices=choices,
+                help=help_,
             )
 
 
