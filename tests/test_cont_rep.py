@@ -123,12 +123,20 @@ def test_resume_after_crash_gives_identical_weights(
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
     assert not (tmp_path / "encoder.pt").exists()
     monkeypatch.setattr(contrastive, "random_crop_flip", real)
+    # the same command without --resume would throw the 20 iterations away: refused
+    with pytest.raises(ReprlabError, match="interrupted run.*--resume"):
+        run_cont_rep(tiny(cifar_train, tmp_path, tsne=False))
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
     s = run_cont_rep(tiny(cifar_train, tmp_path, tsne=False, resume=True))
     assert s["resumed_from"] == 20 and s["iterations"] == 30
     a, b = state(ref_out / "encoder.pt"), state(tmp_path / "encoder.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["iter"] for r in rows] == [10, 20, 30]
+    # finished: the same command again does nothing (no training, no file rewritten)
+    stamp = (tmp_path / "encoder.pt").stat().st_mtime_ns
+    assert run_cont_rep(tiny(cifar_train, tmp_path, tsne=False)) == s
+    assert (tmp_path / "encoder.pt").stat().st_mtime_ns == stamp
 
 
 def test_nan_loss_marks_run_failed(cifar_train: Path, tmp_path: Path, capsys):

@@ -244,13 +244,19 @@ def test_freeze_then_unfreeze_changes_encoder(cifar_train, tiny_encoder, tmp_pat
     assert not torch.equal(after["encoder.fc.weight"], before["fc.weight"])
 
 
-def test_resume_of_finished_run_is_a_no_op(cifar_train, tiny_encoder, nn_run, small_test):
+def test_rerun_of_finished_run_is_a_no_op(cifar_train, tiny_encoder, nn_run, small_test, capsys):
+    """The same command again, with or without --resume, trains nothing and touches no file."""
     out, s = nn_run
-    again = run_fine_tune_nn(
-        nn_config(cifar_train, tiny_encoder, out, test_data=str(small_test), resume=True)
-    )
-    assert again["resumed_from"] == 40 and again["iterations"] == 40
-    assert again["val_acc"] == s["val_acc"]
+    stamps = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    for resume in (True, False):
+        capsys.readouterr()
+        again = run_fine_tune_nn(
+            nn_config(cifar_train, tiny_encoder, out, test_data=str(small_test), resume=resume)
+        )
+        assert again == json.loads((out / "summary.json").read_text())
+        assert again["val_acc"] == s["val_acc"] and again["iterations"] == 40
+        assert "already holds this finished run" in capsys.readouterr().out
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == stamps
 
 
 # ---------------------------------------------------------------------------------------------

@@ -380,6 +380,10 @@ def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | No
 def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     """Train the encoder; write the run folder; return the summary."""
     cfg.validate()
+    done = RunDir.finished_summary(cfg.out, "cont_rep", cfg.to_dict(), cfg.overwrite)
+    if done is not None:
+        print(_result_line(done, Path(cfg.out or "")))
+        return done
     device = pick_device(cfg.device)
     train_set, val_set, test_set = _prepare_data(cfg)
     enc_kwargs = cfg.encoder_kwargs(train_set.shape[2])  # built, checked and saved with these
@@ -619,12 +623,16 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "wall_time_s": time.perf_counter() - t0,
     }
     run.write_summary(summary)
-    loss_txt = "n/a" if res.final_loss is None else f"{res.final_loss:.4f}"
-    print(
-        f"cont_rep: {res.iterations} iterations ({res.stop_reason}), final loss "
-        f"{loss_txt}, kNN@{cfg.knn_k} val accuracy {knn:.4f}{score_text(summary)} -> {run.path}"
-    )
+    print(_result_line(summary, run.path))
     return summary
+
+
+def _result_line(s: dict[str, Any], path: Path) -> str:
+    loss = "n/a" if s.get("final_train_loss") is None else f"{s['final_train_loss']:.4f}"
+    return (
+        f"cont_rep: {s['iterations']} iterations ({s['stop_reason']}), final loss {loss}, "
+        f"kNN@{s.get('knn_k', '?')} val accuracy {s['knn_acc']:.4f}{score_text(s)} -> {path}"
+    )
 
 
 def _with_partner(labels: np.ndarray) -> np.ndarray:

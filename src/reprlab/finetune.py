@@ -559,6 +559,10 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
 def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
     """Embed with the frozen encoder, fit softmax regression, write the run folder."""
     t0 = time.perf_counter()
+    done = io.RunDir.finished_summary(cfg.out, "fine_tune_linear", cfg.to_dict(), cfg.overwrite)
+    if done is not None:
+        print(result_line("fine_tune_linear", done, Path(cfg.out or "")))
+        return done
     device, encoder, meta, enc_path, sp = _start(cfg)
     run = io.RunDir.open(cfg.out, "fine_tune_linear", cfg.to_dict(), cfg.overwrite)
     _copy_encoder(enc_path, run.file("encoder.pt"))
@@ -880,6 +884,10 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
 def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     """Train encoder + head with cross-entropy; write the run folder; return the summary."""
     t0 = time.perf_counter()
+    done = io.RunDir.finished_summary(cfg.out, "fine_tune_nn", cfg.to_dict(), cfg.overwrite)
+    if done is not None:
+        print(result_line("fine_tune_nn", done, Path(cfg.out or "")))
+        return done
     device, encoder, meta, enc_path, sp = _start(cfg)
     assert sp.train.labels is not None and sp.val.labels is not None
     D.check_batch_size(cfg.batch_size, sp.train)

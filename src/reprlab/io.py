@@ -415,6 +415,20 @@ class RunDir:
             )
         return run
 
+    @classmethod
+    def finished_summary(
+        cls, path: str | Path | None, mode: str, config: dict[str, Any], overwrite: bool = False
+    ) -> dict[str, Any] | None:
+        """The summary of this very run if ``path`` already holds it finished (then the mode has
+        nothing to do), else None. Raises like :meth:`open` for a folder of another run."""
+        if path is None or overwrite or not (Path(path) / "summary.json").is_file():
+            return None
+        run = cls.open(path, mode, config)
+        if not run.finished:
+            return None
+        print(f"{mode}: {run.path} already holds this finished run; nothing to do")
+        return read_json(run.file("summary.json"))
+
     def file(self, name: str) -> Path:
         return self.path / name
 

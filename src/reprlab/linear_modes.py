@@ -385,25 +385,11 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
 # ---------------------------------------------------------------------------------------------
 
 
-def _finished_summary(cfg: _LinearConfig, mode: str) -> dict[str, Any] | None:
-    """The summary of an identical finished run in ``cfg.out``, if there is one."""
-    if cfg.out is None or cfg.overwrite:
-        return None
-    if not (Path(cfg.out) / "summary.json").is_file():
-        return None
-    run = io.RunDir.open(cfg.out, mode, cfg.to_dict(), False)  # raises if another config
-    if not run.finished:
-        return None
-    summary = io.read_json(run.file("summary.json"))
-    print(f"{mode}: {run.path} already holds this finished run; nothing to do")
-    print(result_line(mode, summary, run.path))
-    return summary
-
-
 def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     t0 = time.perf_counter()
-    done = _finished_summary(cfg, mode)
+    done = io.RunDir.finished_summary(cfg.out, mode, cfg.to_dict(), cfg.overwrite)
     if done is not None:
+        print(result_line(mode, done, Path(cfg.out or "")))
         return done
     binary = mode == "logistic"
     prep = _prepare(cfg, binary)
