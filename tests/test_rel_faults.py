@@ -415,3 +415,31 @@ def test_memory_embedding_60k_images(cifar_train: Path, cifar_test: Path, tmp_pa
         f"limit {(decoded + 2 * 2**30) / 2**20:.0f} MiB) in {time.perf_counter() - t0:.1f} s"
     )
     assert peak < decoded + 2 * 2**30
+
+
+@pytest.mark.parametrize(
+    "argv,hint",
+    [
+        (["cont_rep"], "with --resume to continue"),
+        (["fine_tune_nn"], "with --resume to continue"),
+        (["softmax"], "rerun the same command to start again"),
+        (["fine_tune_linear"], "rerun the same command to start again"),
+        (["pipeline"], "with the same --out, to continue"),
+        (["sweep", "softmax", "--grid", "lr=0.1,0.2"], "with the same --out, to continue"),
+        (["predict", "RUN", "--data", "x.npz"], "nothing was written"),
+    ],
+)
+def test_ctrl_c_says_what_to_do_next(argv: list[str], hint: str, capsys, monkeypatch) -> None:
+    """Ctrl-C: exit 130, one line, and advice that the command accepts (the linear modes and
+    sweep have no --resume flag)."""
+    import importlib
+
+    def interrupted(*_a, **_k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("reprlab.cli.run_mode", interrupted)
+    for module in ("pipeline", "sweep", "predict"):
+        monkeypatch.setattr(importlib.import_module(f"reprlab.{module}"), "main", interrupted)
+    assert main(argv) == 130
+    line = one_line(capsys.readouterr().err, "reprlab: interrupted (")
+    assert hint in line, line

@@ -12,20 +12,22 @@ import sys
 from typing import Any
 
 from reprlab import __version__
-from reprlab.config import add_arguments, build, explicit_args, from_mapping
+from reprlab.config import (
+    ArgParser,
+    add_arguments,
+    build,
+    explicit_args,
+    field_types,
+    from_mapping,
+)
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.modes import MODES, TOOLS
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        raise ReprlabError(f"{self.prog}: {message}")
-
-
 def _parser(command: str | None) -> argparse.ArgumentParser:
-    p = _Parser(prog="reprlab", description="Learn image representations and measure them.")
+    p = ArgParser(prog="reprlab", description="Learn image representations and measure them.")
     p.add_argument("--version", action="version", version=f"reprlab {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=ArgParser)
     for name, mode in MODES.items():
         sp = sub.add_parser(name, help=mode.help, description=mode.help)
         if name == command:
@@ -86,10 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reprlab: training failed: {_one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(
-            "reprlab: interrupted (rerun the same command with --resume to continue)",
-            file=sys.stderr,
-        )
+        print(f"reprlab: interrupted ({_after_interrupt(command)})", file=sys.stderr)
         return 130
     except MemoryError as e:  # numpy: "Unable to allocate 3 GiB for an array with shape ..."
         print(f"reprlab: error: out of memory ({_one_line(e) or 'MemoryError'}); try a "
@@ -105,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"reprlab: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
         return 1
+
+
+def _after_interrupt(command: str | None) -> str:
+    """What a user can do after Ctrl-C of ``command``."""
+    if command in ("pipeline", "sweep"):  # finished runs are kept, the interrupted one resumes
+        return "rerun the same command, with the same --out, to continue"
+    if command in MODES and "resume" in field_types(MODES[command].load()[0]):
+        return "rerun the same command with --resume to continue"
+    if command in MODES:
+        return "nothing is kept of an unfinished run; rerun the same command to start again"
+    return "nothing was written"
 
 
 def _one_line(e: object) -> str:

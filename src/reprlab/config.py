@@ -13,7 +13,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, TypeVar, Union
+from typing import Any, NoReturn, TypeVar, Union
 
 from reprlab.errors import ReprlabError
 
@@ -201,6 +201,15 @@ def from_mapping(
 # ---------------------------------------------------------------------------------------------
 # argparse
 # ---------------------------------------------------------------------------------------------
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one :class:`ReprlabError` line (exit 2)
+    instead of printing its usage, e.g. ``softmax: unrecognized arguments: --resume``."""
+
+    def error(self, message: str) -> NoReturn:
+        where = self.prog.removeprefix("reprlab").strip()
+        raise ReprlabError(f"{where}: {message}" if where else message)
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:

@@ -544,12 +544,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     opts, overrides = resolve_options(args)
-    try:
-        doc = run_pipeline(opts, overrides)
-    except KeyboardInterrupt:
-        print(
-            "reprlab: interrupted (rerun the same command, with the same --out, to resume)",
-            file=sys.stderr,
-        )
-        return 130
+    doc = run_pipeline(opts, overrides)  # Ctrl-C: the CLI says how to continue
     return 1 if doc["failed"] else 0

@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from reprlab.config import ArgParser, explicit_args, field_name, field_types, parse_value
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.config import explicit_args, field_name, field_types, parse_value
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
@@ -66,11 +66,6 @@ RESULT_COLUMNS = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:
-        raise ReprlabError(f"{self.prog}: {message}")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("mode", choices=sorted(MODES), help="the mode to sweep")
     parser.add_argument(
@@ -84,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _mode_parser(mode: str) -> argparse.ArgumentParser:
     cls, _ = MODES[mode].load()
-    p = _Parser(
+    p = ArgParser(
         prog=f"reprlab sweep {mode}",
         description=f"Run {mode} over every combination of the --grid values.",
     )
