@@ -121,4 +121,8 @@ def test_report_command_keeps_an_existing_file(smoke_pipeline: dict, tmp_path: P
     assert main(["report", run, "--out", str(tmp_path)]) == 2  # a folder is no file name
     assert "is a folder" in capsys.readouterr().err
     assert main(["report", run, "--out", str(mine), "--overwrite"]) == 0
-    assert mine.read_text().startswith("<!DOCTYPE html>")
+    text = mine.read_text()
+    assert text.startswith("<!DOCTYPE html>")
+    # links to the runs' files work from where the report is
+    links = re.findall(r'<a href="([^"#][^"]*)"', text)
+    assert links and all((tmp_path / link).is_file() for link in links), links

@@ -13,6 +13,7 @@ import argparse
 import base64
 import html
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -190,17 +191,19 @@ def _count_lines(path: Path) -> int:
         return sum(1 for _ in f)
 
 
-def _predictions_cell(run: Path, base: Path) -> str:
+def _predictions_cell(run: Path, html_dir: Path) -> str:
     p = run / "predictions.csv"
     if not p.is_file():
         return "—"
-    rel = p.relative_to(base) if p.is_relative_to(base) else p
+    rel = Path(os.path.relpath(p.resolve(), html_dir.resolve()))  # a link from the report
     return (
         f'<a href="{_e(rel.as_posix())}">{_e(p.name)}</a><br><small>{_count_lines(p)} rows</small>'
     )
 
 
-def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, Any]) -> str:
+def _results_table(
+    stages: list[tuple[str, Path]], html_dir: Path, walls: dict[str, Any]
+) -> str:
     metrics = {name: stage_metrics(_read_json_or_none(run / "summary.json") or {})
                for name, run in stages}
     # a test-accuracy column only when some run scored labelled test images
@@ -251,7 +254,7 @@ def _results_table(stages: list[tuple[str, Path]], base: Path, walls: dict[str, 
             + pair(_num(m["iterations"]), "iterations", _num)
             + (pair(test_cell, "test_acc") if scored else "")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
-            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, base)}</td></tr>"
+            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, html_dir)}</td></tr>"
         )
     notes = "".join(
         f"<li><b>{_e(name)}</b>: {_e(PAPER[name]['note'])}</li>"
@@ -355,8 +358,9 @@ def _environment(stages: list[tuple[str, Path]]) -> str:
     return f"<h2>environment</h2><table><tr><th class=l>key</th>{head}</tr>{rows}</table>"
 
 
-def render_html(run_dir: str | Path) -> str:
-    """The report of ``run_dir`` (a pipeline folder or a single run folder) as HTML text."""
+def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
+    """The report of ``run_dir`` (a pipeline folder or a single run folder) as HTML text, to be
+    saved in ``html_dir`` (default ``run_dir``: its links to files are relative to it)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReprlabError(f"{run_dir}: not a folder")
@@ -382,7 +386,7 @@ def render_html(run_dir: str | Path) -> str:
         "<p class=meta>Final metrics of each run (accuracy on the validation split of the "
         "training set; on the test images too when they carry labels), beside the course "
         "report's own numbers (shaded).</p>",
-        _results_table(stages, run_dir, walls),
+        _results_table(stages, Path(html_dir or run_dir), walls),
     ]
     overlays = [_img(p, p.stem.replace("_", " ")) for p in sorted(run_dir.glob("*.png"))]
     if overlays and stages[0][1] != run_dir:  # a sweep folder: its comparison figures
@@ -411,7 +415,7 @@ def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (self-contained) into ``run_dir``, or to ``out``; return its path."""
     run_dir = Path(run_dir)
     path = Path(out) if out is not None else run_dir / "report.html"
-    write_text(path, render_html(run_dir))
+    write_text(path, render_html(run_dir, path.parent))
     return path
 
 
