@@ -63,6 +63,7 @@ def test_run_writes_everything_and_learns(finished):
         "predictions.csv",
         "summary.json",
         "model_summary.txt",
+        "confusion.png",
     ):
         assert (out / f).is_file(), f
     rows = read_jsonl(out / "metrics.jsonl")
@@ -72,6 +73,8 @@ def test_run_writes_everything_and_learns(finished):
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "finished" and s["iterations"] == 30 and s["stop_reason"] == "num_iters"
     assert s["knn_acc"] > 0.15  # 10 classes: chance is 0.10
+    rep = s["classification_report"]  # of the kNN vote on the validation images
+    assert rep["accuracy"] == s["knn_acc"] and sum(map(sum, rep["confusion_matrix"])) == 120
     emb = np.load(out / "val_embeddings.npy")
     assert emb.shape == (120, 64) and np.load(out / "val_labels.npy").shape == (120,)
     assert np.load(out / "test_embeddings.npy").shape == (10000, 64)

@@ -50,7 +50,7 @@ from reprlab.io import (
     save_npy,
     write_text,
 )
-from reprlab.metrics import score_text, write_test_predictions
+from reprlab.metrics import report_with_confusion, score_text, write_test_predictions
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     NeuralRunConfig,
@@ -570,7 +570,8 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     )
     train_emb = embed_(train_set.images, "embed train")
     val_emb = embed_(val_set.images, "embed val", shifts=cfg.translate_tta)
-    knn = knn_accuracy(train_emb, train_set.labels, val_emb, val_set.labels, k=cfg.knn_k)
+    val_pred = knn_predict(train_emb, train_set.labels, val_emb, k=cfg.knn_k)
+    knn = float(np.mean(val_pred == val_set.labels))  # embed.knn_accuracy, predictions kept
     save_npy(run.file("val_embeddings.npy"), val_emb)
     save_npy(run.file("val_labels.npy"), val_set.labels.astype(np.int64))
     # the kNN classifier's reference set: `reprlab predict` votes with it (KNNPredictor)
@@ -616,6 +617,11 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         ),
         "knn_acc": knn,
         "knn_k": cfg.knn_k,
+        # the kNN vote as a classifier of the validation images, like every classifier mode's
+        "classification_report": report_with_confusion(
+            val_set.labels, val_pred, train_set.classes, run.file("confusion.png"),
+            title=f"cont_rep kNN@{cfg.knn_k} — validation",
+        ),
         **test_summary,
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
