@@ -205,6 +205,15 @@ def test_same_command_on_other_data_is_not_taken_for_the_finished_run(
     assert main(argv) == 0
     assert "already holds" in capsys.readouterr().out
     assert snapshot(out) == before
+    # no --data: the file REPRLAB_DATA names is recorded and compared the same way
+    env_run = ["softmax", *LINEAR, "--out", str(tmp_path / "env_run")]
+    monkeypatch.setenv("REPRLAB_DATA", str(a / "good.npz"))
+    assert main(env_run) == 0
+    monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "c.npz"))
+    good_npz(tmp_path, n=44).rename(tmp_path / "c.npz")
+    capsys.readouterr()
+    assert main(env_run) == 2
+    assert "another --data" in one_line(capsys.readouterr().err, "reprlab: error: ")
 
 
 def test_out_of_memory_is_one_line(tmp_path: Path) -> None:

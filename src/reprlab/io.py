@@ -443,23 +443,29 @@ class RunDir:
 
 
 def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The files a run reads (``data``, ``test_data``): absolute path and size in bytes, so that
-    a rerun of the same command line on another file of the same name is not taken for it."""
+    """The inputs a run reads (``data``, or ``REPRLAB_DATA`` when it has none, and
+    ``test_data``): absolute path, and size in bytes for a file, so that a rerun of the same
+    command line on another file of the same name is not taken for it."""
     out = {}
     for key in ("data", "test_data"):
         value = config.get(key)
-        if value and Path(value).is_file():
-            p = Path(value).resolve()
-            out[key] = {"path": str(p), "bytes": p.stat().st_size}
+        if key == "data" and key in config and not value:  # the default: REPRLAB_DATA, if set
+            value = os.environ.get("REPRLAB_DATA")
+        if value and Path(value).expanduser().exists():
+            p = Path(value).expanduser().resolve()
+            out[key] = {"path": str(p), "bytes": p.stat().st_size if p.is_file() else None}
     return out
 
 
 def _check_same_inputs(
     path: Path, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
 ) -> None:
-    """Refuse to resume or reuse a run on input files of another size (moved files are fine)."""
+    """Refuse to resume or reuse a run on input files of another size (moved files are fine;
+    folders are not compared)."""
     for key in old.keys() & new.keys():
-        if old[key].get("bytes") != new[key]["bytes"]:
+        if None not in (old[key].get("bytes"), new[key]["bytes"]) and (
+            old[key]["bytes"] != new[key]["bytes"]
+        ):
             raise ReprlabError(
                 f"{path}: holds a run on another --{key} ({old[key].get('path')}, "
                 f"{old[key].get('bytes')} bytes; now {new[key]['path']}, {new[key]['bytes']} "
