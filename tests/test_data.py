@@ -122,12 +122,14 @@ def test_cifar_python_folder_and_targz(tmp_path: Path) -> None:
         np.testing.assert_array_equal(te.images, cifar_batch(3, seed=99)[1])
 
 
-def test_cifar_python2_pickle_as_in_the_official_release(tmp_path: Path) -> None:
+def test_cifar_python2_pickle_as_in_the_official_release(tmp_path: Path, capsys) -> None:
     imgs = random_images(3, 32, 32, seed=5)
     batch = py2_cifar_batch(imgs.transpose(0, 3, 1, 2).reshape(3, 3072), [1, 2, 9])
     ds = load_images(write_dir(tmp_path / "cifar-10-batches-py", {"data_batch_1": batch}))
     np.testing.assert_array_equal(ds.images, imgs)
     assert ds.labels.tolist() == [1, 2, 9] and ds.classes == CIFAR10_CLASSES
+    # one batch of five: used, with a note (a partial copy of the release is easy to miss)
+    assert "only data_batch_1 of the 5 train batches found" in capsys.readouterr().err
 
 
 def test_cifar_protocol5_pickles_and_meta_names(tmp_path: Path) -> None:

@@ -361,6 +361,11 @@ def _assemble_cifar(
     parts = [
         _parse_batch(safe_unpickle(batches[n], f"{source}:{n}"), f"{source}:{n}") for n in wanted
     ]
+    if len(wanted) < len(_batch_names(split)):  # a partial copy of the release
+        note_once(
+            f"reprlab: note: {source}: only {', '.join(wanted)} of the "
+            f"{len(_batch_names(split))} {split} batches found; using those"
+        )
     images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     labels = np.concatenate([p[1] for p in parts])
     classes = (
@@ -778,6 +783,13 @@ def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 _NOTES_SHOWN: set[str] = set()
 
 
+def note_once(text: str) -> None:
+    """Print ``text`` on stderr once per process (a pipeline's stages read the same data)."""
+    if text not in _NOTES_SHOWN:
+        _NOTES_SHOWN.add(text)
+        print(text, file=sys.stderr)
+
+
 def limit_images(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
     """The ``--limit`` subset of ``ds``: a stratified sample of ``limit`` images (reproducible by
     ``seed``). A limit at or above the number of images keeps them all, with a note on stderr,
@@ -790,9 +802,8 @@ def limit_images(ds: ImageSet, limit: int | None, seed: int) -> ImageSet:
             f"reprlab: note: --limit {limit}: {ds.source} has {len(ds)} images of the "
             f"{len(ds.classes)} classes used; using all of them"
         )
-        if limit > len(ds) and note not in _NOTES_SHOWN:  # once per process (pipeline stages)
-            _NOTES_SHOWN.add(note)
-            print(note, file=sys.stderr)
+        if limit > len(ds):
+            note_once(note)
         return ds
     return ds.subset(stratified_subset(ds.labels, limit, seed))
 
