@@ -589,3 +589,14 @@ def test_reprlab_data_points_at_local_files(
     assert load_images(None).classes == sorted(CLASSES3)  # the user's folder, no download
     make_cifar_targz(tmp_path / "dl" / "cifar-10-python.tar.gz")
     assert len(load_images(tmp_path / "dl")) == 20  # a folder holding the official archive
+
+
+def test_shared_cifar10_folder_as_data(cifar_train: Path, cifar_test: Path) -> None:
+    """``--data`` (or ``--test_data``) may name the folder of the shared copy itself."""
+    folder = cifar_train.parent
+    assert cifar_test.parent == folder
+    train = load_images(folder)
+    np.testing.assert_array_equal(train.labels, load_images(cifar_train).labels)
+    assert len(train) == 50000 and train.classes == CIFAR10_CLASSES
+    test = load_images(folder, split="test")
+    assert len(test) == 10000 and test.labels is None

@@ -119,8 +119,10 @@ def _load_path(path: Path, split: str) -> ImageSet:
         batches = _cifar_folder(path)
         if batches is not None:
             return _load_cifar_folder(batches, split)
-        if (path / CIFAR10_ARCHIVE).is_file():  # e.g. --data ~/.cache/reprlab/datasets
-            return _load_path(path / CIFAR10_ARCHIVE, split)
+        # e.g. --data ~/.cache/reprlab/datasets, or this project's shared CIFAR-10 folder
+        for known in (CIFAR10_ARCHIVE, _shared_name(split)):
+            if (path / known).is_file():
+                return _load_path(path / known, split)
         return _cached(path, split, lambda: _load_image_dir(path, split))
     if name.endswith(".npz"):
         return load_npz(path)
@@ -666,8 +668,7 @@ def default_cifar10(split: str = "train") -> Path:
     d = data_dir()
     if d.is_file():
         return d
-    shared = "cifar10_train.tar.xz" if split == "train" else "cifar10_test_images.npz"
-    for name in (CIFAR10_FOLDER, CIFAR10_ARCHIVE, shared):
+    for name in (CIFAR10_FOLDER, CIFAR10_ARCHIVE, _shared_name(split)):
         if (d / name).exists():
             return d / name
     if _cifar_folder(d) is not None:
@@ -675,6 +676,11 @@ def default_cifar10(split: str = "train") -> Path:
     if os.environ.get("REPRLAB_DATA") and d.is_dir() and any(d.iterdir()):
         return d  # the user's own data folder (image folder): load it, never download into it
     return download_cifar10(d)
+
+
+def _shared_name(split: str) -> str:
+    """The file of ``split`` in the CIFAR-10 copy that this project's machines share."""
+    return "cifar10_train.tar.xz" if split == "train" else "cifar10_test_images.npz"
 
 
 def download_cifar10(dest: Path) -> Path:
