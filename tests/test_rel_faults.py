@@ -259,6 +259,15 @@ def test_rerun_removes_temporaries_of_a_killed_write(tmp_path: Path) -> None:
     }
 
 
+def tiny_pipeline(tmp_path: Path, data: Path) -> tuple[Path, list[str]]:
+    """A finished one-stage pipeline (softmax, 5 updates) in tmp_path/pipe, and its command."""
+    pipe = tmp_path / "pipe"
+    argv = ["pipeline", "--data", str(data), "--stages", "softmax", "--set",
+            "softmax.num_iters=5", "--set", "softmax.batch_size=8", "--out", str(pipe)]  # fmt: skip
+    assert main(argv) == 0
+    return pipe, argv
+
+
 def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
     data = good_npz(tmp_path)
     out = tmp_path / "thesis"
@@ -271,10 +280,7 @@ def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
         assert "not a reprlab run" in line, line
         assert snapshot(out) == before
     # nor a pipeline folder (a mode's --out is a run folder)
-    pipe = tmp_path / "pipe"
-    argv = ["pipeline", "--data", str(data), "--stages", "softmax", "--set",
-            "softmax.num_iters=5", "--set", "softmax.batch_size=8", "--out", str(pipe)]  # fmt: skip
-    assert main(argv) == 0
+    pipe, argv = tiny_pipeline(tmp_path, data)
     before = snapshot(pipe)
     capsys.readouterr()
     assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(pipe), "--overwrite"]) == 2
@@ -315,10 +321,7 @@ def test_predict_never_replaces_predictions(tmp_path: Path, capsys) -> None:
 
 def test_pipeline_and_sweep_refuse_folders_of_another_configuration(tmp_path: Path, capsys) -> None:
     data = good_npz(tmp_path)
-    pipe = tmp_path / "pipe"
-    argv = ["pipeline", "--data", str(data), "--stages", "softmax", "--set",
-            "softmax.num_iters=5", "--set", "softmax.batch_size=8", "--out", str(pipe)]  # fmt: skip
-    assert main(argv) == 0
+    pipe, argv = tiny_pipeline(tmp_path, data)
     before = snapshot(pipe)
     capsys.readouterr()
     changed = [a.replace("num_iters=5", "num_iters=6") for a in argv]
