@@ -236,21 +236,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def check_model_meta(ck: dict[str, Any], path: str | Path) -> None:
     """Refuse a model file (``encoder.pt``, ``model.pt``) whose description of its inputs is not
     what reprlab writes: ``image_shape`` (H, W, C), per-channel ``mean``/``std``, ``classes``."""
+
+    def numbers(v: Any, n: int) -> bool:
+        return isinstance(v, (list, tuple)) and len(v) == n and all(
+            isinstance(x, (int, float)) and math.isfinite(x) for x in v
+        )
+
     shape = ck.get("image_shape")
     ok = (
-        isinstance(shape, (list, tuple))
-        and len(shape) == 3
+        numbers(shape, 3)
         and all(isinstance(v, int) and v > 0 for v in shape)
+        and numbers(ck.get("mean"), shape[2])
+        and numbers(ck.get("std"), shape[2])
         and isinstance(ck.get("classes"), (list, tuple))
         and all(isinstance(c, str) for c in ck["classes"])
         and isinstance(ck.get("kwargs", {}), dict)
     )
-    if ok:
-        for key in ("mean", "std"):
-            v = ck.get(key)
-            ok = ok and isinstance(v, (list, tuple)) and len(v) == shape[2] and all(
-                isinstance(x, (int, float)) and math.isfinite(x) for x in v
-            )
     if not ok:
         raise ReprlabError(
             f"{path}: damaged model file (its image_shape, mean, std, classes or kwargs are not "
