@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from reprlab.cli import main
-from reprlab.sweep import by_setting, run_name, write_by_setting
+from reprlab.sweep import by_setting, parse_grid, run_name, write_by_setting
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
@@ -181,3 +181,11 @@ def test_run_names_keep_every_value_apart() -> None:
     assert run_name({"lr": 0.1, "l2_lambda": 0.0}) == "lr=0.1,l2_lambda=0"
     assert run_name({"lr": 0.1000001}) == "lr=0.1000001" != run_name({"lr": 0.1})
     assert run_name({"lr": 1e-5}) == "lr=1e-05"
+
+
+def test_grid_values_with_commas_are_split_at_semicolons() -> None:
+    assert parse_grid("logistic", ["classes=cat,dog;airplane,ship"]) == {
+        "classes": ["cat,dog", "airplane,ship"]
+    }
+    assert parse_grid("logistic", ["lr=0.1,0.2"]) == {"lr": [0.1, 0.2]}
+    assert run_name({"classes": "cat,dog"}) == "classes=cat,dog"

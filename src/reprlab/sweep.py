@@ -119,7 +119,8 @@ def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
             raise ReprlabError(f"--grid {key}: given twice")
         tp = fields[name]
         inner = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp
-        sep = ";" if typing.get_origin(inner) in (tuple, list) else ","
+        # values that hold commas themselves (lists, logistic's --classes) are split at ";"
+        sep = ";" if typing.get_origin(inner) in (tuple, list) or ";" in text else ","
         texts = [t.strip() for t in text.split(sep)]
         if any(t == "" for t in texts):
             raise ReprlabError(f"--grid {key}: empty value in {text!r}")
