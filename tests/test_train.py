@@ -212,7 +212,9 @@ def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool, ext
     assert [r["iter"] for r in rows_a] == [10, 20, 30, 40]
 
 
-def test_ctrl_c_saves_then_reraises(tmp_path: Path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_saves_then_reraises(tmp_path: Path, sig: signal.Signals):
+    """Ctrl-C, or SIGTERM (``kill``, a scheduler stopping the job): checkpoint, then stop."""
     ref = make()
     train(ref, sample, stepper(ref), cfg(checkpoint_every=0), run_dir=tmp_path / "a")
 
@@ -220,7 +222,7 @@ def test_ctrl_c_saves_then_reraises(tmp_path: Path):
 
     def interrupting(it, rng):
         if it == 13:
-            signal.raise_signal(signal.SIGINT)  # deferred: the loop finishes iteration 14
+            signal.raise_signal(sig)  # deferred: the loop finishes iteration 14
         return sample(it, rng)
 
     with pytest.raises(KeyboardInterrupt):

@@ -454,17 +454,21 @@ def deterministic_algorithms(on: bool = True) -> Iterator[None]:
 
 
 class _SigintDeferred:
-    """First Ctrl-C sets a flag (the loop saves at the next iteration boundary and raises
-    KeyboardInterrupt); a second Ctrl-C interrupts at once."""
+    """First Ctrl-C (or SIGTERM: ``kill``, a container or job scheduler stopping the run) sets a
+    flag (the loop saves at the next iteration boundary and raises KeyboardInterrupt); a second
+    one interrupts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.hit = False
-        self._old: Any = None
+        self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _SigintDeferred:
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -473,8 +477,8 @@ class _SigintDeferred:
         self.hit = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------------------------------------
