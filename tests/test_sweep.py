@@ -189,3 +189,20 @@ def test_grid_values_with_commas_are_split_at_semicolons() -> None:
     }
     assert parse_grid("logistic", ["lr=0.1,0.2"]) == {"lr": [0.1, 0.2]}
     assert run_name({"classes": "cat,dog"}) == "classes=cat,dog"
+
+
+def test_a_setting_that_does_not_fit_the_data_is_refused_and_the_others_run(
+    tmp_path: Path, capsys
+) -> None:
+    """batch_size 1000 on 32 training images: that setting is refused (one line), the other
+    runs, the table says which, and the sweep exits 1."""
+    from badinputs import good_npz
+
+    out = tmp_path / "sw"
+    argv = ["sweep", "softmax", "--data", str(good_npz(tmp_path)), "--num_iters", "5",
+            "--grid", "batch_size=1000,8", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    assert "batch_size=1000: refused: --batch_size" in capsys.readouterr().err
+    with open(out / "results.csv") as f:
+        status = {r["run"]: r["status"] for r in csv.DictReader(f)}
+    assert status == {"batch_size=1000": "refused", "batch_size=8": "finished"}

@@ -316,6 +316,10 @@ def run_sweep(
                 )
                 summary = {**summary, "status": "failed"}
                 summary.setdefault("wall_time_s", round(time.perf_counter() - t0, 2))
+            except ReprlabError as e:  # this setting does not fit the data (say a batch larger
+                # than the training split): the other settings still run
+                print(f"{prefix}: refused: {e}", file=sys.stderr)
+                summary = {"status": "refused", "error": str(e)}
         m = _metrics(summary)
         # cont_rep's kNN accuracy of the embeddings comes as an extra column
         rows.append({"run": name, **combo, **{c: m.get(c) for c in RESULT_COLUMNS}, **m["knn"]})
