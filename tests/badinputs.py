@@ -452,6 +452,8 @@ _FLAGS: list[BadInput] = [
     BadInput("unknown_flag", "softmax", _flags("softmax", "--learning_rate", "0.1"),
              ("--learning_rate",)),
     BadInput("unknown_mode", "cli", lambda r: ["softmaxx", *_out(r)], ("softmaxx",)),
+    BadInput("data_empty_string", "softmax", _flags("softmax", "--data", "", data=False),
+             ("--data", "empty value")),
     BadInput("seed_negative", "softmax", _flags("softmax", "--seed", "-1"), ("--seed", "-1")),
     BadInput("seed_too_large", "cont_rep", _cont("--seed", "99999999999999999999999"),
              ("--seed",)),

@@ -12,7 +12,7 @@ import torch
 from reprlab import contrastive
 from reprlab.cli import config_for, main
 from reprlab.contrastive import load_encoder, run_cont_rep
-from reprlab.embed import embed, knn_accuracy
+from reprlab.embed import embed, knn_accuracy, knn_predict
 from reprlab.encoders import build_encoder
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import load_checkpoint, read_jsonl
@@ -279,3 +279,19 @@ def test_bad_flags_exit_2_and_write_nothing(cifar_train: Path, tmp_path: Path, c
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("reprlab: error:") and needle in err, err
         assert not out.exists()
+
+
+def test_knn_vote_does_not_depend_on_the_chunk_or_the_origin():
+    """A vote tie goes to the class of higher summed similarity whatever other queries share
+    the chunk; euclidean neighbours are found exactly far from the origin."""
+    train = np.array([[1, 0], [3, 0], [1000, 0], [1001, 0]], np.float32)
+    labels = np.array([0, 1, 0, 1])
+    q = np.array([[2.1, 0], [-5000, 0]], np.float32)  # 2.1: one vote each, class 1 nearer
+    for chunk in (1, 2):
+        assert list(knn_predict(train, labels, q, k=2, metric="euclidean", chunk=chunk)) == [1, 0]
+    t2, q2 = np.array([[1, 1e-8], [1, 2e-8]], np.float32), np.array([[0, 1], [1, 0]], np.float32)
+    for chunk in (1, 2):
+        assert list(knn_predict(t2, np.array([0, 1]), q2, k=2, chunk=chunk)) == [1, 0]
+    far = np.array([[1000, 0], [1000.05, 0]], np.float32)
+    near1 = np.array([[1000.04, 0]], np.float32)  # 0.01 from class 1, 0.04 from class 0
+    assert list(knn_predict(far, np.array([0, 1]), near1, k=1, metric="euclidean")) == [1]

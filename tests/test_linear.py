@@ -211,3 +211,16 @@ def test_mirror_rows_are_used_as_extra_samples():
     assert not np.allclose(plain.W_, other.W_)
     with pytest.raises(ValueError, match="X_mirror"):
         LogisticRegression(**kw).fit(X, y, X_mirror=X[:10])
+
+
+def test_classification_report_by_hand():
+    """Per-class figures of a 3-class run; macro averages over the classes that occur (a test
+    set without class c is not marked down for it), as scikit-learn computes them."""
+    from reprlab.metrics import classification_report
+
+    r = classification_report(np.array([0, 0, 1]), np.array([0, 1, 1]), ["a", "b", "c"])
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 1, 0], [0, 0, 0]]
+    assert r["per_class"]["a"] == {"precision": 1.0, "recall": 0.5, "f1": 2 / 3, "support": 2}
+    assert r["per_class"]["b"]["precision"] == 0.5 and r["per_class"]["b"]["recall"] == 1.0
+    assert r["accuracy"] == pytest.approx(2 / 3)
+    assert r["macro_f1"] == pytest.approx(2 / 3) and r["macro_recall"] == pytest.approx(0.75)

@@ -232,3 +232,26 @@ def test_translate_shifts_content_and_reflects_the_border():
     assert translate(x, 0, 0) is x
     cl = x.contiguous(memory_format=torch.channels_last)
     assert translate(cl, 1, 1).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_random_batch_sampler_keeps_lonely_images_as_negatives() -> None:
+    """In a random batch a class seen once gives no anchor (it has no positive) but is still a
+    negative, uniformly like the others; a batch with one class of two images still works."""
+    lab = np.array([0, 0, 1, 1, 2])
+    rng = np.random.default_rng(0)
+    negs = np.zeros(5)
+    for _ in range(3000):
+        a, p, n = sample_triplets(lab, rng, skip_lonely=True)
+        assert list(a) == [0, 1, 2, 3] and (lab[p] == lab[a]).all() and (p != a).all()
+        assert (lab[n] != lab[a]).all()
+        negs[n[0]] += 1
+    assert negs[:2].sum() == 0 and np.allclose(negs[2:] / 3000, 1 / 3, atol=0.04)
+    a, p, n = sample_triplets(np.array([0, 0, 1, 2]), rng, skip_lonely=True)
+    assert list(a) == [0, 1] and list(p) == [1, 0] and set(n) <= {2, 3}
+    with pytest.raises(ReprlabError, match="two images"):
+        sample_triplets(np.array([0, 1, 2]), rng, skip_lonely=True)
+    # no lonely class: the same draws as the strict sampler
+    full = np.array([0, 0, 1, 1, 2, 2])
+    strict = sample_triplets(full, np.random.default_rng(3))
+    lenient = sample_triplets(full, np.random.default_rng(3), skip_lonely=True)
+    assert all((x == y).all() for x, y in zip(strict, lenient, strict=True))

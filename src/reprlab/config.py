@@ -114,8 +114,10 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 def parse_value(tp: Any, text: str, name: str) -> Any:
     """Parse a command-line string into the field's type; the error names the flag."""
     inner, optional = _unwrap_optional(tp)
-    if optional and text.lower() in ("none", "null", ""):
+    if optional and text.lower() in ("none", "null"):
         return None
+    if not text.strip():  # e.g. --data "$DATA" with DATA unset: never a silent default
+        raise ReprlabError(f"--{name}: empty value" + (" (none: the default)" if optional else ""))
     origin = typing.get_origin(inner)
     try:
         if inner is bool:

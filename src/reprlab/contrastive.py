@@ -472,11 +472,9 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     vb_idx = np.sort(rng_eval.permutation(len(val_set))[: min(cfg.batch_size, len(val_set))])
     vb_y = val_set.labels[vb_idx]
     val_triplets = None
-    if len(np.unique(vb_y)) >= 2:
-        keep = _with_partner(vb_y)
-        if len(np.unique(vb_y[keep])) >= 2:
-            a, p, n = sample_triplets(vb_y[keep], np.random.default_rng([cfg.seed, 8]))
-            val_triplets = (keep[a], keep[p], keep[n])
+    counts = np.unique(vb_y, return_counts=True)[1]
+    if len(counts) >= 2 and counts.max() >= 2:  # some triplet exists
+        val_triplets = sample_triplets(vb_y, np.random.default_rng([cfg.seed, 8]), True)
 
     def embed_(
         images: np.ndarray, desc: str, flip: bool | None = None, shifts: bool = False
@@ -641,23 +639,13 @@ def _result_line(s: dict[str, Any], path: Path) -> str:
     )
 
 
-def _with_partner(labels: np.ndarray) -> np.ndarray:
-    """Indices whose class occurs at least twice (they can have a positive)."""
-    _, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    return np.flatnonzero(counts[inv.reshape(-1)] >= 2)
-
-
 def _random_triplets(
     labels: np.ndarray, rng: np.random.Generator, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The report's sampler on a batch; anchors of a class seen once in the batch are skipped."""
-    keep = _with_partner(labels)
-    if len(np.unique(labels[keep])) < 2:
-        raise ReprlabError(
-            "a batch holds fewer than two classes with two images each; use a larger --batch_size"
-        )
-    a, p, n = sample_triplets(labels[keep], rng)
-    return tuple(torch.from_numpy(keep[v]).to(device) for v in (a, p, n))  # type: ignore[return-value]
+    """The report's sampler on a batch; a class seen once in the batch gives no anchor but is
+    still a negative."""
+    a, p, n = sample_triplets(labels, rng, skip_lonely=True)
+    return tuple(torch.from_numpy(v).to(device) for v in (a, p, n))  # type: ignore[return-value]
 
 
 def _read_rows(run: RunDir) -> list[dict[str, Any]]:

@@ -163,6 +163,10 @@ def knn_predict(
     if metric == "cosine":
         xt = torch.nn.functional.normalize(xt, dim=1)
         xq = torch.nn.functional.normalize(xq, dim=1)
+    if metric == "euclidean":  # distances do not move with the origin; centred, the Gram
+        # formula below keeps its float32 precision for embeddings far from 0
+        centre = xt.mean(0) if len(xt) else 0.0
+        xt, xq = xt - centre, xq - centre
     sq_t = (xt * xt).sum(1) if metric == "euclidean" else None
     preds = []
     with torch.autocast("cpu", enabled=False):  # exact float32 even inside a training loop
@@ -189,10 +193,11 @@ def _knn_chunk(
     top_sim, top_idx = sim.topk(k, dim=1)
     top_lab = yt[top_idx]
     votes = torch.zeros(len(q), n_cls).scatter_add_(1, top_lab, torch.ones_like(top_sim))
-    # tie-break: summed similarity, scaled below one vote
+    # a tie between the most-voted classes goes to the higher summed similarity (exactly: the
+    # result of a query does not depend on the others in its chunk)
     score = torch.zeros(len(q), n_cls).scatter_add_(1, top_lab, top_sim)
-    span = score.abs().max().clamp_min(1e-12)
-    return (votes + 0.5 * score / (span * k + 1e-12)).argmax(1)
+    tied = votes == votes.max(1, keepdim=True).values
+    return score.masked_fill(~tied, float("-inf")).argmax(1)
 
 
 def tsne_2d(

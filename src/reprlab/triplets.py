@@ -25,8 +25,11 @@ MINERS = ("random", "all", "hard", "semihard")
 DISTANCES = ("l2", "squared_l2")
 
 
-def _check_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(class index per item, count per class)``; raises when a triplet cannot exist."""
+def _check_labels(
+    labels: np.ndarray, skip_lonely: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(class index per item, count per class)``; raises when a triplet cannot exist (with
+    ``skip_lonely``, classes seen once are allowed while some class has two images)."""
     labels = np.asarray(labels)
     if labels.ndim != 1:
         raise ReprlabError(f"triplet labels must be 1-D, got shape {labels.shape}")
@@ -46,7 +49,7 @@ def _check_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             "triplet sampling needs at least two classes in a batch (no negative exists); "
             "use a larger --batch_size"
         )
-    if counts.min() < 2:
+    if counts.min() < 2 and not (skip_lonely and counts.max() >= 2):
         lonely = classes[counts < 2].tolist()
         raise ReprlabError(
             f"triplet sampling needs two images of every class in a batch (no positive exists "
@@ -56,15 +59,16 @@ def _check_labels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_triplets(
-    labels: np.ndarray, rng: np.random.Generator
+    labels: np.ndarray, rng: np.random.Generator, skip_lonely: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The report's sampler, vectorised: ``(anchors, positives, negatives)`` index arrays.
 
     Anchors are all indices; the positive of anchor ``i`` is uniform over the *other* indices of
-    its class, its negative uniform over the indices of other classes. A class with one member or
-    a single class raises :class:`ReprlabError`. Deterministic given ``rng``'s state.
+    its class, its negative uniform over the indices of other classes. A single class, or a class
+    with one member, raises :class:`ReprlabError`; with ``skip_lonely`` (a random training batch)
+    a class seen once is no anchor but still a negative. Deterministic given ``rng``'s state.
     """
-    inv, counts = _check_labels(labels)
+    inv, counts = _check_labels(labels, skip_lonely)
     n = inv.shape[0]
     small = len(counts) < 2**15  # int16 keys take NumPy's radix sort: ~3x faster than int64
     order = np.argsort(inv.astype(np.int16) if small else inv, kind="stable")
@@ -85,6 +89,9 @@ def sample_triplets(
     neg = np.empty(n, dtype=np.int64)
     pos[order] = order[pos_sorted]
     neg[order] = order[neg_sorted]
+    if skip_lonely and counts.min() < 2:  # a lonely anchor drew itself as its positive
+        j = np.flatnonzero(counts[inv] >= 2)
+        return j, pos[j], neg[j]
     return j, pos, neg
 
 
@@ -155,7 +162,9 @@ def mine_triplets(
         raise ReprlabError(f"--miner must be one of {list(MINERS)}, got {strategy!r}")
     if strategy == "random":
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        a, p, n = sample_triplets(labels.cpu().numpy(), np.random.default_rng(seed))
+        a, p, n = sample_triplets(
+            labels.cpu().numpy(), np.random.default_rng(seed), skip_lonely=True
+        )
         dev = labels.device
         return (torch.as_tensor(a, device=dev), torch.as_tensor(p, device=dev),
                 torch.as_tensor(n, device=dev))
