@@ -108,7 +108,7 @@ def finished_source(out: Path) -> str:
 
 
 def test_resume_after_crash_gives_identical_weights(
-    cifar_train: Path, tmp_path: Path, finished, monkeypatch
+    cifar_train: Path, tmp_path: Path, finished, monkeypatch, capsys
 ):
     ref_out, _ = finished
     real = contrastive.random_crop_flip
@@ -126,9 +126,12 @@ def test_resume_after_crash_gives_identical_weights(
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
     assert not (tmp_path / "encoder.pt").exists()
     monkeypatch.setattr(contrastive, "random_crop_flip", real)
-    # the same command without --resume would throw the 20 iterations away: refused
+    # the same command without --resume would throw the 20 iterations away: refused, before
+    # the model summary or anything else is printed
+    capsys.readouterr()
     with pytest.raises(ReprlabError, match="interrupted run.*--resume"):
         run_cont_rep(tiny(cifar_train, tmp_path, tsne=False))
+    assert capsys.readouterr().out == ""
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
     s = run_cont_rep(tiny(cifar_train, tmp_path, tsne=False, resume=True))
     assert s["resumed_from"] == 20 and s["iterations"] == 30

@@ -411,7 +411,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     encoder = build_encoder(cfg.encoder, cfg.z_dim, **enc_kwargs)
     check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
     cfg.validate_for(train_set.images, train_set.source)
-    run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), overwrite=cfg.overwrite)
+    run = RunDir.open(cfg.out, "cont_rep", cfg.to_dict(), cfg.overwrite, cfg.resume)
     t0 = time.perf_counter()
 
     # normalisation statistics: training split only (a 10k subset is plenty for 3 numbers)

@@ -897,7 +897,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     model = Classifier(
         encoder, len(classes), cfg.hidden_sizes(), cfg.features, cfg.dropout, cfg.logit_scale
     )
-    run = io.RunDir.open(cfg.out, "fine_tune_nn", cfg.to_dict(), cfg.overwrite)
+    run = io.RunDir.open(cfg.out, "fine_tune_nn", cfg.to_dict(), cfg.overwrite, cfg.resume)
 
     if cfg.freeze_encoder:
         for p in model.encoder.parameters():

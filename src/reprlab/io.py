@@ -373,7 +373,12 @@ class RunDir:
 
     @classmethod
     def open(
-        cls, path: str | Path | None, mode: str, config: dict[str, Any], overwrite: bool = False
+        cls,
+        path: str | Path | None,
+        mode: str,
+        config: dict[str, Any],
+        overwrite: bool = False,
+        resume: bool | None = None,
     ) -> RunDir:
         path = Path(path) if path is not None else default_run_dir(mode)
         cfg_file = path / "config.json"
@@ -400,6 +405,13 @@ class RunDir:
                         "choose another --out, or pass --overwrite"
                     )
                 _check_same_inputs(path, old.get("inputs") or {}, input_files(config))
+                if resume is False and (path / "checkpoint.pt").is_file():
+                    summary = path / "summary.json"
+                    if not summary.is_file() or read_json(summary).get("status") != "finished":
+                        raise ReprlabError(
+                            f"{path}: holds an interrupted run of this configuration; pass "
+                            "--resume to continue it, or --overwrite to start again"
+                        )
         path.mkdir(parents=True, exist_ok=True)
         hold_folder(path)
         remove_stale_temporaries(path)

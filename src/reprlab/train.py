@@ -527,11 +527,6 @@ def train(
     loss_count = 0
     extra_sums: dict[str, torch.Tensor] = {}
     resumed_from = None
-    if not resume and ckpt_path is not None and ckpt_path.exists():
-        raise ReprlabError(
-            f"{ckpt_path.parent}: holds an interrupted run of this configuration; pass --resume "
-            "to continue it, or --overwrite to start again"
-        )
     if resume and ckpt_path is not None and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         _check_meta(ckpt_path, ck, meta)
