@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from reprlab.errors import ReprlabError
+from reprlab.errors import ReprlabError, first_line
 from reprlab.io import atomic_open, save_npy, write_json
 
 CIFAR10_CLASSES = [
@@ -219,7 +219,7 @@ def load_npz(path: str | Path) -> ImageSet:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, zlib.error, OSError,
             ValueError, NotImplementedError) as e:  # fmt: skip
-        raise ReprlabError(f"{path}: not a readable .npz file ({_short(e)})") from None
+        raise ReprlabError(f"{path}: not a readable .npz file ({first_line(e)})") from None
     class_list: list[str] | None = None
     if classes is not None:
         if classes.ndim != 1 or classes.dtype.kind not in "US":
@@ -311,9 +311,9 @@ def safe_unpickle(data: bytes, where: str) -> Any:
     try:
         return _SafeUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as e:
-        raise ReprlabError(f"{where}: {_short(e)} (not a plain CIFAR batch)") from None
+        raise ReprlabError(f"{where}: {first_line(e)} (not a plain CIFAR batch)") from None
     except Exception as e:  # truncated / garbage pickles raise many types
-        raise ReprlabError(f"{where}: not a readable CIFAR batch ({_short(e)})") from None
+        raise ReprlabError(f"{where}: not a readable CIFAR batch ({first_line(e)})") from None
 
 
 def _batch_names(split: str) -> list[str]:
@@ -419,7 +419,7 @@ def _iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarf
     try:
         tf = tarfile.open(path, "r:*")  # noqa: SIM115 (closed by the with below)
     except _TAR_ERRORS as e:
-        raise ReprlabError(f"{path}: not a readable tar archive ({_short(e)})") from None
+        raise ReprlabError(f"{path}: not a readable tar archive ({first_line(e)})") from None
     with tf:
         try:
             for m in tf:
@@ -432,7 +432,7 @@ def _iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarf
 
 def _corrupt_tar(path: Path, e: BaseException) -> ReprlabError:
     return ReprlabError(
-        f"{path}: corrupt or truncated tar archive ({_short(e)}; an interrupted download?)"
+        f"{path}: corrupt or truncated tar archive ({first_line(e)}; an interrupted download?)"
     )
 
 
@@ -544,7 +544,7 @@ def _decode_all(
             with Image.open(io.BytesIO(read())) as im:
                 arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            raise ReprlabError(f"{where}: not a readable image ({_short(e)})") from None
+            raise ReprlabError(f"{where}: not a readable image ({first_line(e)})") from None
         if out is None:
             out = np.empty((len(entries), *arr.shape), dtype=np.uint8)
             first = name
@@ -695,7 +695,7 @@ def download_cifar10(dest: Path) -> Path:
         resp = urllib.request.urlopen(CIFAR10_URL, timeout=30)
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise ReprlabError(
-            f"could not download CIFAR-10 from {CIFAR10_URL} ({_short(e)}); {_OFFLINE_HINT}"
+            f"could not download CIFAR-10 from {CIFAR10_URL} ({first_line(e)}); {_OFFLINE_HINT}"
         ) from None
     md5 = hashlib.md5()
     try:
@@ -715,7 +715,7 @@ def download_cifar10(dest: Path) -> Path:
                 )
     except (urllib.error.URLError, OSError) as e:
         raise ReprlabError(
-            f"download of {CIFAR10_URL} failed ({_short(e)}); {_OFFLINE_HINT}"
+            f"download of {CIFAR10_URL} failed ({first_line(e)}); {_OFFLINE_HINT}"
         ) from None
     return target
 
@@ -989,7 +989,7 @@ class Standardizer:
         try:
             return cls(np.asarray(d["mean"], np.float32), np.asarray(d["std"], np.float32))
         except (KeyError, TypeError, ValueError) as e:
-            raise ReprlabError(f"invalid standardizer in model file ({_short(e)})") from None
+            raise ReprlabError(f"invalid standardizer in model file ({first_line(e)})") from None
 
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
@@ -1012,10 +1012,3 @@ def flatten(x: np.ndarray) -> np.ndarray:
     """(N, ...) -> (N, D)."""
     x = np.asarray(x)
     return x.reshape(len(x), -1)
-
-
-def _short(e: BaseException) -> str:
-    """The first line of an exception's message, without a dangling colon or memory address."""
-    text = str(e).strip().splitlines()
-    first = re.sub(r" at 0x[0-9a-f]+", "", text[0] if text else "").strip().rstrip(":").strip()
-    return (first or type(e).__name__)[:200]

@@ -1,5 +1,7 @@
 """The one exception type users see: printed as a single line, exit code 2, no traceback."""
 
+import re
+
 
 class ReprlabError(Exception):
     """A problem with the user's input (file, flag, config).
@@ -12,3 +14,11 @@ class ReprlabError(Exception):
 
 class TrainingFailed(Exception):
     """Training cannot go on (e.g. the loss became NaN/Inf): the run is marked failed, exit 1."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of a library's exception message for a one-line error, without a dangling
+    colon or memory address (its type's name if it has no message)."""
+    text = str(e).strip().splitlines()
+    first = re.sub(r" at 0x[0-9a-f]+", "", text[0] if text else "").strip().rstrip(":").strip()
+    return (first or type(e).__name__)[:200]

@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from reprlab.errors import ReprlabError
+from reprlab.errors import ReprlabError, first_line
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
@@ -224,8 +224,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                 f"{path}: holds Python objects besides tensors and plain data; refused, and "
                 "nothing in it was run (a pickle can run code)"
             ) from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ReprlabError(f"{path}: not a readable reprlab checkpoint ({first[:200]})") from None
+        raise ReprlabError(
+            f"{path}: not a readable reprlab checkpoint ({first_line(e)})"
+        ) from None
     if not isinstance(state, dict):
         raise ReprlabError(
             f"{path}: not a reprlab checkpoint (top level is {type(state).__name__})"
