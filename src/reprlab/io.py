@@ -174,11 +174,18 @@ def load_npy(path: str | Path) -> np.ndarray:
         raise ReprlabError(f"{path}: not a readable .npy array ({str(e)[:200]})") from None
 
 
-def write_predictions(path: str | Path, labels: np.ndarray, overwrite: bool = True) -> None:
+def check_output_file(path: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` file name that names a folder, or a file the user already has unless
+    ``--overwrite`` (``predict``, ``report``)."""
+    if path.is_dir():
+        raise ReprlabError(f"{path}: is a folder (--out needs a file name)")
+    if path.exists() and not overwrite:
+        raise ReprlabError(f"{path}: already exists (choose another --out or pass --overwrite)")
+
+
+def write_predictions(path: str | Path, labels: np.ndarray) -> None:
     """The report's leaderboard format: one integer label per line, row i for image i."""
     path = Path(path)
-    if not overwrite and path.exists():
-        raise ReprlabError(f"{path}: already exists (choose another name or pass --overwrite)")
     labels = np.asarray(labels)
     if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
         raise TypeError("predictions must be a 1-D integer array")

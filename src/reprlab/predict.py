@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprlab.errors import ReprlabError
-from reprlab.io import read_json, write_predictions
+from reprlab.io import check_output_file, read_json, write_predictions
 from reprlab.metrics import score_test_set, score_text
 
 if TYPE_CHECKING:
@@ -151,16 +151,13 @@ def predict_labels(
 
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise ReprlabError(f"{out}: already exists (choose another --out or pass --overwrite)")
-    if out.is_dir():
-        raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
+    check_output_file(out, args.overwrite)
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
     labels, classes, ids, ds = predict_labels(
         args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
     )
-    write_predictions(out, ids[labels], overwrite=True)
+    write_predictions(out, ids[labels])
     counts = np.bincount(labels, minlength=len(classes)).tolist()
     per_class = ", ".join(f"{ids[i]} {name}: {counts[i]}" for i, name in enumerate(classes))
     print(f"predict: {len(labels)} labels -> {out} ({per_class})")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.errors import ReprlabError
-from reprlab.io import read_json, to_json, write_text
+from reprlab.io import check_output_file, read_json, to_json, write_text
 
 #: Stage order of the pipeline (also the order of the report's sections).
 STAGE_ORDER = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
@@ -434,11 +434,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.out is not None:  # the default RUN_DIR/report.html is the report's own file
-        out = Path(args.out)
-        if out.is_dir():
-            raise ReprlabError(f"{out}: is a folder (--out needs a file name)")
-        if out.exists() and not args.overwrite:
-            raise ReprlabError(f"{out}: already exists (choose another --out or pass --overwrite)")
+        check_output_file(Path(args.out), args.overwrite)
     path = render_report(args.run_dir, args.out)
     print(path)
     return 0
