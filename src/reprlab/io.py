@@ -413,17 +413,15 @@ class RunDir:
                         "choose another --out, or pass --overwrite"
                     )
                 _check_same_inputs(path, old.get("inputs") or {}, input_files(config))
-                if resume is False and (path / "checkpoint.pt").is_file():
-                    summary = path / "summary.json"
-                    if not summary.is_file() or read_json(summary).get("status") != "finished":
-                        raise ReprlabError(
-                            f"{path}: holds an interrupted run of this configuration; pass "
-                            "--resume to continue it, or --overwrite to start again"
-                        )
+        run = cls(path, mode, config)
+        if resume is False and run.file("checkpoint.pt").is_file() and not run.finished:
+            raise ReprlabError(
+                f"{path}: holds an interrupted run of this configuration; pass --resume to "
+                "continue it, or --overwrite to start again"
+            )
         path.mkdir(parents=True, exist_ok=True)
         hold_folder(path)
         remove_stale_temporaries(path)
-        run = cls(path, mode, config)
         if not cfg_file.exists():
             write_json(
                 cfg_file,
