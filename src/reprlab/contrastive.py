@@ -568,8 +568,15 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     )
     train_emb = embed_(train_set.images, "embed train")
     val_emb = embed_(val_set.images, "embed val", shifts=cfg.translate_tta)
-    val_pred = knn_predict(train_emb, train_set.labels, val_emb, k=cfg.knn_k)
-    knn = float(np.mean(val_pred == val_set.labels))  # embed.knn_accuracy, predictions kept
+    # the kNN vote as a classifier of the validation images, like every classifier mode's
+    knn_report = report_with_confusion(
+        val_set.labels,
+        knn_predict(train_emb, train_set.labels, val_emb, k=cfg.knn_k),
+        train_set.classes,
+        run.file("confusion.png"),
+        title=f"cont_rep kNN@{cfg.knn_k} — validation",
+    )
+    knn = knn_report["accuracy"]
     save_npy(run.file("val_embeddings.npy"), val_emb)
     save_npy(run.file("val_labels.npy"), val_set.labels.astype(np.int64))
     # the kNN classifier's reference set: `reprlab predict` votes with it (KNNPredictor)
@@ -615,11 +622,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         ),
         "knn_acc": knn,
         "knn_k": cfg.knn_k,
-        # the kNN vote as a classifier of the validation images, like every classifier mode's
-        "classification_report": report_with_confusion(
-            val_set.labels, val_pred, train_set.classes, run.file("confusion.png"),
-            title=f"cont_rep kNN@{cfg.knn_k} — validation",
-        ),
+        "classification_report": knn_report,
         **test_summary,
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,

@@ -160,14 +160,15 @@ def knn_predict(
     xq = torch.as_tensor(np.asarray(query_emb, dtype=np.float32))
     k = max(1, min(int(k), len(xt)))
     n_cls = int(yt.max()) + 1 if len(yt) else 1
+    sq_t = None
     if metric == "cosine":
         xt = torch.nn.functional.normalize(xt, dim=1)
         xq = torch.nn.functional.normalize(xq, dim=1)
-    if metric == "euclidean":  # distances do not move with the origin; centred, the Gram
-        # formula below keeps its float32 precision for embeddings far from 0
+    else:  # distances do not move with the origin; centred, the Gram formula of _knn_chunk
+        # keeps its float32 precision for embeddings far from 0
         centre = xt.mean(0) if len(xt) else 0.0
         xt, xq = xt - centre, xq - centre
-    sq_t = (xt * xt).sum(1) if metric == "euclidean" else None
+        sq_t = (xt * xt).sum(1)
     preds = []
     with torch.autocast("cpu", enabled=False):  # exact float32 even inside a training loop
         for i in range(0, len(xq), chunk):
