@@ -43,13 +43,18 @@ def classification_report(
         }
         for i, name in enumerate(class_names)
     }
-    seen = (cm.sum(0) + cm.sum(1)) > 0  # macro averages over the classes that occur, as
-    # scikit-learn's: a test set without some class is not marked down for it
+    # macro averages over the classes that occur, as scikit-learn's: a test set without some
+    # class is not marked down for it
+    seen = (cm.sum(0) + cm.sum(1)) > 0
+
+    def macro(v: np.ndarray) -> float:
+        return float(v[seen].mean()) if seen.any() else 0.0
+
     return {
         "accuracy": accuracy(y_true, y_pred),
-        "macro_precision": float(precision[seen].mean()) if seen.any() else 0.0,
-        "macro_recall": float(recall[seen].mean()) if seen.any() else 0.0,
-        "macro_f1": float(f1[seen].mean()) if seen.any() else 0.0,
+        "macro_precision": macro(precision),
+        "macro_recall": macro(recall),
+        "macro_f1": macro(f1),
         "per_class": per_class,
         "confusion_matrix": cm.tolist(),
         "class_names": list(class_names),
