@@ -9,6 +9,8 @@ lr 0.01; softmax: 3000, lr 0.03; batch 256, cosine, clipping 5, mirroring, best 
     jit<p>     contrast jitter: each standardised row scaled by U(1-p, 1+p)
     pshift<q>  translate only a fraction q of each batch (with shift<p>)
     ppix       per-pixel (not per-channel) standardisation
+    multi<g1>_<g2>  each pixel encoded with several gammas, concatenated as channels
+    hat<k>     piecewise-linear per-pixel encoding: k triangular bumps on [0, 1] as channels
     pyr<a>     also a x the 2x2- and 4x4-average-pooled image as features (still linear in the
                pixels: a reparametrisation whose SGD + L2 favour smooth weight templates)
     it<n> lr<x> bs<n> l2<x>          SGD updates, learning rate, batch size, L2
@@ -43,6 +45,14 @@ def encode(images: np.ndarray, tokens: list[str]) -> np.ndarray:
             x = D.gamma_encode(x, float(t[5:]))
         elif t.startswith("log"):
             x = np.log(x + np.float32(t[3:]))
+        elif t.startswith("multi"):  # several gamma encodings of each pixel, as channels
+            x = np.concatenate([D.gamma_encode(x, float(g)) for g in t[5:].split("_")], axis=3)
+        elif t.startswith("hat"):  # piecewise-linear per-pixel basis: k triangular bumps
+            k = int(t[3:])
+            knots = np.linspace(0, 1, k, dtype=np.float32)
+            x = np.concatenate(
+                [np.maximum(0, 1 - np.abs(x - c) * (k - 1)) for c in knots], axis=3
+            ).astype(np.float32)
         elif t.startswith("chroma"):  # brightness ** g, and two chromaticity ratios
             total = x.sum(axis=3, keepdims=True) + np.float32(0.03)
             x = np.concatenate(
@@ -121,12 +131,13 @@ def main() -> None:
                 scaler: D.Standardizer = scaler,
                 ppix: Any = ppix,
                 pyr: float = pyramid_scale(tokens),
+                shape: tuple[int, ...] = x_tr.shape[1:],
             ) -> np.ndarray:
                 if ppix is not None:  # one mean/std per pixel and channel
                     r = D.flatten((x - ppix[0]) / ppix[1])
                 else:
                     r = D.flatten(scaler.transform(x))
-                return with_pyramid(r, ds.shape, pyr) if pyr else r
+                return with_pyramid(r, shape, pyr) if pyr else r
 
             kw: dict[str, Any] = (
                 dict(num_iters=1000, lr=0.01)
@@ -143,7 +154,7 @@ def main() -> None:
             cls = LogisticRegression if args.mode == "logistic" else SoftmaxRegression
             model = cls(
                 seed=seed, early_stop_metric="val_acc", lr_schedule="cosine", grad_norm_clip=5.0,
-                augment=augmenter(tokens, ds.shape), progress=False, **kw,
+                augment=augmenter(tokens, x_tr.shape[1:]), progress=False, **kw,
             )
             X_va, y_va = rows(x_va), ds.labels[va]
             model.fit(rows(x_tr), ds.labels[tr], X_va, y_va, X_mirror=rows(x_tr[:, :, ::-1]))

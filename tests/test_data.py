@@ -398,6 +398,14 @@ def test_gamma_encode() -> None:
     y = gamma_encode(np.array([0.0, 0.01, 0.25, 1.0], np.float32), 0.25)
     np.testing.assert_allclose(y, [0.0, 0.01**0.25, 0.25**0.25, 1.0], rtol=1e-6)
     assert y.dtype == np.float32 and np.all(np.diff(y) > 0)  # monotone, ends kept
+    # several powers: one channel block per power, in order, along the last axis
+    z = gamma_encode(x, (0.5, 1.0, 2.0))
+    assert z.shape == (*x.shape[:3], 3 * x.shape[3]) and z.dtype == np.float32
+    c = x.shape[3]
+    np.testing.assert_allclose(z[..., :c], np.sqrt(x), rtol=1e-6)
+    np.testing.assert_array_equal(z[..., c : 2 * c], x)
+    np.testing.assert_allclose(z[..., 2 * c :], x**2, rtol=1e-6)
+    np.testing.assert_array_equal(gamma_encode(x, (0.5,)), gamma_encode(x, 0.5))
 
 
 def test_random_translate_moves_each_image_by_at_most_the_shift() -> None:

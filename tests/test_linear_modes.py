@@ -176,25 +176,57 @@ def test_saved_model_applies_the_runs_pixel_encoding(cifar_train, cifar_test, tm
     out = tmp_path / "sm"
     assert main(_quick("softmax", cifar_train, out, "--gamma", "0.3", "--translate", "2")) == 0
     model = load_linear_model(out)
-    assert model.gamma == pytest.approx(0.3)
+    assert model.gamma == pytest.approx((0.3,))
     images = np.load(cifar_test)["images"][:64]
     x = D.flatten(model.scaler.transform(D.to_float(images) ** np.float32(0.3)))
     np.testing.assert_allclose(
         model.predict_proba(images), softmax(x @ model.W + model.b), rtol=1e-4, atol=1e-6
     )
-    # a model file written before --gamma existed is read as gamma 1 (no re-encoding)
+    # a model file written before --gamma existed is read as gamma 1 (no re-encoding), and one
+    # written when gamma was a single number (0-d) as that number
     with np.load(out / "model.npz", allow_pickle=False) as z:
         old = {k: z[k] for k in z.files if k != "gamma"}
     np.savez(tmp_path / "old.npz", **old)
-    assert load_linear_model(tmp_path / "old.npz").gamma == 1.0
+    assert load_linear_model(tmp_path / "old.npz").gamma == (1.0,)
+    np.savez(tmp_path / "scalar.npz", **old, gamma=np.array(0.3))
+    assert load_linear_model(tmp_path / "scalar.npz").gamma == pytest.approx((0.3,))
     from reprlab.errors import ReprlabError
 
-    for bad in (np.array(-1.0), np.array([0.5, 0.5]), np.array(np.nan), np.array("x")):
+    for bad in (np.array(-1.0), np.array([]), np.array(np.nan), np.array("x")):
         np.savez(tmp_path / "bad.npz", **old, gamma=bad)
-        with pytest.raises(ReprlabError, match="bad.npz: gamma must be one positive number"):
+        with pytest.raises(ReprlabError, match="bad.npz: gamma must be positive numbers"):
             load_linear_model(tmp_path / "bad.npz")
+    # two powers where the weights were trained for one: the shapes disagree
+    np.savez(tmp_path / "bad.npz", **old, gamma=np.array([0.5, 0.5]))
+    with pytest.raises(ReprlabError, match="bad.npz: inconsistent shapes"):
+        load_linear_model(tmp_path / "bad.npz")
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["config"]["gamma"] == 0.3 and cfg["config"]["translate"] == 2
+    assert cfg["config"]["gamma"] == [0.3] and cfg["config"]["translate"] == 2
+
+
+def test_several_gammas_give_each_pixel_one_feature_per_power(cifar_train, cifar_test, tmp_path):
+    """``--gamma 0.5,1,2``: the model has 3x the weights, one per pixel, channel and power, in
+    the layout ``data.gamma_encode`` concatenates (powers as extra channels); mirroring and
+    translations act on that layout, and ``predict`` reproduces the run's own predictions."""
+    from reprlab import data as D
+    from reprlab.linear import softmax
+
+    out = tmp_path / "sm3"
+    args = _quick("softmax", cifar_train, out, "--gamma", "0.5,1,2", "--translate", "1")
+    assert main([*args, "--test_data", str(cifar_test)]) == 0
+    model = load_linear_model(out)
+    assert model.gamma == (0.5, 1.0, 2.0)
+    assert model.W.shape[0] == 32 * 32 * 3 * 3 and len(model.scaler.mean_) == 9
+    images = np.load(cifar_test)["images"]
+    f = D.to_float(images[:64])
+    x = D.flatten(model.scaler.transform(np.concatenate([f**0.5, f, f**2], axis=3)))
+    np.testing.assert_allclose(
+        model.predict_proba(images[:64]), softmax(x @ model.W + model.b), rtol=1e-4, atol=1e-6
+    )
+    written = np.loadtxt(out / "predictions.csv", dtype=np.int64)
+    np.testing.assert_array_equal(written, model.predict(images))
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["gamma"] == [0.5, 1.0, 2.0]
 
 
 def test_test_scores_match_labels_by_name_then_by_index() -> None:

@@ -180,7 +180,10 @@ def test_precedence(tmp_path: Path) -> None:
     from reprlab.pipeline import plan_stages, resolve_options
 
     toml = tmp_path / "p.toml"
-    toml.write_text("limit = 300\nseed = 5\n[softmax]\nlimit = 400\nlr = 0.02\n")
+    toml.write_text(
+        "limit = 300\nseed = 5\n[softmax]\nlimit = 400\nlr = 0.02\n"
+        "[logistic]\ngamma = 0.3\n"  # one number where a list of powers is expected
+    )
     argv = ["pipeline", "--preset", "smoke", "--config", str(toml), "--seed", "7"]
     argv += ["--test_data", "test.npz"]
     ns = _parser("pipeline").parse_args([*argv, "--set", "softmax.lr=0.03"])
@@ -189,6 +192,7 @@ def test_precedence(tmp_path: Path) -> None:
     assert list(plan) == list(STAGES)
     assert plan["softmax"]["limit"] == 400 and plan["softmax"]["lr"] == 0.03
     assert plan["logistic"]["limit"] == 300  # file top level beats the preset's 1500
+    assert list(plan["logistic"]["gamma"]) == [0.3]
     assert all(c["seed"] == 7 for c in plan.values())  # command line beats the file
     assert plan["logistic"]["num_iters"] == PRESETS["smoke"]["logistic"][1]["num_iters"]
     assert all(c["test_data"] == "test.npz" for c in plan.values())
@@ -207,9 +211,9 @@ def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) 
         *resolve_options(_parser("pipeline").parse_args(["pipeline"])), tmp_path / "p"
     )}
     for stage in ("logistic", "softmax"):
-        assert plan[stage]["gamma"] == 1.0 and plan[stage]["translate"] == 0
+        assert list(plan[stage]["gamma"]) == [1.0] and plan[stage]["translate"] == 0
         assert plan[stage]["flip_augment"] is False
-        assert fast[stage]["gamma"] < 1.0  # the fast defaults do re-encode the pixels
+        assert min(fast[stage]["gamma"]) < 1.0  # the fast defaults do re-encode the pixels
     assert fast["softmax"]["translate"] == 1
     for stage in ("cont_rep", "fine_tune_linear", "fine_tune_nn"):  # the report had no TTA
         assert plan[stage]["flip_tta"] is False and plan[stage]["translate_tta"] is False
@@ -253,6 +257,8 @@ def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
 BAD_CONFIGS = {
     "unknown_key": ("[softmax]\nlrr = 0.1\n", "'lrr'"),
     "wrong_type": ('[softmax]\nlr = "fast"\n', "'lr'"),
+    "wrong_list_type": ('[softmax]\ngamma = [0.5, "x"]\n', "'gamma'"),
+    "wrong_scalar_for_list": ('[softmax]\ngamma = "0.5"\n', "'gamma'"),
     "unknown_top": ("limt = 3\n", "'limt'"),
     "top_wrong_type": ('limit = "3"\n', "'limit'"),
     "unknown_table": ("[softmaxx]\nlr = 0.1\n", "'softmaxx'"),
@@ -267,6 +273,8 @@ BAD_CONFIGS = {
         (["--preset", "nope"], "--preset"),
         (["--stages", "softmax,nope"], "'nope'"),
         (["--set", "softmax.lr=abc"], "softmax.lr"),
+        (["--set", "softmax.gamma=0.5,x"], "softmax.gamma"),
+        (["--set", "softmax.gamma=0.5,-1"], "--gamma"),
         (["--set", "softmax.nope=1"], "'nope'"),
         (["--set", "nope.lr=1"], "'nope'"),
         (["--set", "lr=1"], "STAGE.FIELD=VALUE"),

@@ -167,8 +167,10 @@ def check_value(tp: Any, value: Any, where: str) -> Any:
         value = float(value) if ok else value
     elif inner is str:
         ok = isinstance(value, str)
-    elif origin in (tuple, list) and isinstance(value, (list, tuple)):
+    elif origin in (tuple, list):
         elem = typing.get_args(inner)[0]
+        if not isinstance(value, (list, tuple)):  # one number where a list is expected
+            value = [value]
         value = [check_value(elem, v, where) for v in value]
         value = tuple(value) if origin is tuple else value
         ok = True

@@ -909,14 +909,23 @@ def to_float(images: np.ndarray) -> np.ndarray:
     raise TypeError(f"to_float: expected uint8 or float images, got {images.dtype}")
 
 
-def gamma_encode(x: np.ndarray, gamma: float) -> np.ndarray:
+def gamma_encode(x: np.ndarray, gamma: float | Sequence[float]) -> np.ndarray:
     """Float images in [0, 1] -> ``x ** gamma`` (float32; ``gamma == 1`` returns ``x``).
 
     A per-pixel re-encoding of intensity, like the sRGB curve the stored pixels already carry:
     ``gamma < 1`` spreads the dark values apart and compresses the bright ones. A linear model
     on the re-encoded pixels is still linear in its inputs; only what "linear" means changes.
+
+    Several exponents give each pixel several features, concatenated along the last (channel)
+    axis: ``(0.5, 1, 2)`` turns C channels into 3C. A linear model on them is a sum of one
+    learned curve ``a x**0.5 + b x + c x**2`` per pixel and channel (a generalised additive
+    model of the pixels), with no mixing between pixels beyond the sum.
     """
     x = np.asarray(x, dtype=np.float32)
+    if isinstance(gamma, Sequence):
+        if len(gamma) == 1:
+            return gamma_encode(x, gamma[0])
+        return np.concatenate([gamma_encode(x, g) for g in gamma], axis=-1)
     if gamma == 1.0:
         return x
     return np.power(np.maximum(x, 0.0), np.float32(gamma))

@@ -43,7 +43,8 @@ MODEL_FORMAT = "reprlab-linear-1"
 
 _GAMMA_HELP = (
     "pixel encoding: values in [0, 1] are raised to this power before standardisation "
-    "(1: off; < 1 spreads the dark values)"
+    "(1: off; < 1 spreads the dark values); several comma-separated powers give each pixel "
+    "one feature per power"
 )
 _TRANSLATE_HELP = "translate each training image by up to this many pixels, reflect-filled (0: off)"
 
@@ -75,7 +76,7 @@ class _LinearConfig(RunConfig):
         True, "mirrored training images as extra samples (half of each minibatch is mirrored)"
     )
     translate: int = arg(0, _TRANSLATE_HELP)
-    gamma: float = arg(1.0, _GAMMA_HELP)
+    gamma: tuple[float, ...] = arg((1.0,), _GAMMA_HELP)
     patience: int = arg(
         0, "stop after this many evaluations without improvement (<= 0: never stop early)"
     )
@@ -88,12 +89,15 @@ class _LinearConfig(RunConfig):
         super().validate()
         positive(self, "num_iters", "lr", "batch_size", "eval_every")
         positive(self, "l2_lambda", "translate", allow_zero=True)
-        positive(self, "gamma")
+        if not self.gamma or not all(0 < g < math.inf for g in self.gamma):
+            raise ReprlabError(
+                f"--gamma must be positive finite numbers, got {','.join(map(str, self.gamma))}"
+            )
         if not 0.0 <= self.momentum < 1.0:
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("lr", "l2_lambda", "grad_norm_clip", "momentum", "ema_decay", "gamma"):
+        for name in ("lr", "l2_lambda", "grad_norm_clip", "momentum", "ema_decay"):
             if not math.isfinite(getattr(self, name)):
                 raise ReprlabError(f"--{name} must be a finite number, got {getattr(self, name)}")
 
@@ -117,7 +121,7 @@ class LogisticConfig(_LinearConfig):
     # values apart and squeezes the bright ones. No translation: -0.2 on top of it.
     num_iters: int = arg(1000, "number of minibatch SGD updates")
     lr: float = arg(0.01, "initial learning rate")
-    gamma: float = arg(0.25, _GAMMA_HELP)
+    gamma: tuple[float, ...] = arg((0.25,), _GAMMA_HELP)
     early_stop_metric: str = arg(
         "val_acc",
         "validation metric watched by early stopping and used to keep the best weights",
@@ -156,7 +160,7 @@ class SoftmaxConfig(_LinearConfig):
     num_iters: int = arg(3000, "number of minibatch SGD updates")
     lr: float = arg(0.03, "initial learning rate")
     translate: int = arg(1, _TRANSLATE_HELP)
-    gamma: float = arg(0.5, _GAMMA_HELP)
+    gamma: tuple[float, ...] = arg((0.5, 1.0, 2.0), _GAMMA_HELP)
     eval_every: int = arg(100, "evaluate train/validation metrics every this many iterations")
     early_stop_metric: str = arg(
         "val_acc",
@@ -180,18 +184,25 @@ class Prepared:
     X_val: np.ndarray
     scaler: D.Standardizer
 
+    @property
+    def feature_shape(self) -> tuple[int, int, int]:
+        """(H, W, C x number of gammas): the layout of a row of ``X_train``."""
+        h, w, _ = self.train.shape
+        return h, w, len(self.scaler.mean_)  # type: ignore[arg-type]
 
-def _encoded(images: np.ndarray, gamma: float) -> np.ndarray:
+
+def _encoded(images: np.ndarray, gamma: tuple[float, ...]) -> np.ndarray:
     """uint8 NHWC -> float32 in [0, 1], re-encoded with ``gamma`` (see ``--gamma``)."""
     return D.gamma_encode(D.to_float(images), gamma)
 
 
 def _features(
-    images: np.ndarray, scaler: D.Standardizer, gamma: float, chunk: int = 10000
+    images: np.ndarray, scaler: D.Standardizer, gamma: tuple[float, ...], chunk: int = 10000
 ) -> np.ndarray:
-    """uint8 NHWC -> encoded, standardised float32 (N, H*W*C), in chunks (bounded memory)."""
+    """uint8 NHWC -> encoded, standardised float32 (N, H*W*C*len(gamma)), in chunks (bounded
+    memory)."""
     n = len(images)
-    out = np.empty((n, int(np.prod(images.shape[1:]))), dtype=np.float32)
+    out = np.empty((n, int(np.prod(images.shape[1:])) * len(gamma)), dtype=np.float32)
     for s in range(0, n, chunk):
         out[s : s + chunk] = D.flatten(scaler.transform(_encoded(images[s : s + chunk], gamma)))
     return out
@@ -259,7 +270,7 @@ class LinearPredictor:
         image_shape: tuple[int, int, int],
         binary: bool,
         source: str = "model",
-        gamma: float = 1.0,
+        gamma: tuple[float, ...] = (1.0,),
     ):
         self.W = np.asarray(W, dtype=np.float32).reshape(len(W), -1)
         self.b = np.asarray(b, dtype=np.float32).reshape(-1)
@@ -269,7 +280,7 @@ class LinearPredictor:
         self.image_shape = tuple(int(v) for v in image_shape)
         self.binary = binary
         self.source = source
-        self.gamma = float(gamma)
+        self.gamma = tuple(float(g) for g in gamma)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities (K = 2 for a binary model)."""
@@ -332,9 +343,10 @@ def _save_model(path: Path, model: Any, prep: Prepared, mode: str, cfg: _LinearC
         class_ids=np.array(prep.class_ids, dtype=np.int64),
         image_shape=np.array(prep.train.shape, dtype=np.int64),
         binary=np.array(mode == "logistic"),
-        gamma=np.array(float(cfg.gamma)),
+        gamma=np.array(cfg.gamma, dtype=np.float64),
         preprocessing=np.array(
-            "to_float/255, ** gamma, per-channel standardise (train stats), flatten HWC"
+            "to_float/255, ** each gamma concatenated as channels, per-channel standardise "
+            "(train stats), flatten HWC"
         ),
         flip_augment=np.array(bool(cfg.flip_augment)),
     )
@@ -354,19 +366,25 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         raise ReprlabError(
             f"{path}: not a reprlab linear model (missing {', '.join(missing) or 'format tag'})"
         )
+    gamma = np.asarray(f.get("gamma", 1.0))  # files before --gamma: 1 (no re-encoding)
+    if (
+        gamma.ndim > 1
+        or gamma.size == 0
+        or gamma.dtype.kind != "f"
+        or not np.all((gamma > 0) & (gamma < np.inf))
+    ):
+        raise ReprlabError(f"{path}: gamma must be positive numbers, got {gamma.tolist()!r}")
+    gammas = tuple(float(g) for g in gamma.reshape(-1))
     W, b = f["W"], f["b"]
     shape = tuple(int(v) for v in f["image_shape"])
     if (
         W.ndim != 2
         or b.shape != (W.shape[1],)
         or len(shape) != 3
-        or W.shape[0] != int(np.prod(shape))
-        or len(f["mean"]) != shape[2]
+        or W.shape[0] != int(np.prod(shape)) * len(gammas)
+        or len(f["mean"]) != shape[2] * len(gammas)
     ):
         raise ReprlabError(f"{path}: inconsistent shapes in the linear model")
-    gamma = np.asarray(f.get("gamma", 1.0))  # files before --gamma: 1 (no re-encoding)
-    if gamma.shape != () or gamma.dtype.kind != "f" or not 0 < float(gamma) < np.inf:
-        raise ReprlabError(f"{path}: gamma must be one positive number, got {gamma.tolist()!r}")
     return LinearPredictor(
         W,
         b,
@@ -376,7 +394,7 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         shape,  # type: ignore[arg-type]
         io.npz_flag(f, "binary", path, default=False),  # present: checked above
         source=str(path),
-        gamma=float(gamma),
+        gamma=gammas,
     )
 
 
@@ -401,12 +419,12 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     if not binary:
         kwargs["n_classes"] = len(prep.train.classes)
     if cfg.translate:
-        shape, shift = prep.train.shape, cfg.translate
+        shape, shift = prep.feature_shape, cfg.translate
         kwargs["augment"] = lambda X, rng: D.random_translate(X, shape, shift, rng)
     model = make_estimator(cls, cfg, batch_size=cfg.batch_size, progress=True, **kwargs)
     X_mirror = None
     if cfg.flip_augment:  # mirrored training images as extra samples (half of each batch)
-        h, w, c = prep.train.shape
+        h, w, c = prep.feature_shape
         X_mirror = prep.X_train.reshape(-1, h, w, c)[:, :, ::-1].reshape(len(prep.X_train), -1)
     model.fit(prep.X_train, prep.train.labels, prep.X_val, prep.val.labels, X_mirror=X_mirror)
     rows = model.history_

@@ -125,7 +125,7 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "lr_schedule": "constant",
                 "flip_augment": False,
                 "translate": 0,
-                "gamma": 1.0,  # the report's plain pixels
+                "gamma": (1.0,),  # the report's plain pixels
                 "early_stop_metric": "val_acc",
                 "patience": 50,
                 "eval_every": 10,
@@ -144,7 +144,7 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
                 "lr_schedule": "constant",
                 "flip_augment": False,
                 "translate": 0,
-                "gamma": 1.0,  # the report's plain pixels
+                "gamma": (1.0,),  # the report's plain pixels
                 "early_stop_metric": "val_acc",
                 "patience": 50,
                 "eval_every": 10,
