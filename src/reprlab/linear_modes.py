@@ -155,8 +155,10 @@ class SoftmaxConfig(_LinearConfig):
     # Tuned on the 10 classes, 20 % validation split, seed 0: the model underfits (train ~43 %,
     # val ~41 %), so no L2; lr 0.03 with clipping at 5 and a cosine schedule over 3000 updates
     # (~19 epochs of 40k) is as good as 0.01 and safer than 0.1; batch 1024 costs 4x the time
-    # for +0.2 %; mirroring adds ~+0.3 %. gamma 0.5 and 1-pixel translations add ~+0.15 and
-    # ~+0.25 (three seeds each; a smaller gamma, which helps logistic, costs -0.8 here).
+    # for +0.2 %; mirroring adds ~+0.3 %; 1-pixel translations ~+0.25 (three seeds each).
+    # gamma 0.5,1,2: three encodings of every pixel, so that the model learns a curve per pixel
+    # rather than a slope: +2.3 points over gamma 0.5 alone (41.9 -> 44.1 %, three seeds; two
+    # powers 43.8 %, four 44.5 % for a third more time); one power tops out at ~41.8 %.
     num_iters: int = arg(3000, "number of minibatch SGD updates")
     lr: float = arg(0.03, "initial learning rate")
     translate: int = arg(1, _TRANSLATE_HELP)
