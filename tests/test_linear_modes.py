@@ -204,6 +204,28 @@ def test_saved_model_applies_the_runs_pixel_encoding(cifar_train, cifar_test, tm
     assert cfg["config"]["gamma"] == [0.3] and cfg["config"]["translate"] == 2
 
 
+def test_a_run_of_the_release_before_list_valued_gamma_is_the_same_run(
+    cifar_train, tmp_path, capsys
+):
+    """v11 stored ``"gamma": 0.25`` in config.json; now the flag is a list. Rerunning the same
+    command on such a finished folder does nothing instead of calling it another configuration,
+    and another gamma is still told apart."""
+    out = tmp_path / "lr"
+    args = _quick("logistic", cifar_train, out)
+    assert main(args) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["gamma"] == [0.25]
+    cfg["config"]["gamma"] = 0.25  # as the earlier release wrote it
+    (out / "config.json").write_text(json.dumps(cfg))
+    before = (out / "summary.json").read_bytes()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    assert (out / "summary.json").read_bytes() == before
+    assert main([*args, "--gamma", "0.25,1"]) == 2
+    assert "gamma 0.25 -> [0.25, 1.0]" in capsys.readouterr().err
+
+
 def test_several_gammas_give_each_pixel_one_feature_per_power(cifar_train, cifar_test, tmp_path):
     """``--gamma 0.5,1,2``: the model has 3x the weights, one per pixel, channel and power, in
     the layout ``data.gamma_encode`` concatenates (powers as extra channels); mirroring and

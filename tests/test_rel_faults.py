@@ -268,6 +268,28 @@ def tiny_pipeline(tmp_path: Path, data: Path) -> tuple[Path, list[str]]:
     return pipe, argv
 
 
+def test_pipeline_of_the_release_before_list_valued_gamma_resumes(tmp_path: Path, capsys) -> None:
+    """pipeline.json and the stage's config.json of an earlier release store ``"gamma": 0.5``
+    where this one has ``[0.5]``: the same command finds the same pipeline and does nothing."""
+    data = good_npz(tmp_path)
+    pipe, argv = tiny_pipeline(tmp_path, data)
+    argv += ["--set", "softmax.gamma=0.5"]
+    assert main(argv) == 2  # another configuration than [0.5, 1, 2]: refused, as before
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 0
+    for name in ("pipeline.json", "softmax/config.json"):
+        record = json.loads((pipe / name).read_text())
+        cfg = record["stages"]["softmax"] if name == "pipeline.json" else record["config"]
+        assert cfg["gamma"] == [0.5]
+        cfg["gamma"] = 0.5
+        (pipe / name).write_text(json.dumps(record))
+    before = snapshot(pipe / "softmax")
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "softmax: finished earlier, skipped" in capsys.readouterr().err
+    assert snapshot(pipe / "softmax") == before
+
+
 def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
     data = good_npz(tmp_path)
     out = tmp_path / "thesis"

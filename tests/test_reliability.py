@@ -191,7 +191,10 @@ def test_config_diff_names_what_differs() -> None:
     new = {"lr": 0.5, "batch_size": 32, "warmup_frac": 0.2, "hidden": [512]}
     assert config_diff(old, new) == "lr 0.1 -> 0.5, warmup_iters gone, warmup_frac new"
     assert config_diff(old, new, most=1) == "lr 0.1 -> 0.5 and 2 more"
-    assert config_diff(old, dict(old)) == "nothing differs"
+    assert config_diff(old, dict(old)) == ""
+    # a flag that became list-valued: the number an earlier release stored is the same setting
+    assert config_diff({"gamma": 0.25}, {"gamma": [0.25]}) == ""
+    assert config_diff({"gamma": 0.25}, {"gamma": [0.25, 1.0]}) == "gamma 0.25 -> [0.25, 1.0]"
     assert config_diff({"data": "a" * 60}, {"data": "b"}).endswith("... -> b")
 
 

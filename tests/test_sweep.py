@@ -189,6 +189,11 @@ def test_grid_values_with_commas_are_split_at_semicolons() -> None:
     }
     assert parse_grid("logistic", ["lr=0.1,0.2"]) == {"lr": [0.1, 0.2]}
     assert run_name({"classes": "cat,dog"}) == "classes=cat,dog"
+    # a list-valued flag: each ;-separated value is one list (one power per pixel, or three)
+    grid = parse_grid("softmax", ["gamma=0.5;0.5,1,2"])
+    assert grid == {"gamma": [(0.5,), (0.5, 1.0, 2.0)]}
+    names = [run_name({"gamma": g}) for g in grid["gamma"]]
+    assert names[0] != names[1] and all("/" not in n for n in names)
 
 
 def test_a_setting_that_does_not_fit_the_data_is_refused_and_the_others_run(

@@ -406,8 +406,8 @@ class RunDir:
                         f"{path}: holds a {old.get('mode')} run, not {mode} "
                         "(choose another --out, or pass --overwrite)"
                     )
-                if old.get("config") != _comparable(config):
-                    diff = config_diff(old.get("config") or {}, _comparable(config))
+                diff = config_diff(old.get("config") or {}, _comparable(config))
+                if diff:
                     raise ReprlabError(
                         f"{path}: holds a run with another configuration ({diff}); "
                         "choose another --out, or pass --overwrite"
@@ -507,9 +507,19 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
     return removed
 
 
+def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The keys in which two stored configurations differ, in order."""
+    return [
+        k
+        for k in dict.fromkeys([*old, *new])
+        if not _same_setting(old.get(k, _MISSING), new.get(k, _MISSING))
+    ]
+
+
 def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
-    """``"lr 0.1 -> 0.5, warmup_frac new"``: the first keys in which two configurations differ."""
-    keys = [k for k in dict.fromkeys([*old, *new]) if old.get(k, _MISSING) != new.get(k, _MISSING)]
+    """``"lr 0.1 -> 0.5, warmup_frac new"``: the first keys in which two configurations differ
+    ("" when none does)."""
+    keys = differing_keys(old, new)
     parts = []
     for k in keys[:most]:
         if k not in old:
@@ -519,10 +529,16 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
         else:
             parts.append(f"{k} {_short(old[k])} -> {_short(new[k])}")
     more = f" and {len(keys) - most} more" if len(keys) > most else ""
-    return ", ".join(parts) + more if parts else "nothing differs"
+    return ", ".join(parts) + more
 
 
 _MISSING = object()
+
+
+def _same_setting(old: Any, new: Any) -> bool:
+    """Equal, or a one-item list now where an earlier release stored the number itself (a flag
+    that became list-valued, as ``--gamma`` did: ``0.25`` and ``[0.25]`` are one setting)."""
+    return old == new or (isinstance(new, list) and len(new) == 1 and old == new[0])
 
 
 def _short(v: Any, width: int = 40) -> str:

@@ -35,6 +35,7 @@ from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     config_diff,
     default_run_dir,
+    differing_keys,
     hold_folder,
     holds_files,
     read_json,
@@ -353,8 +354,8 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     if pj.is_file():
         old = read_json(pj)
         old_stages = old.get("stages") or {}
-        same = old.get("preset") == preset and all(
-            old_stages.get(s.name, s.config) == s.config for s in plan
+        same = old.get("preset") == preset and not any(
+            differing_keys(old_stages.get(s.name, s.config), s.config) for s in plan
         )
         if same:
             record["stages"] = {
@@ -370,7 +371,10 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
             print(f"[pipeline] {folder}: no stage had run; replacing its configuration",
                   file=sys.stderr)
         else:
-            stage = next((s for s in plan if old_stages.get(s.name, s.config) != s.config), None)
+            stage = next(
+                (s for s in plan if differing_keys(old_stages.get(s.name, s.config), s.config)),
+                None,
+            )
             diff = (
                 f"preset {old.get('preset')} -> {preset}"
                 if stage is None
