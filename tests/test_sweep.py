@@ -183,6 +183,17 @@ def test_run_names_keep_every_value_apart() -> None:
     assert run_name({"lr": 1e-5}) == "lr=1e-05"
 
 
+def test_sweep_help_describes_the_sweep_folder(capsys) -> None:
+    """``--out`` and ``--overwrite`` of a sweep name the sweep's folder, not one run's."""
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "softmax", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--out OUT sweep folder, one run folder per setting inside" in text
+    assert "replace an existing sweep folder of another configuration" in text
+    assert "run folder (default: runs/<mode>-<time>)" not in text
+
+
 def test_grid_values_with_commas_are_split_at_semicolons() -> None:
     assert parse_grid("logistic", ["classes=cat,dog;airplane,ship"]) == {
         "classes": ["cat,dog", "airplane,ship"]

@@ -97,6 +97,12 @@ def _mode_parser(mode: str) -> argparse.ArgumentParser:
             help=f"the mode's starting configuration (default: {cls.DEFAULT_PRESET})",
         )
     add_config_arguments(p, cls)
+    for action in p._actions:  # these two name the sweep's folder, not one run's
+        if action.dest == "out":
+            action.help = "sweep folder, one run folder per setting inside (default: "
+            action.help += "runs/sweep-<mode>-<time>)"
+        elif action.dest == "overwrite":
+            action.help = "replace an existing sweep folder of another configuration"
     return p
 
 
