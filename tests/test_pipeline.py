@@ -249,6 +249,51 @@ def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
     assert calls[0][1]["resume"] is True
 
 
+def test_a_moved_pipeline_folder_is_the_same_pipeline(tmp_path: Path, monkeypatch, capsys) -> None:
+    """pipeline.json names the pipeline's own encoder ``<pipeline>/cont_rep/encoder.pt``, so the
+    folder can be moved, renamed or named by its absolute path and still resume; an encoder
+    given explicitly is still compared by its path."""
+    import reprlab.cli
+    from reprlab.io import release_folder, write_json
+
+    calls: list[str] = []
+
+    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None) -> dict:
+        calls.append(mode)
+        run = Path(overrides["out"])
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", {"mode": mode, "config": {}})
+        write_json(run / "summary.json", {"status": "finished", "wall_time_s": 0.5})
+        if mode == "cont_rep":
+            (run / "encoder.pt").write_bytes(b"weights")
+        return {"status": "finished", "wall_time_s": 0.5}
+
+    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
+    argv = ["pipeline", "--preset", "smoke", "--stages", "cont_rep,fine_tune_linear"]
+    assert main([*argv, "--out", str(tmp_path / "p")]) == 0
+    assert calls == ["cont_rep", "fine_tune_linear"]
+    stages = json.loads((tmp_path / "p" / "pipeline.json").read_text())["stages"]
+    assert stages["fine_tune_linear"]["encoder_path"] == "<pipeline>/cont_rep/encoder.pt"
+    release_folder(tmp_path / "p")  # as when that process ended
+    (tmp_path / "p").rename(tmp_path / "q")
+    monkeypatch.chdir(tmp_path)
+    calls.clear()
+    for out in ("q", str(tmp_path / "q")):  # moved, then named by its absolute path
+        assert main([*argv, "--out", out]) == 0
+    assert calls == []  # every stage finished earlier: skipped
+    # an explicit encoder elsewhere is another configuration
+    capsys.readouterr()
+    other = ["--set", "fine_tune_linear.encoder_path=q/cont_rep/encoder.pt"]
+    assert main([*argv, "--out", "q", *other]) == 0  # the same file, as the pipeline names it
+    assert main([*argv, "--stages", "fine_tune_linear", "--out", "q",
+                 "--set", f"fine_tune_linear.encoder_path={tmp_path / 'q/cont_rep/encoder.pt'}",
+                 ]) == 0  # fmt: skip
+    (tmp_path / "enc.pt").write_bytes(b"other")
+    argv2 = [*argv, "--out", "q", "--set", "fine_tune_linear.encoder_path=enc.pt"]
+    assert main(argv2) == 2
+    assert "encoder_path <pipeline>/cont_rep/encoder.pt -> enc.pt" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: exit 2, one line naming the problem, nothing written
 # ---------------------------------------------------------------------------------------------

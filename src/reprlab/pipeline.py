@@ -345,17 +345,36 @@ def _check_dependencies(plan: list[Stage], folder: Path) -> None:
             )
 
 
+OWN_ENCODER = "<pipeline>/cont_rep/encoder.pt"
+
+
+def _portable(config: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A stage's configuration as ``pipeline.json`` keeps it: the pipeline's own encoder is
+    written ``<pipeline>/cont_rep/encoder.pt``, so that a pipeline folder moved or renamed, or
+    named by another path (relative or absolute), is still the same pipeline."""
+    own = str(folder / "cont_rep" / "encoder.pt")
+    return {
+        k: OWN_ENCODER if k == "encoder_path" and v == own else v for k, v in config.items()
+    }
+
+
 def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -> dict[str, Any]:
     """Create or reuse the pipeline folder; refuse one of another configuration."""
-    record = {"preset": preset, "stages": {s.name: s.config for s in plan}}
+    folder_abs = folder.resolve()
+    stages = {s.name: _portable(_portable(s.config, folder), folder_abs) for s in plan}
+    record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
     if pj.is_file():
         old = read_json(pj)
-        old_stages = old.get("stages") or {}
+        # records of earlier releases name the encoder by its path in this very folder
+        old_stages = {
+            k: _portable(_portable(v, folder), folder_abs) if isinstance(v, dict) else v
+            for k, v in (old.get("stages") or {}).items()
+        }
         same = old.get("preset") == preset and not any(
-            differing_keys(old_stages.get(s.name, s.config), s.config) for s in plan
+            differing_keys(old_stages.get(name, cfg), cfg) for name, cfg in stages.items()
         )
         if same:
             record["stages"] = {
@@ -372,13 +391,13 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
                   file=sys.stderr)
         else:
             stage = next(
-                (s for s in plan if differing_keys(old_stages.get(s.name, s.config), s.config)),
+                (k for k, cfg in stages.items() if differing_keys(old_stages.get(k, cfg), cfg)),
                 None,
             )
             diff = (
                 f"preset {old.get('preset')} -> {preset}"
                 if stage is None
-                else f"{stage.name}: {config_diff(old_stages[stage.name], stage.config)}"
+                else f"{stage}: {config_diff(old_stages[stage], stages[stage])}"
             )
             raise ReprlabError(
                 f"--out {folder}: holds a pipeline with another configuration ({diff}); "
