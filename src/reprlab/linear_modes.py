@@ -91,7 +91,8 @@ class _LinearConfig(RunConfig):
         positive(self, "l2_lambda", "translate", allow_zero=True)
         if not self.gamma or not all(0 < g < math.inf for g in self.gamma):
             raise ReprlabError(
-                f"--gamma must be positive finite numbers, got {','.join(map(str, self.gamma))}"
+                "--gamma must be positive finite numbers, got "
+                + (",".join(map(str, self.gamma)) or "none")
             )
         if not 0.0 <= self.momentum < 1.0:
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
