@@ -352,16 +352,15 @@ def _portable(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     """A stage's configuration as ``pipeline.json`` keeps it: the pipeline's own encoder is
     written ``<pipeline>/cont_rep/encoder.pt``, so that a pipeline folder moved or renamed, or
     named by another path (relative or absolute), is still the same pipeline."""
-    own = str(folder / "cont_rep" / "encoder.pt")
+    own = {str(f / "cont_rep" / "encoder.pt") for f in (folder, folder.resolve())}
     return {
-        k: OWN_ENCODER if k == "encoder_path" and v == own else v for k, v in config.items()
+        k: OWN_ENCODER if k == "encoder_path" and v in own else v for k, v in config.items()
     }
 
 
 def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -> dict[str, Any]:
     """Create or reuse the pipeline folder; refuse one of another configuration."""
-    folder_abs = folder.resolve()
-    stages = {s.name: _portable(_portable(s.config, folder), folder_abs) for s in plan}
+    stages = {s.name: _portable(s.config, folder) for s in plan}
     record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
     if folder.exists() and not folder.is_dir():
@@ -370,7 +369,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
         old = read_json(pj)
         # records of earlier releases name the encoder by its path in this very folder
         old_stages = {
-            k: _portable(_portable(v, folder), folder_abs) if isinstance(v, dict) else v
+            k: _portable(v, folder) if isinstance(v, dict) else v
             for k, v in (old.get("stages") or {}).items()
         }
         same = old.get("preset") == preset and not any(
