@@ -38,9 +38,12 @@ def _check_labels(
     if labels.dtype.kind in "iu" and labels.min() >= 0 and labels.max() < 4 * labels.size + 64:
         # fast path for small non-negative integer labels: bincount instead of a sort
         counts_all = np.bincount(labels)
-        present = counts_all > 0
-        remap = np.cumsum(present) - 1
-        inverse, counts, classes = remap[labels], counts_all[present], np.flatnonzero(present)
+        if counts_all.all():  # every class 0..K-1 occurs: the labels are their own indices
+            inverse, counts, classes = labels, counts_all, np.arange(len(counts_all))
+        else:
+            present = counts_all > 0
+            remap = np.cumsum(present) - 1
+            inverse, counts, classes = remap[labels], counts_all[present], np.flatnonzero(present)
     else:
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         inverse = inverse.reshape(-1)
@@ -79,12 +82,14 @@ def sample_triplets(
     start = starts[inv_sorted]
     j = np.arange(n)
     # positive: shift the anchor's position by 1..size-1 inside its block (cyclic) -> uniform
-    # over the other members of its class
-    shift = 1 + (rng.random(n) * (size - 1)).astype(np.int64)
-    pos_sorted = start + (j - start + shift) % size
+    # over the other members of its class; the wrap is start + (j - start + shift) % size,
+    # written without the (slow) integer modulo: j + shift stays below start + 2 * size
+    r = rng.random(2 * n)  # one draw: the same numbers as two draws of n
+    shifted = j + 1 + (r[:n] * (size - 1)).astype(np.int64)
+    pos_sorted = shifted - size * (shifted >= start + size)
     # negative: uniform over the n - size positions outside the anchor's class block
-    u = (rng.random(n) * (n - size)).astype(np.int64)
-    neg_sorted = np.where(u < start, u, u + size)
+    u = (r[n:] * (n - size)).astype(np.int64)
+    neg_sorted = u + size * (u >= start)
     pos = np.empty(n, dtype=np.int64)
     neg = np.empty(n, dtype=np.int64)
     pos[order] = order[pos_sorted]
