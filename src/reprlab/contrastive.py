@@ -65,6 +65,7 @@ from reprlab.triplets import (
     MINERS,
     TripletMarginLoss,
     batch_triplet_loss,
+    random_triplets,
     sample_triplets,
 )
 
@@ -445,7 +446,7 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             x = random_crop_flip(x, pad=cfg.translate, generator=rng.torch)
         batch = {"x": x, "y": y_train[idx.to(device)]}
         if cfg.mining == "random":
-            batch["triplets"] = _random_triplets(y_train_np[idx.numpy()], rng.numpy, device)
+            batch["triplets"] = random_triplets(y_train_np[idx.numpy()], rng.numpy, device)
         return batch
 
     amp_type = device.type if device.type in ("cpu", "cuda") else "cpu"
@@ -471,10 +472,10 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
     q_idx = np.sort(rng_eval.permutation(len(val_set))[: cfg.knn_eval_size])
     vb_idx = np.sort(rng_eval.permutation(len(val_set))[: min(cfg.batch_size, len(val_set))])
     vb_y = val_set.labels[vb_idx]
-    val_triplets = None
-    counts = np.unique(vb_y, return_counts=True)[1]
-    if len(counts) >= 2 and counts.max() >= 2:  # some triplet exists
+    try:
         val_triplets = sample_triplets(vb_y, np.random.default_rng([cfg.seed, 8]), True)
+    except ReprlabError:  # no triplet exists in this batch: no val_loss
+        val_triplets = None
 
     def embed_(
         images: np.ndarray, desc: str, flip: bool | None = None, shifts: bool = False
@@ -640,15 +641,6 @@ def _result_line(s: dict[str, Any], path: Path) -> str:
         f"cont_rep: {s['iterations']} iterations ({s['stop_reason']}), final loss {loss}, "
         f"kNN@{s.get('knn_k', '?')} val accuracy {s['knn_acc']:.4f}{score_text(s)} -> {path}"
     )
-
-
-def _random_triplets(
-    labels: np.ndarray, rng: np.random.Generator, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The report's sampler on a batch; a class seen once in the batch gives no anchor but is
-    still a negative."""
-    a, p, n = sample_triplets(labels, rng, skip_lonely=True)
-    return tuple(torch.from_numpy(v).to(device) for v in (a, p, n))  # type: ignore[return-value]
 
 
 def _read_rows(run: RunDir) -> list[dict[str, Any]]:

@@ -100,6 +100,15 @@ def sample_triplets(
     return j, pos, neg
 
 
+def random_triplets(
+    labels: np.ndarray, rng: np.random.Generator, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The report's sampler on a training batch, as index tensors on ``device``: a class seen
+    once in the batch gives no anchor but is still a negative."""
+    a, p, n = (torch.from_numpy(v).to(device) for v in sample_triplets(labels, rng, True))
+    return a, p, n
+
+
 def sample_triplets_reference(
     labels: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -167,12 +176,7 @@ def mine_triplets(
         raise ReprlabError(f"--miner must be one of {list(MINERS)}, got {strategy!r}")
     if strategy == "random":
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        a, p, n = sample_triplets(
-            labels.cpu().numpy(), np.random.default_rng(seed), skip_lonely=True
-        )
-        dev = labels.device
-        return (torch.as_tensor(a, device=dev), torch.as_tensor(p, device=dev),
-                torch.as_tensor(n, device=dev))
+        return random_triplets(labels.cpu().numpy(), np.random.default_rng(seed), labels.device)
     with torch.no_grad():
         d = pairwise_distances(emb.detach(), squared)
         pos_mask, neg_mask = _masks(labels)
