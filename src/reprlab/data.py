@@ -184,7 +184,7 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
         if len(set(names)) != len(names):
             dup = next(n for n in names if names.count(n) > 1)
             raise ReprlabError(f"{source}: class name {dup!r} appears more than once")
-    if classes is None:
+    else:
         # labels 0..9 without names are taken for CIFAR-10's; any other range is named 0..top
         classes = list(CIFAR10_CLASSES) if top == 9 else [str(i) for i in range(top + 1)]
     if top >= len(classes):
