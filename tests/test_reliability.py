@@ -195,6 +195,20 @@ def test_config_diff_names_what_differs() -> None:
     # a flag that became list-valued: the number an earlier release stored is the same setting
     assert config_diff({"gamma": 0.25}, {"gamma": [0.25]}) == ""
     assert config_diff({"gamma": 0.25}, {"gamma": [0.25, 1.0]}) == "gamma 0.25 -> [0.25, 1.0]"
+    # nested, as in sweep.json: base flags, and grid values that became lists
+    old_sweep = {"base": {"gamma": 0.5, "lr": 0.1}, "grid": {"gamma": [0.5, 1.0]}}
+    new_sweep = {"base": {"gamma": [0.5], "lr": 0.1}, "grid": {"gamma": [[0.5], [1.0]]}}
+    assert config_diff(old_sweep, new_sweep) == ""
+    assert (
+        config_diff(old_sweep, {**new_sweep, "grid": {"gamma": [[0.5], [2.0]]}})
+        == "grid.gamma [0.5, 1.0] -> [[0.5], [2.0]]"
+    )
+    assert config_diff(old_sweep, {"base": {"lr": 0.2}}) == (
+        "base.gamma gone, base.lr 0.1 -> 0.2, grid gone"
+    )
+    assert config_diff({"grid": {"lr": [0.1]}}, {"grid": {"lr": [0.1, 0.2]}}) == (
+        "grid.lr [0.1] -> [0.1, 0.2]"
+    )
     assert config_diff({"data": "a" * 60}, {"data": "b"}).endswith("... -> b")
 
 

@@ -519,17 +519,25 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
     """``"lr 0.1 -> 0.5, warmup_frac new"``: the first keys in which two configurations differ
     ("" when none does)."""
-    keys = differing_keys(old, new)
+    parts = _differences(old, new)
+    more = f" and {len(parts) - most} more" if len(parts) > most else ""
+    return ", ".join(parts[:most]) + more
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``config_diff``'s items; nested records (a sweep's ``base``) by dotted key."""
     parts = []
-    for k in keys[:most]:
+    for k in differing_keys(old, new):
+        name = prefix + k
         if k not in old:
-            parts.append(f"{k} new")
+            parts.append(f"{name} new")
         elif k not in new:
-            parts.append(f"{k} gone")
+            parts.append(f"{name} gone")
+        elif isinstance(old[k], dict) and isinstance(new[k], dict):
+            parts += _differences(old[k], new[k], name + ".")
         else:
-            parts.append(f"{k} {_short(old[k])} -> {_short(new[k])}")
-    more = f" and {len(keys) - most} more" if len(keys) > most else ""
-    return ", ".join(parts) + more
+            parts.append(f"{name} {_short(old[k])} -> {_short(new[k])}")
+    return parts
 
 
 _MISSING = object()
@@ -537,8 +545,15 @@ _MISSING = object()
 
 def _same_setting(old: Any, new: Any) -> bool:
     """Equal, or a one-item list now where an earlier release stored the number itself (a flag
-    that became list-valued, as ``--gamma`` did: ``0.25`` and ``[0.25]`` are one setting)."""
-    return old == new or (isinstance(new, list) and len(new) == 1 and old == new[0])
+    that became list-valued, as ``--gamma`` did: ``0.25`` and ``[0.25]`` are one setting), also
+    inside nested records (a sweep's ``base`` flags and ``grid`` values)."""
+    if old == new:
+        return True
+    if isinstance(old, dict) and isinstance(new, dict):
+        return not differing_keys(old, new)
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return all(map(_same_setting, old, new))
+    return isinstance(new, list) and len(new) == 1 and _same_setting(old, new[0])
 
 
 def _short(v: Any, width: int = 40) -> str:

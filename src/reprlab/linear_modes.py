@@ -94,6 +94,10 @@ class _LinearConfig(RunConfig):
                 "--gamma must be positive finite numbers, got "
                 + (",".join(map(str, self.gamma)) or "none")
             )
+        if len(set(self.gamma)) < len(self.gamma):  # a repeated power adds features, no info
+            raise ReprlabError(
+                "--gamma lists a power twice: " + ",".join(map(str, self.gamma))
+            )
         if not 0.0 <= self.momentum < 1.0:
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -37,6 +37,7 @@ from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     config_diff,
     default_run_dir,
+    differing_keys,
     hold_folder,
     holds_files,
     read_json,
@@ -283,7 +284,7 @@ def run_sweep(
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
     if sj.is_file():
         old = read_json(sj)
-        if old != record:
+        if differing_keys(old, record):
             if not overwrite:
                 raise ReprlabError(
                     f"--out {folder}: holds a sweep with another configuration "
