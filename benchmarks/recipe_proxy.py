@@ -41,6 +41,40 @@ from reprlab.train import EMA, lookahead_decay
 from reprlab.triplets import batch_triplet_loss
 
 
+class Muon(torch.optim.Optimizer):
+    """Muon for convolution filters (Jordan 2024): Nesterov momentum, then the update is the
+    nearest semi-orthogonal matrix of the flattened filter bank (Newton-Schulz), and the
+    weights are kept at norm sqrt(out_channels) (BatchNorm makes them scale-invariant)."""
+
+    def __init__(self, params, lr: float, momentum: float):
+        super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("buf", torch.zeros_like(p.grad))
+                buf.mul_(g["momentum"]).add_(p.grad)
+                d = p.grad.add(buf, alpha=g["momentum"])
+                p.mul_(len(p) ** 0.5 / p.norm())
+                p.add_(orthogonalize(d.reshape(len(d), -1)).view_as(p), alpha=-g["lr"])
+
+
+def orthogonalize(G: torch.Tensor, steps: int = 3) -> torch.Tensor:
+    """Newton-Schulz iteration towards U V^T of G's SVD (quintic, Jordan's coefficients)."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    X = G / (G.norm() + 1e-7)
+    tall = X.size(0) > X.size(1)
+    if tall:
+        X = X.T
+    for _ in range(steps):
+        A = X @ X.T
+        X = a * X + (b * A + c * A @ A) @ X
+    return X.T if tall else X
+
+
 def old_style(enc: nn.Module) -> None:
     """Undo the airbench init of the library's encoder: the first release's encoder."""
     for m in enc.modules():
@@ -66,6 +100,12 @@ def main() -> None:
     ap.add_argument("--save", help="save the trained encoder's state_dict here")
     ap.add_argument("--widths", default="64,256,256", help="the encoder's three group widths")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--epochs", action="store_true",
+                    help="batches walk a fresh permutation each epoch (no replacement), and each "
+                    "image's mirror alternates from epoch to epoch (airbench); else random")
+    ap.add_argument("--muon_lr", type=float, default=0.0,
+                    help="> 0: the convolution filters use Muon at this lr (the rest SGD)")
+    ap.add_argument("--muon_momentum", type=float, default=0.6)
     a = ap.parse_args()
     air = a.recipe == "airbench"
     torch.manual_seed(a.seed)
@@ -107,6 +147,13 @@ def main() -> None:
         momentum, pad = 0.9, 4
     for g in groups:
         g["base_lr"] = g["lr"]
+    muon = None
+    if a.muon_lr > 0:
+        filters = [p for _, p in named if p.ndim == 4]
+        for g in groups:
+            g["params"] = [p for p in g["params"] if p.ndim != 4]
+        muon = Muon(filters, lr=a.muon_lr, momentum=a.muon_momentum)
+        muon.param_groups[0]["base_lr"] = a.muon_lr
     opt = torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
     slow = EMA(model, 0.0) if air else None  # airbench's lookahead, as in train.py
 
@@ -117,12 +164,22 @@ def main() -> None:
 
     x_all, y_all = torch.from_numpy(trs.images), torch.from_numpy(trs.labels)
     gen = torch.Generator().manual_seed(a.seed)
+    base_flip = torch.randint(0, 2, (len(x_all),), generator=gen) if a.epochs else None
     t0 = time.time()
     for it in range(a.iters):
-        for g in opt.param_groups:
+        for g in opt.param_groups + (muon.param_groups if muon else []):
             g["lr"] = g["base_lr"] * lr_factor(it)
-        idx = torch.randperm(len(x_all), generator=gen)[: a.batch_size]
-        x = random_crop_flip(to_input(x_all[idx], mt, st), pad=pad, generator=gen)
+        if a.epochs:
+            per = len(x_all) // a.batch_size
+            ep, k = divmod(it, per)
+            perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(ep))
+            idx = perm[k * a.batch_size : (k + 1) * a.batch_size]
+            x = random_crop_flip(to_input(x_all[idx], mt, st), pad=pad, generator=gen, flip=False)
+            mirror = (base_flip[idx] ^ (ep % 2)).bool()
+            x = torch.where(mirror[:, None, None, None], x.flip(3), x)
+        else:
+            idx = torch.randperm(len(x_all), generator=gen)[: a.batch_size]
+            x = random_crop_flip(to_input(x_all[idx], mt, st), pad=pad, generator=gen)
         y = y_all[idx]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             if head is None:
@@ -136,6 +193,8 @@ def main() -> None:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if muon is not None:
+            muon.step()
         if slow is not None and (it + 1) % 5 == 0:
             slow.pull(model, lookahead_decay(it + 1, a.iters))
         if it % 50 == 0:
