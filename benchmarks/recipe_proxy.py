@@ -12,6 +12,11 @@ outside the library's modes, so that a recipe can be changed in one line:
   ``--lr_mult``), momentum 0.85, decay of 5e-4 of each weight per step, BatchNorm shifts at 64x
   lr, 20 % warmup from 0.2 then linear decay, lookahead, 2-px translate, logits x 1/9 for CE.
 
+Variants of the airbench recipe measured in v13 (none adopted; README, "Tried and not adopted
+(v13)"): ``--muon_lr`` (Muon on the convolution filters), ``--epochs`` (permutation batches and
+alternating mirrors), ``--momentum`` (lr and decay rescaled to keep the step per example),
+``--fp32``.
+
     .venv/bin/python benchmarks/recipe_proxy.py --recipe airbench --lr_mult 3 --iters 300
     .venv/bin/python benchmarks/recipe_proxy.py --recipe airbench --loss ce
     .venv/bin/python benchmarks/recipe_proxy.py --recipe airbench --lr_mult 3 --iters 600 \\
@@ -100,6 +105,9 @@ def main() -> None:
     ap.add_argument("--save", help="save the trained encoder's state_dict here")
     ap.add_argument("--widths", default="64,256,256", help="the encoder's three group widths")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--momentum", type=float, default=0.85,
+                    help="airbench recipe's Nesterov momentum per step (its lr and decay follow)")
+    ap.add_argument("--fp32", action="store_true", help="train in float32 (default: bf16)")
     ap.add_argument("--epochs", action="store_true",
                     help="batches walk a fresh permutation each epoch (no replacement), and each "
                     "image's mirror alternates from epoch to epoch (airbench); else random")
@@ -133,13 +141,15 @@ def main() -> None:
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     if air:  # airbench94's hyperparameters, per example, times the batch (mean loss)
-        lr = 11.5 / (1024 * (1 + 1 / 0.15)) * a.batch_size * a.lr_mult
-        decay = 0.0153 * a.batch_size / (1024 * (1 + 1 / 0.15))  # per step, = lr x wd
+        # a Nesterov step is (1 + 1 / (1 - momentum)) gradients long (airbench's kilostep scale)
+        kilostep = 1024 * (1 + 1 / (1 - a.momentum))
+        lr = 11.5 / kilostep * a.batch_size * a.lr_mult
+        decay = 0.0153 * a.batch_size / kilostep  # per step, = lr x wd
         norm = [p for n, p in named if "norm" in n]
         rest = [p for n, p in named if "norm" not in n]
         groups = [dict(params=norm, lr=64 * lr, weight_decay=decay / (64 * lr)),
                   dict(params=rest, lr=lr, weight_decay=decay / lr)]
-        momentum, pad = 0.85, 2
+        momentum, pad = a.momentum, 2
     else:
         lr = 0.1
         groups = [dict(params=[p for _, p in named if p.ndim > 1], lr=lr, weight_decay=5e-4),
@@ -181,7 +191,7 @@ def main() -> None:
             idx = torch.randperm(len(x_all), generator=gen)[: a.batch_size]
             x = random_crop_flip(to_input(x_all[idx], mt, st), pad=pad, generator=gen)
         y = y_all[idx]
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=not a.fp32):
             if head is None:
                 out = enc(x).float()
             else:
