@@ -216,6 +216,39 @@ def test_same_command_on_other_data_is_not_taken_for_the_finished_run(
     assert "another --data" in one_line(capsys.readouterr().err, "reprlab: error: ")
 
 
+def test_a_folder_whose_images_changed_is_not_taken_for_the_finished_run(
+    tmp_path: Path, capsys
+) -> None:
+    """An image folder is recorded by its total size: images added to it make it another
+    --data (refused, the run kept); as it was, it is the same run again."""
+    from fixtures_data import image_folder_files, write_dir
+
+    files, _, _ = image_folder_files(per_class=8)
+    data = write_dir(tmp_path / "imgs", files)
+    out = tmp_path / "run"
+    argv = ["softmax", "--data", str(data), *LINEAR, "--out", str(out)]
+    assert main(argv) == 0
+    inputs = json.loads((out / "config.json").read_text())["inputs"]
+    assert inputs["data"]["bytes"] == sum(len(b) for b in files.values())
+    before = snapshot(out)
+    extra = data / "cat" / "extra.png"
+    extra.write_bytes(next(iter(files.values())))
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "another --data" in one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert snapshot(out) == before
+    extra.unlink()
+    assert main(argv) == 0
+    assert "already holds" in capsys.readouterr().out
+    # a run of the release before v13 stored no size for a folder: not compared
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["inputs"]["data"]["bytes"] = None
+    (out / "config.json").write_text(json.dumps(cfg))
+    extra.write_bytes(next(iter(files.values())))
+    assert main(argv) == 0
+    assert "already holds" in capsys.readouterr().out
+
+
 def test_out_of_memory_is_one_line(tmp_path: Path) -> None:
     """A 1 MB .npz that expands to 983 MB of images, read under a 1 GB address-space limit:
     one line and exit 1, no traceback, no run folder."""

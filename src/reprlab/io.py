@@ -463,8 +463,9 @@ class RunDir:
 
 def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The inputs a run reads (``data``, or ``REPRLAB_DATA`` when it has none, and
-    ``test_data``): absolute path, and size in bytes for a file, so that a rerun of the same
-    command line on another file of the same name is not taken for it."""
+    ``test_data``): absolute path, and size in bytes (of a folder: of all the files in it), so
+    that a rerun of the same command line on another file or folder of the same name, or on a
+    folder whose images changed, is not taken for it."""
     out = {}
     for key in ("data", "test_data"):
         value = config.get(key)
@@ -472,15 +473,30 @@ def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
             value = os.environ.get("REPRLAB_DATA")
         if value and Path(value).expanduser().exists():
             p = Path(value).expanduser().resolve()
-            out[key] = {"path": str(p), "bytes": p.stat().st_size if p.is_file() else None}
+            out[key] = {"path": str(p), "bytes": _size(p)}
     return out
+
+
+def _size(path: Path) -> int:
+    """A file's size, or the total size of the files under a folder (class folders that are
+    links included, as the image-folder reader follows them)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    total = 0
+    for root, _, names in os.walk(path, followlinks=True):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:  # a dangling link: the reader skips or reports it
+                pass
+    return total
 
 
 def _check_same_inputs(
     path: Path, old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
 ) -> None:
-    """Refuse to resume or reuse a run on input files of another size (moved files are fine;
-    folders are not compared)."""
+    """Refuse to resume or reuse a run on inputs of another size (moved files and folders are
+    fine; runs of releases before v13 stored no size for a folder, which is then not compared)."""
     for key in old.keys() & new.keys():
         if None not in (old[key].get("bytes"), new[key]["bytes"]) and (
             old[key]["bytes"] != new[key]["bytes"]
