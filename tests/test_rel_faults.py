@@ -216,6 +216,35 @@ def test_same_command_on_other_data_is_not_taken_for_the_finished_run(
     assert "another --data" in one_line(capsys.readouterr().err, "reprlab: error: ")
 
 
+def test_one_file_typed_relative_or_absolute_is_one_run(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """``--data good.npz`` and ``--data /abs/good.npz`` (or ``--encoder_path`` typed either
+    way) name one file: the same run, not "another configuration"; another file still is."""
+    from reprlab.io import differing_keys
+
+    good_npz(tmp_path)
+    (tmp_path / "o").mkdir()
+    other = good_npz(tmp_path / "o")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(["softmax", "--data", "good.npz", *LINEAR, "--out", str(out)]) == 0
+    before = snapshot(out)
+    capsys.readouterr()
+    assert main(["softmax", "--data", str(tmp_path / "good.npz"), *LINEAR, "--out", "run"]) == 0
+    assert "already holds" in capsys.readouterr().out
+    assert snapshot(out) == before
+    assert main(["softmax", "--data", str(other), *LINEAR, "--out", "run"]) == 2
+    assert "data good.npz -> " in one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert snapshot(out) == before
+    # the rule itself: path flags only, existing paths only, nested records too
+    assert differing_keys({"data": "good.npz"}, {"data": str(tmp_path / "good.npz")}) == []
+    assert differing_keys({"encoder_path": "./o/../good.npz"}, {"encoder_path": "good.npz"}) == []
+    assert differing_keys({"out": "good.npz"}, {"out": str(tmp_path / "good.npz")}) == ["out"]
+    assert differing_keys({"data": "gone.npz"}, {"data": str(tmp_path / "gone.npz")}) == ["data"]
+    assert differing_keys({"base": {"data": "good.npz"}}, {"base": {"data": "./good.npz"}}) == []
+
+
 def test_a_folder_whose_images_changed_is_not_taken_for_the_finished_run(
     tmp_path: Path, capsys
 ) -> None:

@@ -485,10 +485,8 @@ def _size(path: Path) -> int:
     total = 0
     for root, _, names in os.walk(path, followlinks=True):
         for name in names:
-            try:
+            with contextlib.suppress(OSError):  # a dangling link: the reader reports it
                 total += os.stat(os.path.join(root, name)).st_size
-            except OSError:  # a dangling link: the reader skips or reports it
-                pass
     return total
 
 
@@ -523,13 +521,31 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
     return removed
 
 
+#: Flags that name a file or folder: two spellings of one path are one setting.
+PATH_KEYS = ("data", "test_data", "encoder_path")
+
+
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys in which two stored configurations differ, in order."""
     return [
         k
         for k in dict.fromkeys([*old, *new])
         if not _same_setting(old.get(k, _MISSING), new.get(k, _MISSING))
+        and not (k in PATH_KEYS and _same_path(old.get(k), new.get(k)))
     ]
+
+
+def _same_path(old: Any, new: Any) -> bool:
+    """``old`` and ``new`` name the same existing file or folder (``../data.npz`` typed in one
+    run, ``/home/me/data.npz`` in the next). A relative ``old`` is read from the current folder,
+    so a command run elsewhere stays another configuration unless typed alike."""
+    if not (isinstance(old, str) and isinstance(new, str)):
+        return False
+    try:
+        a, b = Path(old).expanduser(), Path(new).expanduser()
+        return a.exists() and a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # unreadable, or a symlink loop
+        return False
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any], most: int = 3) -> str:
