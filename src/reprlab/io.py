@@ -526,7 +526,9 @@ PATH_KEYS = ("data", "test_data", "encoder_path")
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """The keys in which two stored configurations differ, in order."""
+    """The keys in which two stored configurations differ, in order. Not differences: a number
+    that an earlier release stored where a one-item list stands now, and two spellings of one
+    existing path in ``PATH_KEYS``."""
     return [
         k
         for k in dict.fromkeys([*old, *new])
