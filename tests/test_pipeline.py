@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from reprlab.cli import main
+from reprlab.io import LOCK_NAME
 from reprlab.pipeline import CLASSIFIERS, PRESETS, STAGES
 
 N_TEST = 10_000
@@ -98,6 +99,37 @@ def test_smoke_rerun_skips_finished_stages(smoke_pipeline: dict, capsys) -> None
         assert s["wall_time_s"] == summary_before["stages"][stage]["wall_time_s"]
     err = capsys.readouterr().err
     assert err.count("finished earlier, skipped") == len(STAGES)
+
+
+def test_an_interrupted_stage_of_a_moved_pipeline_resumes(
+    smoke_pipeline: dict, tmp_path: Path, capsys
+) -> None:
+    """The smoke pipeline copied elsewhere, with its fine_tune_nn stage interrupted (config and
+    checkpoint, no summary): the stage's config.json names the encoder where the pipeline was;
+    the pipeline points it to its own encoder here and resumes, without retraining."""
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(smoke_pipeline["dir"], moved, ignore=shutil.ignore_patterns(LOCK_NAME))
+    stage = moved / "fine_tune_nn"
+    (stage / "summary.json").unlink()
+    assert (stage / "checkpoint.pt").is_file()
+    old_enc = json.loads((stage / "config.json").read_text())["config"]["encoder_path"]
+    assert Path(old_enc).parent.parent == smoke_pipeline["dir"]
+    argv = list(smoke_pipeline["argv"])
+    argv[argv.index("--out") + 1] = str(moved)
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "fine_tune_nn: running (resuming)" in err and "another configuration" not in err
+    assert err.count("finished earlier, skipped") == len(STAGES) - 1
+    cfg = json.loads((stage / "config.json").read_text())["config"]
+    assert cfg["encoder_path"] == str(moved / "cont_rep" / "encoder.pt")
+    summary = json.loads((stage / "summary.json").read_text())
+    assert summary["status"] == "finished"
+    # resumed from the final checkpoint: the same model, so the same predictions
+    original = smoke_pipeline["dir"] / "fine_tune_nn" / "predictions.csv"
+    assert (stage / "predictions.csv").read_bytes() == original.read_bytes()
 
 
 def test_presets_are_complete() -> None:

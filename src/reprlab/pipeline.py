@@ -358,6 +358,24 @@ def _portable(config: dict[str, Any], folder: Path) -> dict[str, Any]:
     }
 
 
+def _follow_own_encoder(run: Path, config: dict[str, Any], folder: Path) -> None:
+    """An interrupted fine-tuning stage of a pipeline folder that was moved or renamed since:
+    its ``config.json`` names the pipeline's own encoder where the folder used to be. Point it
+    to where the folder is now, so that the stage resumes (``pipeline.json`` has already shown
+    this to be the same pipeline, whose stages use its own encoder)."""
+    if _portable(config, folder).get("encoder_path") != OWN_ENCODER:
+        return
+    record = read_json(run / "config.json")
+    stored = (record.get("config") or {}).get("encoder_path")
+    if (
+        isinstance(stored, str)
+        and stored != config["encoder_path"]
+        and Path(stored).parts[-2:] == ("cont_rep", "encoder.pt")
+    ):
+        record["config"]["encoder_path"] = config["encoder_path"]
+        write_json(run / "config.json", record)
+
+
 def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -> dict[str, Any]:
     """Create or reuse the pipeline folder; refuse one of another configuration."""
     stages = {s.name: _portable(s.config, folder) for s in plan}
@@ -513,6 +531,7 @@ def run_pipeline(
         vals = dict(st.overrides)
         if "resume" in _fields(st.name) and (run / "config.json").is_file():
             vals["resume"] = True
+            _follow_own_encoder(run, st.config, folder)
         print(f"{prefix}: running{' (resuming)' if vals.get('resume') else ''}", file=sys.stderr)
         t0 = time.perf_counter()
         try:
