@@ -184,6 +184,19 @@ def test_corrupt_data_cache_is_rebuilt(
     assert not (tmp_path / MARKER).exists()
 
 
+def test_library_messages_become_one_line() -> None:
+    """torch's state-dict errors span lines: the CLI and the loaders print them on one line;
+    first_line keeps the first, without a memory address or a dangling colon."""
+    from reprlab.errors import first_line, one_line
+
+    e = RuntimeError("Error(s) in loading state_dict for Net:\n\tMissing key(s): fc.weight")
+    assert one_line(e) == "Error(s) in loading state_dict for Net: Missing key(s): fc.weight"
+    assert one_line(e, 20) == "Error(s) in loading "
+    assert first_line(e) == "Error(s) in loading state_dict for Net"
+    assert first_line(ValueError("<object at 0x7f00ab12>:\nmore")) == "<object>"
+    assert first_line(KeyError()) == "KeyError" and one_line("") == ""
+
+
 def test_config_diff_names_what_differs() -> None:
     from reprlab.io import config_diff
 

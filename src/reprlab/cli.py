@@ -20,7 +20,7 @@ from reprlab.config import (
     field_types,
     from_mapping,
 )
-from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.modes import MODES, TOOLS
 
 
@@ -82,27 +82,27 @@ def main(argv: list[str] | None = None) -> int:
         run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
         return 0
     except ReprlabError as e:
-        print(f"reprlab: error: {_one_line(e)}", file=sys.stderr)
+        print(f"reprlab: error: {one_line(e)}", file=sys.stderr)
         return 2
     except TrainingFailed as e:
-        print(f"reprlab: training failed: {_one_line(e)}", file=sys.stderr)
+        print(f"reprlab: training failed: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"reprlab: interrupted ({_after_interrupt(command)})", file=sys.stderr)
         return 130
     except MemoryError as e:  # numpy: "Unable to allocate 3 GiB for an array with shape ..."
-        print(f"reprlab: error: out of memory ({_one_line(e) or 'MemoryError'}); try a "
+        print(f"reprlab: error: out of memory ({one_line(e) or 'MemoryError'}); try a "
               "smaller --batch_size or --limit", file=sys.stderr)
         return 1
     except RuntimeError as e:  # torch's CUDA/MPS out-of-memory errors are RuntimeErrors
         if "out of memory" not in str(e).lower():
             raise
-        print(f"reprlab: error: out of memory on the device ({_one_line(e)[:200]}); try a "
+        print(f"reprlab: error: out of memory on the device ({one_line(e, 200)}); try a "
               "smaller --batch_size", file=sys.stderr)
         return 1
     except OSError as e:  # disk full, file too large, permission denied
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"reprlab: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+        print(f"reprlab: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
         return 1
 
 
@@ -116,7 +116,3 @@ def _after_interrupt(command: str | None) -> str:
         return "nothing is kept of an unfinished run; rerun the same command to start again"
     return "nothing was written"
 
-
-def _one_line(e: object) -> str:
-    """The message on a single line (library messages, e.g. torch's, may hold newlines)."""
-    return " ".join(str(e).split())

@@ -39,7 +39,7 @@ from reprlab.encoders import (
     count_parameters,
     encoder_summary,
 )
-from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.io import (
     RunDir,
     check_model_meta,
@@ -261,7 +261,7 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
         enc.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
-        raise ReprlabError(f"{path}: encoder does not load ({str(e)[:200]})") from None
+        raise ReprlabError(f"{path}: encoder does not load ({one_line(e, 200)})") from None
     enc.eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return enc, meta

@@ -22,3 +22,10 @@ def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     first = re.sub(r" at 0x[0-9a-f]+", "", text[0] if text else "").strip().rstrip(":").strip()
     return (first or type(e).__name__)[:200]
+
+
+def one_line(e: object, limit: int | None = None) -> str:
+    """The whole message on a single line (library messages, e.g. torch's state-dict errors,
+    span several), cut to ``limit`` characters if given."""
+    text = " ".join(str(e).split())
+    return text if limit is None else text[:limit]

@@ -47,7 +47,7 @@ from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder, resolve_encoder_path
 from reprlab.embed import as_mean_std, embed, multi_crop, to_input
 from reprlab.encoders import build_encoder, count_parameters
-from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import make_estimator
 from reprlab.metrics import (
@@ -876,7 +876,7 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
         )
         model.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
-        raise ReprlabError(f"{path}: model does not load ({str(e)[:200]})") from None
+        raise ReprlabError(f"{path}: model does not load ({one_line(e, 200)})") from None
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return NNPredictor(model, meta, source=str(path))
 

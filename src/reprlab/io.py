@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from reprlab.errors import ReprlabError, first_line
+from reprlab.errors import ReprlabError, first_line, one_line
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
@@ -147,7 +147,7 @@ def read_npz(path: str | Path, what: str = "model") -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise ReprlabError(f"{path}: not a readable .npz {what} ({str(e)[:200]})") from None
+        raise ReprlabError(f"{path}: not a readable .npz {what} ({one_line(e, 200)})") from None
 
 
 def npz_flag(arrays: dict[str, np.ndarray], key: str, path: str | Path, default: bool) -> bool:
@@ -171,7 +171,7 @@ def load_npy(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
-        raise ReprlabError(f"{path}: not a readable .npy array ({str(e)[:200]})") from None
+        raise ReprlabError(f"{path}: not a readable .npy array ({one_line(e, 200)})") from None
 
 
 def check_output_file(path: Path, overwrite: bool) -> None:

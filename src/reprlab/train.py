@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from reprlab.config import RunConfig, arg, positive
 from reprlab.early_stopping import EarlyStopping
-from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.io import load_checkpoint, save_checkpoint, write_jsonl
 
 CHECKPOINT_VERSION = 1
@@ -534,7 +534,9 @@ def train(
             model.load_state_dict(ck["model"])
             optimizer.load_state_dict(ck["optimizer"])
         except (RuntimeError, ValueError, KeyError) as e:
-            raise ReprlabError(f"{ckpt_path}: does not fit this model ({str(e)[:200]})") from None
+            raise ReprlabError(
+                f"{ckpt_path}: does not fit this model ({one_line(e, 200)})"
+            ) from None
         if ema is not None and ck.get("ema") is not None:
             ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
         if slow is not None and ck.get("lookahead") is not None:
