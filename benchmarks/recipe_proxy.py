@@ -180,9 +180,10 @@ def main() -> None:
         for g in opt.param_groups + (muon.param_groups if muon else []):
             g["lr"] = g["base_lr"] * lr_factor(it)
         if a.epochs:
-            per = len(x_all) // a.batch_size
-            ep, k = divmod(it, per)
-            perm = torch.randperm(len(x_all), generator=torch.Generator().manual_seed(ep))
+            ep, k = divmod(it, len(x_all) // a.batch_size)
+            if k == 0:  # one permutation per epoch, drawn from the seed (seed 0: manual_seed(ep))
+                epoch_gen = torch.Generator().manual_seed(1_000_003 * a.seed + ep)
+                perm = torch.randperm(len(x_all), generator=epoch_gen)
             idx = perm[k * a.batch_size : (k + 1) * a.batch_size]
             x = random_crop_flip(to_input(x_all[idx], mt, st), pad=pad, generator=gen, flip=False)
             mirror = (base_flip[idx] ^ (ep % 2)).bool()
