@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One lent-GPU session (the device tool; not in CI), as one command of under 10 minutes:
 #   1. the report's configuration, `reprlab pipeline --preset seed`, on the GPU (issue 3 asks
-#      for its wall time and kNN accuracy); its cont_rep stage runs alone on the GPU;
-#   2. beside it, benchmarks/gpu_sweep.py: the CPU recipes' variants at CPU iteration counts.
+#      for its wall time and kNN accuracy; its summaries record peak GPU memory);
+#   2. beside it, benchmarks/gpu_sweep.py: a job set (--set, $SWEEP_SET) of short reprlab runs
+#      at batch 256 -- "recipes" (the first session's variants at CPU iteration counts) or
+#      "ceiling" (the second's: 2x the triplet steps, the wide encoder, supervised baselines).
 # Needs the data in .gpudata/ and the wheels of torchinfo and openTSNE in .whl/ (both ignored
 # by git, carried by the device tool). Results land in $OUT (tarballs + results.jsonl).
 set -u
@@ -10,7 +12,14 @@ T0=$(date +%s)
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/gpu-out}
 BUDGET=${BUDGET:-540}        # seconds until everything is stopped and packed
-SWEEP_WORKERS=${SWEEP_WORKERS:-5}
+SWEEP_WORKERS=${SWEEP_WORKERS:-7}
+SWEEP_SET=${SWEEP_SET:-ceiling}
+# "recipes" held its variants back until the seed cont_rep stage was done, to time that stage
+# alone; "ceiling" starts every job at once (the seed stages' times are then shared ones)
+GATE=""
+if [ "$SWEEP_SET" = recipes ]; then
+  GATE="--workers_before 1 --early c0 --wait_for runs/seed/cont_rep/summary.json --wait_max 300"
+fi
 D=.gpudata/cifar10_train.tar.xz
 TD=.gpudata/cifar10_test_images.npz
 mkdir -p "$OUT" runs
@@ -36,11 +45,9 @@ timeout --signal=INT $(( BUDGET - $(elapsed) - 10 )) \
   $PY -m reprlab pipeline --preset seed --data "$D" --test_data "$TD" --out runs/seed \
   ${SEED_EXTRA:-} > "$OUT/seed.log" 2>&1 &
 SEED=$!
-# 2. the sweep: job c0 at once (the GPU is idle while the linear stages use the CPU), the rest
-#    once the seed cont_rep stage is done
+# 2. the sweep, beside it
 $PY benchmarks/gpu_sweep.py --data "$D" --out runs/sweep --device "${DEVICE:-cuda}" \
-  --workers "$SWEEP_WORKERS" --workers_before 1 --early c0 \
-  --wait_for runs/seed/cont_rep/summary.json --wait_max 300 \
+  --set "$SWEEP_SET" --workers "$SWEEP_WORKERS" $GATE \
   --deadline $(( BUDGET - $(elapsed) - 15 )) ${SWEEP_EXTRA:-} > "$OUT/sweep.log" 2>&1
 wait $SEED; echo "seed pipeline rc=$? at $(elapsed)s" | tee -a "$OUT/env.txt"
 

@@ -28,7 +28,9 @@ from pathlib import Path
 C = "cont_rep"
 F = "fine_tune_nn"
 L = "fine_tune_linear"
-JOBS: list[tuple[str, str, list[str], str | None]] = [
+Job = tuple[str, str, list[str], str | None]
+# the first lent session (2026-11-27): variants of the fast recipe at the CPU's iteration counts
+RECIPES: list[Job] = [
     ("c0", C, [], None),
     ("l_c0", L, [], "c0"),
     ("f_c0", F, [], "c0"),
@@ -58,9 +60,34 @@ JOBS: list[tuple[str, str, list[str], str | None]] = [
     ("c0_s1", C, ["--seed", "1"], None),
     ("c_2300_s1", C, ["--seed", "1", "--num_iters", "2300", "--warmup_iters", "460"], None),
 ]
-for _name, _mode, _flags, _dep in list(JOBS):  # a linear probe of every finished encoder
+for _name, _mode, _flags, _dep in list(RECIPES):  # a linear probe of every finished encoder
     if _mode == C and _name not in ("c0", "c_init"):
-        JOBS.append((f"l_{_name}", L, [], _name))
+        RECIPES.append((f"l_{_name}", L, [], _name))
+
+# the second (2026-11-28): how far more compute takes the same recipes, at batch 256 as on the
+# CPU. The fast pipeline spends ~2100 cont_rep + 1500 fine_tune_nn steps of airbench_cpu; here
+# 2x the triplet steps, the wide airbench encoder, and plain supervised training of both nets
+# from a random start (no cont_rep) for 10, 25 and 50 epochs of the 40k training split. Longest
+# first; no early stopping (patience 0), so each runs its steps.
+R = ["--num_iters", "1", "--lr", "1e-9", "--warmup_iters", "0"]  # a random-init encoder file
+SUP = ["--warmup_frac", "0.2", "--patience", "0"]  # airbench's 20 % warm-up from scratch
+CEILING: list[Job] = [
+    ("c_4200", C, ["--num_iters", "4200"], None),
+    ("i_ab", C, ["--encoder", "airbench", *R], None),
+    ("s_ab_7800", F, ["--num_iters", "7800", *SUP], "i_ab"),
+    ("c_ab_2100", C, ["--encoder", "airbench"], None),
+    ("i_cpu", C, R, None),
+    ("s_cpu_7800", F, ["--num_iters", "7800", *SUP], "i_cpu"),
+    ("s_ab_3900", F, ["--num_iters", "3900", *SUP], "i_ab"),
+    ("s_ab_1560", F, ["--num_iters", "1560", *SUP], "i_ab"),
+    ("f_c_4200", F, [], "c_4200"),
+    ("l_c_4200", L, [], "c_4200"),
+    ("f_c_ab_2100", F, [], "c_ab_2100"),
+    ("l_c_ab_2100", L, [], "c_ab_2100"),
+    ("s_cpu_3900", F, ["--num_iters", "3900", *SUP], "i_cpu"),
+]
+SETS = {"recipes": RECIPES, "ceiling": CEILING}
+
 
 COMMON = {
     C: ["--no-tsne", "--checkpoint_every", "0"],
@@ -82,9 +109,10 @@ def schedule(a: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     results = out / "results.jsonl"
     t0 = time.time()
-    pending = [j for j in JOBS if not a.only or j[0] in a.only.split(",")]
+    jobs = SETS[a.set]
+    pending = [j for j in jobs if not a.only or j[0] in a.only.split(",")]
     running: dict[str, tuple[subprocess.Popen, float, list[str]]] = {}
-    done = {j[0]: 0 for j in JOBS if (out / j[0] / "summary.json").exists()}  # earlier runs
+    done = {j[0]: 0 for j in jobs if (out / j[0] / "summary.json").exists()}  # earlier runs
     pending = [j for j in pending if j[0] not in done]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONUNBUFFERED": "1"}
 
@@ -162,6 +190,7 @@ def main() -> None:
     ap.add_argument("--early", default="c0", help="the jobs that may start before the gate")
     ap.add_argument("--deadline", type=float, default=400.0, help="seconds; then stop all")
     ap.add_argument("--threads", type=int, default=2, help="OMP threads per job")
+    ap.add_argument("--set", default="recipes", choices=sorted(SETS), help="which job list")
     ap.add_argument("--only", help="comma-separated job names")
     ap.add_argument("--extra", default=os.environ.get("SWEEP_JOB_FLAGS", ""),
                     help="flags added to every job (e.g. '--limit 600')")

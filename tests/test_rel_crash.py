@@ -47,7 +47,7 @@ NN = [
 # Things that legitimately differ between an interrupted and an uninterrupted run.
 VOLATILE = {
     "elapsed_s", "wall_time_s", "train_wall_time_s", "steps_per_s", "resumed_from",
-    "fit_time_s", "resumed", "environment",
+    "fit_time_s", "resumed", "environment", "peak_memory_mib",
 }  # fmt: skip
 
 

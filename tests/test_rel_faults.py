@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,16 +100,30 @@ def test_linear_nan_loss_subprocess_stderr(tmp_path: Path) -> None:
     assert "Warning" not in proc.stderr
 
 
-def test_cont_rep_nan_loss_keeps_last_good_checkpoint(tmp_path: Path, capsys) -> None:
+def test_cont_rep_nan_loss_keeps_last_good_checkpoint(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     data = good_npz(tmp_path, n=64, size=32)
     out = tmp_path / "out"
-    # Adam whose learning rate warms up to an absurd 2.4e7: finite losses (and a checkpoint at
-    # iteration 20), then Inf/NaN by iteration 30 (measured; CPU float32 is deterministic)
-    argv = ["cont_rep", "--data", str(data), *CONT, "--optimizer", "adam", "--no-normalize",
-            "--distance", "squared_l2", "--margin", "1", "--lr", "2.4e7", "--schedule",
-            "constant", "--num_iters", "60", "--warmup_iters", "60", "--eval_every", "30",
-            "--checkpoint_every", "10", "--no-lookahead", "--norm_lr_scale", "0",
-            "--warmup_start", "0", "--out", str(out)]  # fmt: skip
+    # The loss turns NaN from the 26th training step on (evaluations, run without gradients,
+    # stay finite): a checkpoint at iteration 20, the NaN found when iteration 30 is logged.
+    # (Driving Adam to diverge instead gave Inf on one CPU and a collapse to a finite loss on
+    # another, so the divergence itself is not the thing tested.)
+    from reprlab import contrastive
+
+    real, steps = contrastive.batch_triplet_loss, [0]
+
+    def nan_after_25(*args: Any, **kw: Any) -> tuple[torch.Tensor, Any]:
+        loss, info = real(*args, **kw)
+        if torch.is_grad_enabled():
+            steps[0] += 1
+            if steps[0] > 25:
+                loss = loss * float("nan")
+        return loss, info
+
+    monkeypatch.setattr(contrastive, "batch_triplet_loss", nan_after_25)
+    argv = ["cont_rep", "--data", str(data), *CONT, "--num_iters", "60", "--eval_every", "30",
+            "--checkpoint_every", "10", "--out", str(out)]  # fmt: skip
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 1, err
@@ -487,7 +502,8 @@ def test_memory_embedding_60k_images(cifar_train: Path, cifar_test: Path, tmp_pa
     argv = ["cont_rep", "--data", str(cifar_train), "--test_data", str(cifar_test),
             "--encoder", "airbench_small", "--z_dim", "16", "--batch_size", "16",
             "--num_iters", "1", "--eval_every", "1", "--knn_eval_size", "100", "--knn_k", "5",
-            "--no-tsne", "--no-progress", "--out", str(out)]  # fmt: skip
+            "--no-tsne", "--no-progress", "--no-flip_tta", "--no-translate_tta",
+            "--out", str(out)]  # fmt: skip  (TTA works batch by batch: no memory, 6x the time)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     env.pop("REPRLAB_CACHE", None)
     t0 = time.perf_counter()

@@ -278,11 +278,17 @@ def _hold_in_another_process(folder: Path) -> subprocess.Popen:
 
 
 def test_a_folder_in_use_by_another_process_is_refused(
-    tmp_path: Path, cifar_train: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    cifar_train: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two reprlab processes on one folder (``make run`` started twice): the second is refused
     with one line and touches nothing, even with --overwrite; once the first is gone (killed:
     the lock dies with it), the folder is usable again."""
+    # the decoded-array cache back on: this test reads the real training archive nine times
+    # (~22 s each to decode on a slow 2-core CPU), and is not about archives
+    monkeypatch.delenv("REPRLAB_CACHE")
     run = tmp_path / "run"
     argv = ["softmax", "--data", str(cifar_train), "--limit", "300", "--num_iters", "4",
             "--eval_every", "2", "--batch_size", "32", "--out", str(run)]

@@ -83,6 +83,9 @@ def test_report_numbers_beside_the_seed_report(smoke_pipeline: dict) -> None:
 
     val = stage_metrics(summary)["final_val_acc"]
     assert f"{100 * val:.2f} %" in text
+    # the neural stages' peak memory under their wall time (a CPU run: the process's RSS)
+    rss = json.loads((folder / "cont_rep" / "summary.json").read_text())["peak_memory_mib"]["rss"]
+    assert f"peak RSS {rss / 1024:.2f} GiB" in text
     # the model summary, resolved configuration, environment and predictions are there
     assert (folder / "cont_rep" / "model_summary.txt").read_text().splitlines()[0][:20] in text
     assert "resolved configuration" in text and "<h2>environment</h2>" in text

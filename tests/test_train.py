@@ -15,6 +15,7 @@ from reprlab.io import load_checkpoint, read_jsonl
 from reprlab.train import (
     StepRNG,
     TrainConfig,
+    cpu_has_native_bf16,
     lookahead_decay,
     lr_multiplier,
     make_optimizer,
@@ -22,6 +23,7 @@ from reprlab.train import (
     rng_state,
     set_rng_state,
     train,
+    uses_bf16,
 )
 
 X = torch.from_numpy(np.random.default_rng(0).normal(size=(256, 3, 8, 8)).astype(np.float32))
@@ -159,7 +161,12 @@ def test_rng_state_roundtrip():
     (False, {}),
     (True, {"ema_decay": 0.0, "lookahead": True, "warmup_start": 0.2, "momentum": 0.85}),
 ])
-def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool, extra: dict):
+def test_resume_after_crash_is_bit_identical(
+    tmp_path: Path, autocast: bool, extra: dict, monkeypatch
+):
+    # the bf16 path is tested on any CPU (without native bf16 --autocast would run float32)
+    monkeypatch.setattr("reprlab.train.cpu_has_native_bf16", lambda: True)
+
     def cfg_(**kw):  # noqa: ANN202
         return cfg(**{**extra, **kw})
 
@@ -173,6 +180,7 @@ def test_resume_after_crash_is_bit_identical(tmp_path: Path, autocast: bool, ext
         run_dir=tmp_path / "a",
     )
     assert r.status == "finished" and r.iterations == 40
+    assert r.precision == ("bfloat16" if autocast else "float32")
 
     # crash (like SIGKILL) at iteration 25: the checkpoint of iteration 20 survives
     crashed = make()
@@ -334,3 +342,37 @@ def test_default_warmup_is_a_fraction_of_the_run() -> None:
     assert warm(FineTuneNNConfig(encoder_path="e.pt")) == 100  # the measured 100 of 1500
     assert warm(FineTuneNNConfig(encoder_path="e.pt", num_iters=150)) == 10
     assert warm(ContRepConfig(**ContRepConfig.PRESETS["seed"])) == 0  # the report: none
+
+
+def test_peak_memory_is_recorded(tmp_path: Path) -> None:
+    """The run reports its process's peak resident memory: at least what it allocated."""
+    held = np.ones(64 * 2**20 // 8)  # 64 MiB, touched, alive while training
+    m = make()
+    r = train(m, sample, stepper(m), cfg(num_iters=5, checkpoint_every=0))
+    assert held.sum() > 0
+    assert r.peak_memory_mib["rss"] >= 64
+    assert "gpu_allocated" not in r.peak_memory_mib  # CPU run: no GPU figure is made up
+
+
+@pytest.fixture
+def fresh_bf16_probe():
+    cpu_has_native_bf16.cache_clear()
+    yield
+    cpu_has_native_bf16.cache_clear()  # the next test probes the real CPU again
+
+
+def test_autocast_is_bf16_only_where_the_hardware_has_it(monkeypatch, fresh_bf16_probe) -> None:
+    """A CPU without AMX / AVX512-BF16 emulates bf16 (~4x slower): --autocast means float32."""
+    cpu = torch.device("cpu")
+    monkeypatch.setenv("REPRLAB_CPU_BF16", "0")
+    assert not cpu_has_native_bf16() and not uses_bf16(cpu)
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.setenv("REPRLAB_CPU_BF16", "1")
+    assert uses_bf16(cpu) and not uses_bf16(cpu, enabled=False)
+    assert not uses_bf16(torch.device("meta"))  # neither CPU nor CUDA: never
+    cpu_has_native_bf16.cache_clear()
+    monkeypatch.delenv("REPRLAB_CPU_BF16")
+    info = Path("/proc/cpuinfo")  # on Linux the probe agrees with the kernel's CPU flags
+    if info.exists():
+        flags = info.read_text().split()
+        assert cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)

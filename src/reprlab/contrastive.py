@@ -628,6 +628,8 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
         "steps_per_s": res.steps_per_s,
+        "peak_memory_mib": res.peak_memory_mib,
+        "precision": res.precision,
         "wall_time_s": time.perf_counter() - t0,
     }
     run.write_summary(summary)

@@ -1066,6 +1066,8 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
         "steps_per_s": res.steps_per_s,
+        "peak_memory_mib": res.peak_memory_mib,
+        "precision": res.precision,
     }
     summary["classification_report"] = report_with_confusion(
         sp.val.labels,

@@ -286,6 +286,9 @@ def environment() -> dict[str, Any]:
         env["torch"] = torch.__version__
         env["torch_threads"] = torch.get_num_threads()
         env["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+        from reprlab.train import cpu_has_native_bf16
+
+        env["cpu_bf16"] = cpu_has_native_bf16()  # --autocast on a CPU: bf16 only if native
     from reprlab import __version__
 
     env["reprlab"] = __version__

@@ -88,6 +88,7 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     out["iterations"] = _first(summary, "iterations", "iters", "num_iters_run")
     out["stop_reason"] = _first(summary, "stop_reason")
     out["wall_time_s"] = _first(summary, "wall_time_s")
+    out["peak_memory_mib"] = summary.get("peak_memory_mib") or {}  # the neural modes'
     out["status"] = _first(summary, "status")
     knn = {
         k: v
@@ -178,6 +179,15 @@ def _secs(v: Any) -> str:
     return f"{v:.1f} s" if v < 120 else f"{v / 60:.1f} min"
 
 
+def _peak(mib: dict[str, Any]) -> str:
+    """The training's peak memory under its wall time: the GPU's when it ran on one."""
+    for key, what in (("gpu_allocated", "GPU"), ("rss", "RSS")):
+        v = mib.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return f"<br><small>peak {what} {v / 1024:.2f} GiB</small>"
+    return ""
+
+
 def _img(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
@@ -254,7 +264,8 @@ def _results_table(
             + pair(_num(m["iterations"]), "iterations", _num)
             + (pair(test_cell, "test_acc") if scored else "")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
-            f"<td>{_secs(wall)}</td><td class=l>{_predictions_cell(run, html_dir)}</td></tr>"
+            f"<td>{_secs(wall)}{_peak(m['peak_memory_mib'])}</td>"
+            f"<td class=l>{_predictions_cell(run, html_dir)}</td></tr>"
         )
     notes = "".join(
         f"<li><b>{_e(name)}</b>: {_e(PAPER[name]['note'])}</li>"
