@@ -370,6 +370,10 @@ def test_autocast_is_bf16_only_where_the_hardware_has_it(monkeypatch, fresh_bf16
     monkeypatch.setenv("REPRLAB_CPU_BF16", "1")
     assert uses_bf16(cpu) and not uses_bf16(cpu, enabled=False)
     assert not uses_bf16(torch.device("meta"))  # neither CPU nor CUDA: never
+    for capability, bf16 in (((7, 5), False), ((8, 0), True), ((9, 0), True)):  # T4, A100, H100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d, c=capability: c)
+        assert uses_bf16(torch.device("cuda:1")) == bf16
+        assert not uses_bf16(torch.device("cuda"), enabled=False)
     cpu_has_native_bf16.cache_clear()
     monkeypatch.delenv("REPRLAB_CPU_BF16")
     info = Path("/proc/cpuinfo")  # on Linux the probe agrees with the kernel's CPU flags

@@ -300,8 +300,9 @@ def uses_bf16(device: torch.device, enabled: bool = True) -> bool:
     later) and CPUs with native bf16; elsewhere float32 is the faster choice."""
     if not enabled:
         return False
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+    if device.type == "cuda":  # compute capability 8 (Ampere) on; torch's is_bf16_supported()
+        # also says yes where bf16 is emulated (a T4 or V100), which is slower than float32
+        return bool(torch.version.hip) or torch.cuda.get_device_capability(device)[0] >= 8
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
