@@ -277,9 +277,10 @@ def peak_memory_mib(device: torch.device) -> dict[str, float]:
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX tiles or AVX512-BF16).
 
-    Without them oneDNN emulates bf16, and a training step is about 4x *slower* than float32
-    (measured: ``airbench_cpu`` at batch 256 on a Xeon with AVX-512 but neither, 5.1 s against
-    1.3 s; with AMX it is ~2.4x faster than float32). ``REPRLAB_CPU_BF16=1`` / ``0`` overrides.
+    Without them oneDNN emulates bf16, and a training step is about 3x *slower* than float32
+    (``benchmarks/bench_triplets.py``: ``airbench_cpu`` at batch 256, channels_last, on a Xeon
+    with AVX-512 but neither, 0.74 against 2.36 steps/s; with native bf16 it is ~2.4x faster
+    than float32). ``REPRLAB_CPU_BF16=1`` / ``0`` overrides.
     """
     forced = os.environ.get("REPRLAB_CPU_BF16")
     if forced in ("0", "1"):
