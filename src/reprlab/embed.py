@@ -20,7 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from reprlab.augment import translate
-from reprlab.train import autocast_ctx, pick_device
+from reprlab.train import autocast_ctx, pick_device, uses_bf16
 
 View = TypeVar("View", np.ndarray, torch.Tensor)
 
@@ -102,12 +102,13 @@ def embed(
         )
     was_training = encoder.training
     encoder.eval()
+    bf16 = uses_bf16(dev, autocast)
     n = len(x_all)
     out: np.ndarray | None = None
 
     def view(xb: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
         v = translate(xb, *shift)
-        with autocast_ctx(dev, autocast):
+        with autocast_ctx(dev, bf16):
             z = encoder(v).float()
             return 0.5 * (z + encoder(v.flip(3)).float()) if flip_tta else z
 

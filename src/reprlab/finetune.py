@@ -65,6 +65,7 @@ from reprlab.train import (
     param_groups,
     pick_device,
     train,
+    uses_bf16,
 )
 
 LINEAR_FORMAT = "reprlab-finetune-linear-1"
@@ -805,12 +806,13 @@ def classifier_proba(
     model.eval()
     out = []
     x_all = torch.as_tensor(np.asarray(images))
+    bf16 = uses_bf16(device, autocast)
     try:
         for i in tqdm(
             range(0, len(x_all), batch_size), desc="predict", disable=not progress, leave=False
         ):
             xb = translate(to_input(x_all[i : i + batch_size].to(device), mean_t, std_t), *shift)
-            with autocast_ctx(device, autocast):
+            with autocast_ctx(device, bf16):
                 p = model(xb).float().softmax(1)
                 if flip_tta:
                     p = 0.5 * (p + model(xb.flip(3)).float().softmax(1))

@@ -307,10 +307,10 @@ def uses_bf16(device: torch.device, enabled: bool = True) -> bool:
     return device.type == "cpu" and cpu_has_native_bf16()
 
 
-def autocast_ctx(device: torch.device, enabled: bool = True) -> Any:
-    """bfloat16 autocast where :func:`uses_bf16` says so; a no-op elsewhere or if off."""
-    on = uses_bf16(device, enabled)
-    return torch.autocast(device.type if on else "cpu", dtype=torch.bfloat16, enabled=on)
+def autocast_ctx(device: torch.device, bf16: bool) -> Any:
+    """bfloat16 autocast on ``device`` if ``bf16`` (decided once per run or call with
+    :func:`uses_bf16`, not per step); a no-op otherwise."""
+    return torch.autocast(device.type if bf16 else "cpu", dtype=torch.bfloat16, enabled=bf16)
 
 
 class StepRNG:
@@ -571,6 +571,7 @@ def train(
     """
     cfg.validate()
     device = pick_device(cfg.device)
+    bf16 = uses_bf16(device, cfg.autocast)
     meta = dict(meta or {})
     model.to(device)
     if cfg.channels_last:
@@ -655,7 +656,7 @@ def train(
             saved = _state_copy(model)
             model.load_state_dict(ema.state)
         model.eval()
-        with torch.no_grad(), autocast_ctx(device, cfg.autocast):
+        with torch.no_grad(), autocast_ctx(device, bf16):
             out = {k: float(v) for k, v in evaluate(it).items()}
         if saved is not None:
             model.load_state_dict(saved)
@@ -693,7 +694,7 @@ def train(
                 if on_train_mode is not None:
                     on_train_mode(model, it)
                 batch = sample(it, StepRNG(cfg.seed, it))
-                with autocast_ctx(device, cfg.autocast):
+                with autocast_ctx(device, bf16):
                     loss, extras = step(batch)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -805,7 +806,7 @@ def train(
         resumed_from=resumed_from,
         steps_per_s=done / max(1e-9, time.perf_counter() - t_start),
         peak_memory_mib=peak_memory_mib(device),
-        precision="bfloat16" if uses_bf16(device, cfg.autocast) else "float32",
+        precision="bfloat16" if bf16 else "float32",
     )
 
 
