@@ -15,7 +15,6 @@ Medians over repeats; every ratio is measured within the same run.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import numpy as np
 import torch
 
 from reprlab.encoders import DEFAULT_ENCODER, build_encoder
-from reprlab.train import cpu_has_native_bf16
+from reprlab.train import cpu_has_native_bf16, peak_memory_mib
 from reprlab.triplets import batch_triplet_loss, sample_triplets, sample_triplets_reference
 
 
@@ -98,19 +97,20 @@ def bench_steps(rows: list[tuple[str, str]], encoder: str, batch: int, repeats: 
 
 
 def bench_vgg(rows: list[tuple[str, str]], batch: int, fast: bool, repeats: int) -> None:
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    cpu = torch.device("cpu")
+    rss0 = peak_memory_mib(cpu)["rss"]  # the process's high-water mark so far, MiB
     step = _train_step_fn(build_encoder("vgg16_bn", 64), batch, fast, fast)
     step()
     sec = median_time(step, repeats)
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss1 = peak_memory_mib(cpu)["rss"]
     mode = "bf16+channels_last" if fast else "fp32"
     rows.append((f"(c) vgg16_bn one iteration, batch {batch}, {mode}", f"{sec:.2f} s"))
     if batch != 2048:
         rows.append((f"(c) ... extrapolated linearly to batch 2048, {mode}",
                      f"{sec * 2048 / batch:.1f} s"))
-    rows.append((f"(c) peak RSS of the process (ru_maxrss), {mode}", f"{rss1 / 1024:.0f} MiB"))
+    rows.append((f"(c) peak RSS of the process (ru_maxrss), {mode}", f"{rss1:.0f} MiB"))
     rows.append((f"(c) peak RSS minus RSS before building the model, {mode}",
-                 f"{(rss1 - rss0) / 1024:.0f} MiB"))
+                 f"{rss1 - rss0:.0f} MiB"))
 
 
 def main() -> None:
