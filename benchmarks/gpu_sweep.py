@@ -29,6 +29,7 @@ C = "cont_rep"
 F = "fine_tune_nn"
 L = "fine_tune_linear"
 Job = tuple[str, str, list[str], str | None]
+R = ["--num_iters", "1", "--lr", "1e-9", "--warmup_iters", "0"]  # a random-init encoder file
 # the first lent session (2026-11-27): variants of the fast recipe at the CPU's iteration counts
 RECIPES: list[Job] = [
     ("c0", C, [], None),
@@ -42,7 +43,7 @@ RECIPES: list[Job] = [
     ("c_2300", C, ["--num_iters", "2300", "--warmup_iters", "460"], None),
     ("f_c0_ls01", F, ["--label_smoothing", "0.1"], "c0"),
     ("f_c0_2400", F, ["--num_iters", "2400", "--warmup_iters", "480"], "c0"),
-    ("c_init", C, ["--num_iters", "1", "--lr", "1e-9", "--warmup_iters", "0"], None),
+    ("c_init", C, R, None),
     ("f_init_3300", F, ["--num_iters", "3300", "--warmup_iters", "660"], "c_init"),
     ("c_w96", C, ["--encoder", "airbench_w96", "--num_iters", "2150", "--warmup_iters", "430"],
      None),
@@ -69,7 +70,6 @@ for _name, _mode, _flags, _dep in list(RECIPES):  # a linear probe of every fini
 # 2x the triplet steps, the wide airbench encoder, and plain supervised training of both nets
 # from a random start (no cont_rep) for 10, 25 and 50 epochs of the 40k training split. Longest
 # first; no early stopping (patience 0), so each runs its steps.
-R = ["--num_iters", "1", "--lr", "1e-9", "--warmup_iters", "0"]  # a random-init encoder file
 SUP = ["--warmup_frac", "0.2", "--patience", "0"]  # airbench's 20 % warm-up from scratch
 CEILING: list[Job] = [
     ("c_4200", C, ["--num_iters", "4200"], None),
