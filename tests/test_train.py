@@ -362,7 +362,7 @@ def fresh_bf16_probe():
 
 
 def test_autocast_is_bf16_only_where_the_hardware_has_it(monkeypatch, fresh_bf16_probe) -> None:
-    """A CPU without AMX / AVX512-BF16 emulates bf16 (~4x slower): --autocast means float32."""
+    """A CPU without AMX / AVX512-BF16 emulates bf16 (~3x slower): --autocast means float32."""
     cpu = torch.device("cpu")
     monkeypatch.setenv("REPRLAB_CPU_BF16", "0")
     assert not cpu_has_native_bf16() and not uses_bf16(cpu)
