@@ -184,6 +184,31 @@ def test_image_folder_of_linked_class_folders(tmp_path: Path) -> None:
     np.testing.assert_array_equal(ds.labels, labs)
 
 
+def test_a_folder_of_linked_class_folders_is_cached_and_fingerprinted_by_what_it_holds(
+    tmp_path: Path,
+) -> None:
+    """The decoded-array cache and a run's record of its --data folder see the files inside
+    linked class folders, once each (a link back up the tree is not counted again): an image
+    changed behind a link is read anew, not served stale from the cache."""
+    from reprlab.io import input_files
+
+    files, imgs, _ = image_folder_files(per_class=3)
+    real = write_dir(tmp_path / "real", files)
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    for cls in sorted(CLASSES3):
+        (linked / cls).symlink_to(real / cls, target_is_directory=True)
+    (linked / sorted(CLASSES3)[0] / "loop").symlink_to(linked, target_is_directory=True)
+    assert input_files({"data": str(linked)})["data"]["bytes"] == sum(map(len, files.values()))
+    np.testing.assert_array_equal(load_images(linked).images, imgs)  # now cached
+    name = sorted(files)[0]
+    new = files[sorted(files)[1]]  # another image
+    (real / name).write_bytes(new)
+    again = load_images(linked)
+    assert not np.array_equal(again.images[0], imgs[0])
+    np.testing.assert_array_equal(again.images[1:], imgs[1:])
+
+
 def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     files, imgs, _ = image_folder_files(per_class=2)
     flat = {k.replace("/", "_"): v for k, v in files.items()}

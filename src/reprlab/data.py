@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from reprlab.errors import ReprlabError, first_line
-from reprlab.io import atomic_open, save_npy, write_json
+from reprlab.io import atomic_open, save_npy, walk_files, write_json
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -470,17 +470,11 @@ def _load_tar(path: Path, split: str) -> ImageSet:
 
 
 def _load_image_dir(path: Path, split: str) -> ImageSet:
-    rels = []
-    seen: set[str] = set()
-    for dirpath, dirs, files in os.walk(path, followlinks=True):  # class folders may be links
-        real = os.path.realpath(dirpath)
-        if real in seen:  # a link back up the tree: do not walk it twice
-            dirs.clear()
-            continue
-        seen.add(real)
-        for f in files:
-            if _is_image_name(f):
-                rels.append(PurePosixPath(Path(dirpath, f).relative_to(path).as_posix()))
+    rels = [
+        PurePosixPath(Path(f).relative_to(path).as_posix())
+        for f in walk_files(path)  # class folders may be links
+        if _is_image_name(os.path.basename(f))
+    ]
     entries, classes = _layout(rels, split, path)
     return _decode_all(
         [(str(path / p), lab, lambda p=p: (path / p).read_bytes()) for p, lab in entries],
@@ -575,14 +569,11 @@ def cache_dir() -> Path | None:
 def _source_key(path: Path, split: str) -> str:
     path = path.resolve()
     h = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{path}|{split}".encode())
-    if path.is_dir():
-        for dirpath, dirs, files in os.walk(path):
-            dirs.sort()
-            for f in sorted(files):
-                full = os.path.join(dirpath, f)
-                st = os.stat(full)
-                rel = os.path.relpath(full, path)
-                h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
+    if path.is_dir():  # the files the reader reads, linked class folders included
+        for full in walk_files(path):
+            st = os.stat(full)
+            rel = os.path.relpath(full, path)
+            h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
     else:
         st = path.stat()
         h.update(f"|{st.st_size}:{st.st_mtime_ns}".encode())

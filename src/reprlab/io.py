@@ -480,16 +480,30 @@ def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def walk_files(folder: Path) -> Iterator[str]:
+    """Every file under ``folder``, in sorted order, as the image-folder reader sees them:
+    folders that are links are followed (a data set assembled from elsewhere), but none is
+    walked twice (a link back up the tree)."""
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs.sort()
+        for name in sorted(files):
+            yield os.path.join(dirpath, name)
+
+
 def _size(path: Path) -> int:
-    """A file's size, or the total size of the files under a folder (class folders that are
-    links included, as the image-folder reader follows them)."""
+    """A file's size, or the total size of the files under a folder (:func:`walk_files`)."""
     if not path.is_dir():
         return path.stat().st_size
     total = 0
-    for root, _, names in os.walk(path, followlinks=True):
-        for name in names:
-            with contextlib.suppress(OSError):  # a dangling link: the reader reports it
-                total += os.stat(os.path.join(root, name)).st_size
+    for file in walk_files(path):
+        with contextlib.suppress(OSError):  # a dangling link: the reader reports it
+            total += os.stat(file).st_size
     return total
 
 
