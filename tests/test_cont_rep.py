@@ -153,6 +153,25 @@ def test_resume_after_crash_gives_identical_weights(
     assert (tmp_path / "encoder.pt").stat().st_mtime_ns == stamp
 
 
+def test_time_budget_sets_the_iterations(cifar_train: Path, tmp_path: Path, capsys):
+    """``--time_budget``: the run times its steps and trains as many as fit, with the schedule
+    scaled to them; summary.json and the checkpoint record the count, config.json the budget."""
+    flags = [f"--{k}={v}" for k, v in TINY.items() if k not in ("progress", "num_iters")]
+    args = ["cont_rep", "--data", str(cifar_train), "--out", str(tmp_path), "--no-tsne", *flags]
+    assert main([*args, "--time_budget", "6", "--warmup_frac", "0.5"]) == 0
+    assert "--time_budget 6 s:" in capsys.readouterr().err
+    s = json.loads((tmp_path / "summary.json").read_text())
+    tb = s["time_budget"]
+    n = s["iterations"]
+    assert n == tb["num_iters"] and n % 10 == 0 and n != 2100  # not the default count
+    assert tb["budget_s"] == 6 and tb["calibration_s"] + s["train_wall_time_s"] < 2 * 6 + 2
+    assert json.loads((tmp_path / "config.json").read_text())["config"]["time_budget"] == 6
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
+    peak = max(range(len(lrs)), key=lrs.__getitem__)
+    assert abs((peak + 1) * 10 - n // 2) <= 10  # the warm-up is half of the budgeted run
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["time_budget"] == tb
+
+
 def test_nan_loss_marks_run_failed(cifar_train: Path, tmp_path: Path, capsys):
     flags = ["cont_rep", "--data", str(cifar_train), "--out", str(tmp_path)]
     for k, v in {
@@ -281,6 +300,7 @@ def test_bad_flags_exit_2_and_write_nothing(cifar_train: Path, tmp_path: Path, c
         (["--encoder", "resnet9"], "--encoder"),
         (["--mining", "hardest"], "--mining"),
         (["--batch_size", "5000"], "--batch_size"),
+        (["--time_budget", "-1"], "--time_budget"),
         (["--data", str(one_class)], "two classes"),
     ]
     for i, (extra, needle) in enumerate(cases):

@@ -184,6 +184,41 @@ def test_fine_tune_linear_embeddings_independent_of_batch_size(ftl_run, small_te
         assert torch.equal(v, sd[k])
 
 
+def test_fine_tune_linear_reuses_cont_rep_embeddings_only_when_identical(
+    cifar_train, tiny_encoder, small_test, ftl_run, tmp_path
+):
+    """The encoder's cont_rep run saved its train and validation embeddings with their digests:
+    fine_tune_linear reads them when it would compute exactly those arrays, and its results are
+    then those of embedding again, to the bit."""
+    out, s = ftl_run
+    digests = json.loads((tiny_encoder / "summary.json").read_text())["embedding_digests"]
+    assert set(digests) == {"train_embeddings.npy", "val_embeddings.npy"}  # no test data there
+    assert s["embeddings_reused"] == ["train_embeddings.npy", "val_embeddings.npy"]
+
+    fresh = run_fine_tune_linear(
+        ftl_config(cifar_train, tiny_encoder, tmp_path / "fresh", test_data=str(small_test),
+                   reuse_embeddings=False)  # fmt: skip
+    )
+    assert fresh["embeddings_reused"] == [] and fresh["val_acc"] == s["val_acc"]
+    a, b = np.load(out / "model.npz"), np.load(tmp_path / "fresh" / "model.npz")
+    for k in ("W", "b", "feat_mean", "feat_std"):
+        assert np.array_equal(a[k], b[k]), k
+    assert (out / "predictions.csv").read_bytes() == (
+        tmp_path / "fresh" / "predictions.csv"
+    ).read_bytes()
+
+    # other validation embeddings (no shifts), or another encoder file: embedded again
+    plain = run_fine_tune_linear(
+        ftl_config(cifar_train, tiny_encoder, tmp_path / "plain", translate_tta=False)
+    )
+    assert plain["embeddings_reused"] == ["train_embeddings.npy"]
+    moved = tmp_path / "enc"
+    moved.mkdir()
+    (moved / "encoder.pt").write_bytes((tiny_encoder / "encoder.pt").read_bytes())
+    other = run_fine_tune_linear(ftl_config(cifar_train, moved, tmp_path / "other"))
+    assert other["embeddings_reused"] == [] and other["val_acc"] == s["val_acc"]
+
+
 def test_fine_tune_nn_learns_and_writes_everything(nn_run):
     out, s = nn_run
     for f in (*COMMON_FILES, "model.pt", "checkpoint.pt"):
@@ -219,9 +254,14 @@ def test_fine_tune_nn_early_stops_and_restores_best(cifar_train, tiny_encoder, t
     assert s["best_val_acc"] == max(r["val_acc"] for r in read_jsonl(out / "metrics.jsonl"))
 
 
-@pytest.mark.parametrize("how", ["freeze_encoder", "freeze_encoder_iters"])
+@pytest.mark.parametrize("how", ["freeze_encoder", "freeze_encoder_iters", "budget"])
 def test_frozen_encoder_is_unchanged(cifar_train, tiny_encoder, tmp_path, how):
-    kw = {"freeze_encoder": True} if how == "freeze_encoder" else {"freeze_encoder_iters": 20}
+    kw = {
+        "freeze_encoder": {"freeze_encoder": True},
+        "freeze_encoder_iters": {"freeze_encoder_iters": 20},
+        # a time budget that allows more than --num_iters: still frozen to the end
+        "budget": {"freeze_encoder": True, "time_budget": 4.0},
+    }[how]
     out = tmp_path / how
     s = run_fine_tune_nn(nn_config(cifar_train, tiny_encoder, out, num_iters=20, **kw))
     before = load_checkpoint(tiny_encoder / "encoder.pt")["state_dict"]
@@ -229,8 +269,11 @@ def test_frozen_encoder_is_unchanged(cifar_train, tiny_encoder, tmp_path, how):
     for k, v in before.items():  # weights AND BatchNorm running statistics
         assert torch.equal(after[f"encoder.{k}"], v), k
     head0 = [k for k in after if k.startswith("head.")]
-    assert head0 and s["iterations"] == 20
-    if how == "freeze_encoder":
+    if how == "budget":
+        assert s["iterations"] == s["time_budget"]["num_iters"] > 20
+    else:
+        assert head0 and s["iterations"] == 20 and s["time_budget"] is None
+    if how != "freeze_encoder_iters":
         assert s["trainable_parameters"] < s["parameters"]
 
 

@@ -223,6 +223,10 @@ def test_config_diff_names_what_differs() -> None:
         "grid.lr [0.1] -> [0.1, 0.2]"
     )
     assert config_diff({"data": "a" * 60}, {"data": "b"}).endswith("... -> b")
+    # a flag added since, at the value that does what earlier releases did: the same run
+    assert config_diff({"lr": 0.1}, {"lr": 0.1, "time_budget": 0.0}) == ""
+    assert config_diff({"base": {"lr": 0.1}}, {"base": {"reuse_embeddings": True, "lr": 0.1}}) == ""
+    assert config_diff({"lr": 0.1}, {"lr": 0.1, "time_budget": 60.0}) == "time_budget new"
 
 
 def test_run_folder_of_another_configuration_names_the_difference(tmp_path: Path) -> None:

@@ -380,3 +380,56 @@ def test_autocast_is_bf16_only_where_the_hardware_has_it(monkeypatch, fresh_bf16
     if info.exists():
         flags = info.read_text().split()
         assert cpu_has_native_bf16() == ("amx_bf16" in flags or "avx512_bf16" in flags)
+
+
+def test_time_budget_times_the_machine_then_runs_as_num_iters_would(tmp_path: Path) -> None:
+    """--time_budget: a few timed steps fix num_iters, then the run is exactly the run of
+    that num_iters (the timing leaves no trace in weights, optimiser or RNG); a resumed run
+    keeps the count it started with instead of timing again."""
+    kw = dict(num_iters=40, warmup_iters=0, warmup_frac=0.25, schedule="linear", lookahead=True,
+              ema_decay=0.0, checkpoint_every=10)  # fmt: skip
+    a = make()
+    r = train(a, sample, stepper(a), cfg(**kw, time_budget=0.6), evaluate=evaluator(a),
+              run_dir=tmp_path / "a")  # fmt: skip
+    tb = r.time_budget
+    n = int(tb["num_iters"])
+    per_iter = tb["step_s"] + tb["eval_s"] / 10
+    assert n % 10 == 0 and n >= 30 and r.iterations == n
+    # the most that fits, rounded down: n steps, an evaluation every 10 and one at the end
+    assert n <= (0.6 - tb["calibration_s"] - tb["eval_s"]) / per_iter < n + 10
+    assert tb["budget_s"] == 0.6 and tb["calibration_s"] < 0.6
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["time_budget"] == tb
+
+    b = make()
+    r_b = train(b, sample, stepper(b), cfg(**kw | {"num_iters": n}), evaluate=evaluator(b))
+    assert r_b.iterations == n and r_b.time_budget is None
+    assert same_weights(a, b)  # the schedule's shape (warm-up 25 %) followed the new count
+    rows_a = [{k: v for k, v in x.items() if k != "elapsed_s"} for x in r.rows]
+    assert rows_a == [{k: v for k, v in x.items() if k != "elapsed_s"} for x in r_b.rows]
+
+    # crash at iteration 25, resume: the count of the checkpoint, not a new timing
+    c = make()
+
+    def crashing(it, rng):
+        if it == 25:
+            raise KeyboardInterrupt
+        return sample(it, rng)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(c, crashing, stepper(c), cfg(**kw, time_budget=0.6), evaluate=evaluator(c),
+              run_dir=tmp_path / "c")  # fmt: skip
+    n_c = int(load_checkpoint(tmp_path / "c" / "checkpoint.pt")["time_budget"]["num_iters"])
+    resumed = make(seed=5)
+    r_c = train(resumed, sample, stepper(resumed), cfg(**kw, time_budget=1000.0),
+                evaluate=evaluator(resumed), run_dir=tmp_path / "c", resume=True)  # fmt: skip
+    assert r_c.resumed_from == 20 and r_c.iterations == n_c
+    d = make()
+    train(d, sample, stepper(d), cfg(**kw | {"num_iters": n_c}), evaluate=evaluator(d))
+    assert same_weights(resumed, d)
+
+    # a checkpoint of a run without a budget cannot be resumed with one
+    e = make()
+    train(e, sample, stepper(e), cfg(**kw), run_dir=tmp_path / "e")
+    with pytest.raises(ReprlabError, match="not started with a --time_budget"):
+        train(e, sample, stepper(e), cfg(**kw, time_budget=1.0), run_dir=tmp_path / "e",
+              resume=True)  # fmt: skip

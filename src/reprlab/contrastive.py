@@ -31,7 +31,15 @@ from reprlab.data import (
     stratified_split,
     to_float,
 )
-from reprlab.embed import as_mean_std, embed, knn_accuracy, knn_predict, to_input, tsne_2d
+from reprlab.embed import (
+    as_mean_std,
+    embed,
+    embedding_digest,
+    knn_accuracy,
+    knn_predict,
+    to_input,
+    tsne_2d,
+)
 from reprlab.encoders import (
     ENCODERS,
     build_encoder,
@@ -592,6 +600,25 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         test_summary = write_test_predictions(
             run.file("predictions.csv"), test_pred.astype(np.int64), test_set, train_set.classes
         )
+    # names of the three arrays' computations: fine_tune_linear on this encoder reads them
+    # instead of embedding the same images again (embed.embedding_digest)
+    def digest(images: np.ndarray, shifts: bool) -> str:
+        return embedding_digest(
+            run.file("encoder.pt"),
+            images,
+            flip_tta=cfg.flip_tta,
+            translate_tta=shifts,
+            batch_size=cfg.embed_batch_size,
+            device=device,
+            autocast=cfg.autocast,
+        )
+
+    digests = {
+        "train_embeddings.npy": digest(train_set.images, False),
+        "val_embeddings.npy": digest(val_set.images, cfg.translate_tta),
+    }
+    if test_set is not None:
+        digests["test_embeddings.npy"] = digest(test_set.images, cfg.translate_tta)
     _plots(res.rows, run)
     if cfg.tsne:
         sel = np.arange(len(val_emb))
@@ -624,12 +651,14 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         "knn_acc": knn,
         "knn_k": cfg.knn_k,
         "classification_report": knn_report,
+        "embedding_digests": digests,
         **test_summary,
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
         "steps_per_s": res.steps_per_s,
         "peak_memory_mib": res.peak_memory_mib,
         "precision": res.precision,
+        "time_budget": res.time_budget,
         "wall_time_s": time.perf_counter() - t0,
     }
     run.write_summary(summary)

@@ -4,6 +4,8 @@
   place images are normalised for every neural mode.
 * :func:`embed`: batched, no-grad, eval-mode embeddings (optionally averaged with the mirrored
   image, ``flip_tta``, and with 1-pixel shifts, ``translate_tta``: :func:`multi_crop`).
+* :func:`embedding_digest`: names one embedding computation (encoder file, images, settings), so
+  ``fine_tune_linear`` can reuse the arrays its ``cont_rep`` run saved instead of recomputing.
 * :func:`knn_accuracy`: k-nearest-neighbour classification accuracy (cosine or Euclidean),
   chunked matrix products, so 40k x 10k takes well under a second.
 * :func:`tsne_2d`: openTSNE (FFT-accelerated) -- measured faster than scikit-learn's
@@ -12,7 +14,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
@@ -124,6 +129,39 @@ def embed(
     if out is None:
         raise ValueError("embed: no images")
     return out
+
+
+def embedding_digest(
+    encoder_file: str | Path,
+    images: np.ndarray,
+    *,
+    flip_tta: bool,
+    translate_tta: bool,
+    batch_size: int,
+    device: torch.device,
+    autocast: bool,
+) -> str:
+    """A name for ``embed(load(encoder_file), images, ...)``: equal digests, equal arrays.
+
+    It covers the encoder file's bytes, the images' bytes and every setting that can change a
+    float: test-time averaging, batch size, device, precision, torch version and threads.
+    """
+    h = hashlib.blake2b(digest_size=20)
+    h.update(Path(encoder_file).read_bytes())
+    settings = {
+        "shape": list(images.shape),
+        "dtype": str(images.dtype),
+        "flip_tta": flip_tta,
+        "translate_tta": translate_tta,
+        "batch_size": batch_size,
+        "device": str(device),
+        "bf16": uses_bf16(device, autocast),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
+    return h.hexdigest()
 
 
 def knn_accuracy(

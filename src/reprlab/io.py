@@ -541,15 +541,23 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
 #: Flags that name a file or folder: two spellings of one path are one setting.
 PATH_KEYS = ("data", "test_data", "encoder_path")
 
+#: Flags added since runs were first stored, each with the value that does what the releases
+#: before it did: a stored configuration without the flag is the one with this value (so the
+#: same command still resumes, or finds finished, a run of an earlier release).
+ADDED_FLAGS: dict[str, Any] = {"time_budget": 0.0, "reuse_embeddings": True}
+
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys in which two stored configurations differ, in order. Not differences: a number
     that an earlier release stored where a one-item list stands now, and two spellings of one
-    existing path in ``PATH_KEYS``."""
+    existing path in ``PATH_KEYS``, and a flag of ``ADDED_FLAGS`` absent on one side and at
+    its neutral value on the other."""
     return [
         k
         for k in dict.fromkeys([*old, *new])
-        if not _same_setting(old.get(k, _MISSING), new.get(k, _MISSING))
+        if not _same_setting(
+            old.get(k, ADDED_FLAGS.get(k, _MISSING)), new.get(k, ADDED_FLAGS.get(k, _MISSING))
+        )
         and not (k in PATH_KEYS and _same_path(old.get(k), new.get(k)))
     ]
 

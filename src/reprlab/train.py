@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -111,6 +111,13 @@ class NeuralRunConfig(ComputeConfig):
     )
     ema_decay: float = arg(0.0, "EMA of the weights, evaluated and kept (0: off)")
     grad_clip: float = arg(0.0, "max global gradient norm (0: off)")
+    # for a machine slower (or faster) than the one the defaults were sized on: the schedule's
+    # shape is kept (warm-up fraction, decay, lookahead), only its length changes
+    time_budget: float = arg(
+        0.0,
+        "seconds of training: time a few steps and an evaluation first, then set --num_iters "
+        "to what fits (0: off; the count used is in summary.json)",
+    )
     # --- checkpoints ---------------------------------------------------------------------------
     checkpoint_every: int = arg(100, "iterations between checkpoints (0: end and Ctrl-C only)")
     resume: bool = arg(False, "continue from checkpoint.pt in --out")
@@ -118,7 +125,7 @@ class NeuralRunConfig(ComputeConfig):
     def validate(self) -> None:
         super().validate()
         positive(self, "batch_size")
-        positive(self, "translate", "norm_lr_scale", allow_zero=True)
+        positive(self, "translate", "norm_lr_scale", "time_budget", allow_zero=True)
         if not 0.0 <= self.warmup_frac <= 1.0:
             raise ReprlabError(f"--warmup_frac must be in [0, 1], got {self.warmup_frac}")
         if self.resume and self.out is None:
@@ -149,6 +156,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "constant"  # constant | cosine | linear | onecycle (after warmup)
     warmup_iters: int = 0
+    # when set, warmup_iters is this fraction of num_iters (kept when a time budget sets it)
+    warmup_frac: float | None = None
     warmup_start: float = 0.0  # lr at the first warmup iteration, as a fraction of the peak
     final_lr_frac: float = 0.0  # lr at the last iteration, as a fraction of the peak
     grad_clip: float = 0.0  # max global grad norm; 0 = off
@@ -160,6 +169,8 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 200  # 0 = only at the end / on Ctrl-C
     patience: int = 0  # checks without improvement before stopping; 0 = off
+    # > 0: num_iters is replaced by what fits this many seconds (see fit_time_budget)
+    time_budget: float = 0.0
     early_stop_metric: str = "train_loss"  # train_loss (checked every log) or an eval key
     min_delta: float = 0.0
     # end with the best weights seen by the early-stopping metric (with lookahead: only when
@@ -179,7 +190,7 @@ class TrainConfig:
     MODE_FIELDS: ClassVar[tuple[str, ...]] = (
         "num_iters", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_iters",
         "warmup_start", "grad_clip", "ema_decay", "lookahead", "eval_every", "checkpoint_every",
-        "patience", "early_stop_metric", "autocast", "seed", "progress",
+        "patience", "early_stop_metric", "autocast", "seed", "progress", "time_budget",
     )  # fmt: skip
 
     @classmethod
@@ -187,8 +198,16 @@ class TrainConfig:
         """The loop's configuration from a mode's config (fields shared by name)."""
         fields = {n: getattr(cfg, n) for n in cls.MODE_FIELDS}
         if fields["warmup_iters"] is None:  # the mode's --warmup_frac of its --num_iters
-            fields["warmup_iters"] = round(cfg.warmup_frac * cfg.num_iters)
+            fields.update(warmup_iters=0, warmup_frac=cfg.warmup_frac)
         return cls(**fields, device=str(device), desc=desc)
+
+    def __post_init__(self) -> None:
+        if self.warmup_frac is not None:
+            self.warmup_iters = round(self.warmup_frac * self.num_iters)
+
+    def with_num_iters(self, n: int) -> TrainConfig:
+        """This configuration for ``n`` iterations (a warm-up fraction scales with it)."""
+        return replace(self, num_iters=n)
 
     def validate(self) -> None:
         """Check every field the loop uses; errors name the mode's flag (``--lr``)."""
@@ -200,7 +219,7 @@ class TrainConfig:
         positive(self, "num_iters", "lr", "log_every", "eval_every")
         positive(
             self, "weight_decay", "warmup_iters", "grad_clip", "checkpoint_every", "patience",
-            allow_zero=True,
+            "time_budget", allow_zero=True,
         )  # fmt: skip
         for name in ("ema_decay", "momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -225,6 +244,8 @@ class TrainResult:
     steps_per_s: float = 0.0
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
     precision: str = "float32"  # of the forward passes: "bfloat16" under autocast
+    # with a time budget: the measured step and evaluation times and the iterations they fit
+    time_budget: dict[str, float] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -543,6 +564,59 @@ class _SigintDeferred:
             signal.signal(sig, old)
 
 
+#: Iterations a time budget is rounded down to a multiple of (one log interval).
+BUDGET_ROUND = 10
+
+
+def fit_time_budget(
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    update: Callable[[int], tuple[torch.Tensor, dict[str, torch.Tensor]]],
+    run_eval: Callable[[int], dict[str, float]],
+    device: torch.device,
+    steps: int = 8,
+    warmup: int = 2,
+) -> dict[str, float]:
+    """How many iterations fit ``cfg.time_budget`` seconds, timed on this machine.
+
+    Runs ``warmup + steps`` real updates and one evaluation, then puts the weights, optimiser
+    state and every RNG back: the run that follows is the run ``--num_iters N`` would give.
+    The timed updates use iterations far past the schedule's frozen phases, so they cost what
+    a full step costs. The budget covers these seconds too.
+    """
+    t0 = time.perf_counter()
+    saved_model = copy.deepcopy(model.state_dict())
+    saved_opt = copy.deepcopy(optimizer.state_dict())
+    saved_rng = rng_state(device)
+    far = 1 << 40  # an iteration no schedule or frozen phase reaches
+    times = []
+    for i in range(warmup + steps):
+        t = time.perf_counter()
+        loss, _ = update(far + i)
+        float(loss.detach())  # waits for the device
+        times.append(time.perf_counter() - t)
+    step_s = float(np.median(times[warmup:]))
+    t = time.perf_counter()
+    run_eval(far)
+    eval_s = time.perf_counter() - t
+    model.load_state_dict(saved_model)
+    optimizer.load_state_dict(saved_opt)
+    set_rng_state(saved_rng)
+    calibration_s = time.perf_counter() - t0
+    # every eval_every iterations an evaluation, and one more at the end
+    per_iter = step_s + eval_s / cfg.eval_every
+    n = int(max(0.0, cfg.time_budget - calibration_s - eval_s) / per_iter)
+    n = max(BUDGET_ROUND, n - n % BUDGET_ROUND)
+    return {
+        "budget_s": cfg.time_budget,
+        "calibration_s": calibration_s,
+        "step_s": step_s,
+        "eval_s": eval_s,
+        "num_iters": n,
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------
@@ -586,6 +660,7 @@ def train(
     metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
 
     it0, rows, elapsed0 = 0, [], 0.0
+    budget: dict[str, float] | None = None
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     loss_count = 0
     extra_sums: dict[str, torch.Tensor] = {}
@@ -612,6 +687,10 @@ def train(
         extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
         set_rng_state(ck["rng"])
         resumed_from = it0
+        if cfg.time_budget > 0:  # the iteration count the run was started with, not a new one
+            budget = ck.get("time_budget")
+            if budget is None:
+                raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
     if ckpt_path is not None:
         _checkpoint_ready(ckpt_path)
 
@@ -643,6 +722,7 @@ def train(
                 "extra_sums": {k: v.detach().cpu() for k, v in extra_sums.items()},
                 "rng": rng_state(device),
                 "train_config": _plain(asdict(cfg)),
+                "time_budget": budget,
             },
         )
         if metrics_path is not None:
@@ -665,6 +745,40 @@ def train(
     def weights_for_best() -> dict[str, torch.Tensor]:
         return ema.state if ema is not None else model.state_dict()
 
+    def update(it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One iteration: sample, forward, backward, optimiser step."""
+        mult = lr_multiplier(cfg, it)
+        for g in optimizer.param_groups:
+            g["lr"] = g["base_lr"] * mult
+        model.train()
+        if on_train_mode is not None:
+            on_train_mode(model, it)
+        batch = sample(it, StepRNG(cfg.seed, it))
+        with autocast_ctx(device, bf16):
+            loss, extras = step(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for g in optimizer.param_groups:
+            if it < g["start_iter"]:  # frozen group (e.g. encoder while the head warms up)
+                for p in g["params"]:
+                    p.grad = None
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        return loss, extras
+
+    if budget is None and cfg.time_budget > 0:  # a fresh run: time it, then fix num_iters
+        with deterministic_algorithms(cfg.deterministic and device.type == "cpu"):
+            budget = fit_time_budget(cfg, model, optimizer, update, run_eval, device)
+    if budget is not None:
+        cfg = cfg.with_num_iters(int(budget["num_iters"]))
+        if cfg.progress:
+            tqdm.write(
+                f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {budget['step_s']:.3f} s a "
+                f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
+                file=sys.stderr,
+            )
+
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start = time.perf_counter()
@@ -686,25 +800,7 @@ def train(
             deterministic_algorithms(cfg.deterministic and device.type == "cpu"),
         ):
             while it < cfg.num_iters and not stop_now:
-                # ---- one iteration: sample, forward, backward, update -------------------
-                mult = lr_multiplier(cfg, it)
-                for g in optimizer.param_groups:
-                    g["lr"] = g["base_lr"] * mult
-                model.train()
-                if on_train_mode is not None:
-                    on_train_mode(model, it)
-                batch = sample(it, StepRNG(cfg.seed, it))
-                with autocast_ctx(device, bf16):
-                    loss, extras = step(batch)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                for g in optimizer.param_groups:
-                    if it < g["start_iter"]:  # frozen group (e.g. encoder while the head warms up)
-                        for p in g["params"]:
-                            p.grad = None
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
+                loss, extras = update(it)
                 if ema is not None:
                     ema.update(model)
                 if slow is not None and (it + 1) % 5 == 0:
@@ -807,6 +903,7 @@ def train(
         steps_per_s=done / max(1e-9, time.perf_counter() - t_start),
         peak_memory_mib=peak_memory_mib(device),
         precision="bfloat16" if bf16 else "float32",
+        time_budget=budget,
     )
 
 
