@@ -103,6 +103,19 @@ def test_report_escapes_text(smoke_pipeline: dict, tmp_path: Path) -> None:
     assert text.count("<script>") == 1  # only the report's own image check
 
 
+def test_report_shows_the_time_budget(smoke_pipeline: dict, tmp_path: Path) -> None:
+    import json
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_pipeline["dir"] / "cont_rep", run)
+    text = render_report(run).read_text()
+    assert "--time_budget" not in text  # the smoke preset counts iterations
+    summary = json.loads((run / "summary.json").read_text())
+    summary["time_budget"] = {"budget_s": 480.0, "step_s": 0.46843, "num_iters": 910}
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert "--time_budget 480 s (0.468 s a step)" in render_report(run).read_text()
+
+
 def test_report_command(smoke_pipeline: dict, tmp_path: Path, capsys) -> None:
     out = tmp_path / "r.html"
     assert main(["report", str(smoke_pipeline["dir"]), "--out", str(out)]) == 0

@@ -216,8 +216,13 @@ class ArgParser(argparse.ArgumentParser):
         raise ReprlabError(f"{where}: {message}" if where else message)
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one flag per field of ``cls``; defaults stay None so explicit flags can be told apart."""
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, helps: dict[str, str] | None = None
+) -> None:
+    """Add one flag per field of ``cls``; defaults stay None so explicit flags can be told apart.
+
+    ``helps`` replaces the help text of some fields (a command that gives them another meaning).
+    """
     for f, tp in _resolved_fields(cls):
         names = []
         for name in (f.name, *f.metadata.get("aliases", ())):
@@ -226,8 +231,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
                 names.append(f"--{name.replace('_', '-')}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         # None defaults are explained by the help text itself ("default: CIFAR-10, ...")
-        help_ = f.metadata.get("help", "")
-        if default is not None:
+        help_ = (helps or {}).get(f.name, f.metadata.get("help", ""))
+        if default is not None and f.name not in (helps or {}):
             help_ += f" (default: {_show(default)})"
         inner, _ = _unwrap_optional(tp)
         choices = f.metadata.get("choices")

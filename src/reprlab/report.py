@@ -89,6 +89,7 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     out["stop_reason"] = _first(summary, "stop_reason")
     out["wall_time_s"] = _first(summary, "wall_time_s")
     out["peak_memory_mib"] = summary.get("peak_memory_mib") or {}  # the neural modes'
+    out["time_budget"] = summary.get("time_budget") or {}  # --time_budget: what set the count
     out["status"] = _first(summary, "status")
     knn = {
         k: v
@@ -188,6 +189,14 @@ def _peak(mib: dict[str, Any]) -> str:
     return ""
 
 
+def _budget(tb: dict[str, Any]) -> str:
+    """Under a budgeted run's iterations: the budget and the step time that set them."""
+    budget, step = tb.get("budget_s"), tb.get("step_s")
+    if not isinstance(budget, (int, float)) or not isinstance(step, (int, float)):
+        return ""
+    return f"<br><small>--time_budget {budget:g} s ({step:.3f} s a step)</small>"
+
+
 def _img(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return (
@@ -261,7 +270,7 @@ def _results_table(
             + pair(_pct(m["final_train_acc"]), "train_acc")
             + pair(_num(m["final_val_loss"]), "val_loss", _num)
             + pair(_num(m["final_train_loss"]), "train_loss", _num)
-            + pair(_num(m["iterations"]), "iterations", _num)
+            + pair(_num(m["iterations"]) + _budget(m["time_budget"]), "iterations", _num)
             + (pair(test_cell, "test_acc") if scored else "")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
             f"<td>{_secs(wall)}{_peak(m['peak_memory_mib'])}</td>"

@@ -97,13 +97,13 @@ def _mode_parser(mode: str) -> argparse.ArgumentParser:
             choices=sorted(cls.PRESETS),
             help=f"the mode's starting configuration (default: {cls.DEFAULT_PRESET})",
         )
-    add_config_arguments(p, cls)
-    for action in p._actions:  # these two name the sweep's folder, not one run's
-        if action.dest == "out":
-            action.help = "sweep folder, one run folder per setting inside (default: "
-            action.help += "runs/sweep-<mode>-<time>)"
-        elif action.dest == "overwrite":
-            action.help = "replace an existing sweep folder of another configuration"
+    # these two name the sweep's folder, not one run's
+    helps = {
+        "out": "sweep folder, one run folder per setting inside "
+        "(default: runs/sweep-<mode>-<time>)",
+        "overwrite": "replace an existing sweep folder of another configuration",
+    }
+    add_config_arguments(p, cls, helps)
     return p
 
 

@@ -596,7 +596,8 @@ def fit_time_budget(
         loss, _ = update(far + i)
         float(loss.detach())  # waits for the device
         times.append(time.perf_counter() - t)
-    step_s = float(np.median(times[warmup:]))
+    # the mean, not the median: a run's total is a sum, and slow steps are part of it
+    step_s = float(np.mean(times[warmup:]))
     t = time.perf_counter()
     run_eval(far)
     eval_s = time.perf_counter() - t
