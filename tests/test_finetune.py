@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,7 @@ def test_fine_tune_linear_reuses_cont_rep_embeddings_only_when_identical(
     out, s = ftl_run
     digests = json.loads((tiny_encoder / "summary.json").read_text())["embedding_digests"]
     assert set(digests) == {"train_embeddings.npy", "val_embeddings.npy"}  # no test data there
+    assert all(set(d) == {"computed_as", "file"} for d in digests.values())
     assert s["embeddings_reused"] == ["train_embeddings.npy", "val_embeddings.npy"]
 
     fresh = run_fine_tune_linear(
@@ -212,6 +214,14 @@ def test_fine_tune_linear_reuses_cont_rep_embeddings_only_when_identical(
         ftl_config(cifar_train, tiny_encoder, tmp_path / "plain", translate_tta=False)
     )
     assert plain["embeddings_reused"] == ["train_embeddings.npy"]
+    # a saved array changed since it was recorded (a valid .npy, other numbers): not read
+    copy = tmp_path / "cr"
+    shutil.copytree(tiny_encoder, copy, ignore=shutil.ignore_patterns(".reprlab.lock"))
+    val = np.load(copy / "val_embeddings.npy")
+    np.save(copy / "val_embeddings.npy", val[::-1].copy())
+    edited = run_fine_tune_linear(ftl_config(cifar_train, copy, tmp_path / "edited"))
+    assert edited["embeddings_reused"] == ["train_embeddings.npy"]
+    assert edited["val_acc"] == s["val_acc"]
     moved = tmp_path / "enc"
     moved.mkdir()
     (moved / "encoder.pt").write_bytes((tiny_encoder / "encoder.pt").read_bytes())

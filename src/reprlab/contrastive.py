@@ -51,6 +51,7 @@ from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.io import (
     RunDir,
     check_model_meta,
+    file_digest,
     load_checkpoint,
     load_npy,
     read_json,
@@ -600,10 +601,10 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         test_summary = write_test_predictions(
             run.file("predictions.csv"), test_pred.astype(np.int64), test_set, train_set.classes
         )
-    # names of the three arrays' computations: fine_tune_linear on this encoder reads them
-    # instead of embedding the same images again (embed.embedding_digest)
-    def digest(images: np.ndarray, shifts: bool) -> str:
-        return embedding_digest(
+    # how each saved array was computed (embed.embedding_digest) and its file's hash:
+    # fine_tune_linear on this encoder reads them instead of embedding the same images again
+    def digest(name: str, images: np.ndarray, shifts: bool) -> dict[str, str]:
+        computed_as = embedding_digest(
             run.file("encoder.pt"),
             images,
             flip_tta=cfg.flip_tta,
@@ -612,13 +613,16 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             device=device,
             autocast=cfg.autocast,
         )
+        return {"computed_as": computed_as, "file": file_digest(run.file(name))}
 
     digests = {
-        "train_embeddings.npy": digest(train_set.images, False),
-        "val_embeddings.npy": digest(val_set.images, cfg.translate_tta),
+        "train_embeddings.npy": digest("train_embeddings.npy", train_set.images, False),
+        "val_embeddings.npy": digest("val_embeddings.npy", val_set.images, cfg.translate_tta),
     }
     if test_set is not None:
-        digests["test_embeddings.npy"] = digest(test_set.images, cfg.translate_tta)
+        digests["test_embeddings.npy"] = digest(
+            "test_embeddings.npy", test_set.images, cfg.translate_tta
+        )
     _plots(res.rows, run)
     if cfg.tsne:
         sel = np.arange(len(val_emb))

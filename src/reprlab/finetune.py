@@ -433,9 +433,9 @@ def _feature_module(encoder: nn.Module, features: str) -> nn.Module:
     return FeatureView(encoder) if features == "features" else encoder
 
 
-def _saved_embeddings(enc_path: Path) -> dict[str, str]:
-    """``{file name: digest}`` of the embeddings saved beside ``enc_path`` by the finished
-    ``cont_rep`` run that wrote it (empty for any other encoder file)."""
+def _saved_embeddings(enc_path: Path) -> dict[str, Any]:
+    """``{file name: {"computed_as": digest, "file": hash}}`` of the embeddings saved beside
+    ``enc_path`` by the finished ``cont_rep`` run that wrote it (empty for any other file)."""
     f = enc_path.parent / "summary.json"
     try:
         summary = io.read_json(f) if enc_path.name == "encoder.pt" and f.is_file() else {}
@@ -609,9 +609,11 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
                 device=device,
                 autocast=cfg.autocast,
             )
-            try:
-                arr = io.load_npy(enc_path.parent / name) if saved[name] == digest else None
-            except (ReprlabError, OSError, ValueError):  # unreadable: embed instead
+            rec, path = saved[name], enc_path.parent / name
+            try:  # the same computation, and the file as it was saved
+                same = isinstance(rec, dict) and rec.get("computed_as") == digest
+                arr = io.load_npy(path) if same and io.file_digest(path) == rec["file"] else None
+            except (ReprlabError, OSError, ValueError, KeyError):  # unreadable: embed instead
                 arr = None
             if arr is not None and arr.shape == (len(images), int(meta["z_dim"])):
                 reused.append(name)

@@ -7,6 +7,7 @@ over its final name, so a crash (or a full disk) never leaves a half-written fil
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -164,6 +165,15 @@ def npz_flag(arrays: dict[str, np.ndarray], key: str, path: str | Path, default:
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, np.asarray(array), allow_pickle=False)
+
+
+def file_digest(path: str | Path) -> str:
+    """A short hash of a file's bytes (a saved array not changed since it was recorded)."""
+    h = hashlib.blake2b(digest_size=20)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def load_npy(path: str | Path) -> np.ndarray:
