@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/datasets/cifar10
 OUT ?= runs/pipeline
+# fast; or timed on a CPU without native bf16 (AMX / AVX512-BF16): 20 minutes by the clock
+PRESET ?= fast
 
 .PHONY: install run test lint bench clean chromium
 
@@ -19,7 +21,7 @@ install: $(BIN)/reprlab
 
 run: install
 	$(BIN)/reprlab pipeline --data $(DATA)/cifar10_train.tar.xz \
-		--test_data $(DATA)/cifar10_test_images.npz --out $(OUT)
+		--test_data $(DATA)/cifar10_test_images.npz --preset $(PRESET) --out $(OUT)
 
 # tests/test_report.py renders report.html in headless Chromium (Debian package `chromium`).
 chromium:

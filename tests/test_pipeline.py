@@ -133,9 +133,27 @@ def test_an_interrupted_stage_of_a_moved_pipeline_resumes(
 
 
 def test_presets_are_complete() -> None:
-    assert set(PRESETS) == {"smoke", "fast", "seed"}
+    assert set(PRESETS) == {"smoke", "fast", "timed", "seed"}
     for name, preset in PRESETS.items():
         assert set(preset) == set(STAGES), name
+
+
+def test_timed_preset_is_fast_with_time_budgets(tmp_path: Path) -> None:
+    from reprlab.cli import _parser
+    from reprlab.pipeline import plan_stages, resolve_options
+
+    def plan(*argv: str) -> dict[str, dict]:
+        ns = _parser("pipeline").parse_args(["pipeline", *argv])
+        return {s.name: s.config for s in plan_stages(*resolve_options(ns), tmp_path / "p")}
+
+    timed, fast = plan("--preset", "timed"), plan()
+    assert timed["cont_rep"]["time_budget"] == 550 and timed["fine_tune_nn"]["time_budget"] == 320
+    assert fast["cont_rep"]["time_budget"] == 0 and fast["fine_tune_nn"]["time_budget"] == 0
+    for stage in STAGES:  # nothing else differs
+        other = {k: v for k, v in timed[stage].items() if k != "time_budget"}
+        assert other == {k: v for k, v in fast[stage].items() if k != "time_budget"}, stage
+    overridden = plan("--preset", "timed", "--set", "cont_rep.time_budget=60")
+    assert overridden["cont_rep"]["time_budget"] == 60
 
 
 # ---------------------------------------------------------------------------------------------
