@@ -326,3 +326,34 @@ def test_knn_vote_does_not_depend_on_the_chunk_or_the_origin():
     far = np.array([[1000, 0], [1000.05, 0]], np.float32)
     near1 = np.array([[1000.04, 0]], np.float32)  # 0.01 from class 1, 0.04 from class 0
     assert list(knn_predict(far, np.array([0, 1]), near1, k=1, metric="euclidean")) == [1]
+
+
+def test_embedding_digest_names_every_setting(tmp_path: Path, monkeypatch):
+    """Two embedding computations get one digest only when nothing that can change a float
+    differs: encoder bytes, images, test-time averaging, batch size, precision."""
+    from reprlab.embed import embedding_digest
+
+    enc = tmp_path / "encoder.pt"
+    enc.write_bytes(b"weights")
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    kw = dict(flip_tta=True, translate_tta=False, batch_size=512, device=torch.device("cpu"),
+              autocast=False)  # fmt: skip
+    d = embedding_digest(enc, images, **kw)
+    assert d == embedding_digest(enc, images.copy(), **kw)
+    other_images = images.copy()
+    other_images[0, 0, 0, 0] ^= 1
+    variants = [
+        embedding_digest(enc, other_images, **kw),
+        embedding_digest(enc, images[:3], **kw),
+        *(
+            embedding_digest(enc, images, **{**kw, k: not kw[k]})
+            for k in ("flip_tta", "translate_tta")
+        ),
+        embedding_digest(enc, images, **{**kw, "batch_size": 256}),
+    ]
+    monkeypatch.setattr("reprlab.train.cpu_has_native_bf16", lambda: True)
+    assert embedding_digest(enc, images, **kw) == d  # --no-autocast: float32 still
+    variants.append(embedding_digest(enc, images, **{**kw, "autocast": True}))  # bf16 now
+    enc.write_bytes(b"weightz")
+    variants.append(embedding_digest(enc, images, **kw))
+    assert d not in variants and len(set(variants)) == len(variants)
