@@ -332,9 +332,11 @@ def test_embedding_digest_names_every_setting(tmp_path: Path, monkeypatch):
     """Two embedding computations get one digest only when nothing that can change a float
     differs: encoder bytes, images, test-time averaging, batch size, precision."""
     from reprlab.embed import embedding_digest
+    from reprlab.io import file_digest
 
-    enc = tmp_path / "encoder.pt"
-    enc.write_bytes(b"weights")
+    enc_file = tmp_path / "encoder.pt"
+    enc_file.write_bytes(b"weights")
+    enc = file_digest(enc_file)
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     kw = dict(flip_tta=True, translate_tta=False, batch_size=512, device=torch.device("cpu"),
               autocast=False)  # fmt: skip
@@ -354,6 +356,6 @@ def test_embedding_digest_names_every_setting(tmp_path: Path, monkeypatch):
     monkeypatch.setattr("reprlab.train.cpu_has_native_bf16", lambda: True)
     assert embedding_digest(enc, images, **kw) == d  # --no-autocast: float32 still
     variants.append(embedding_digest(enc, images, **{**kw, "autocast": True}))  # bf16 now
-    enc.write_bytes(b"weightz")
-    variants.append(embedding_digest(enc, images, **kw))
+    enc_file.write_bytes(b"weightz")
+    variants.append(embedding_digest(file_digest(enc_file), images, **kw))
     assert d not in variants and len(set(variants)) == len(variants)

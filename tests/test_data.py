@@ -168,9 +168,9 @@ def test_image_folder_dir_and_tar(tmp_path: Path) -> None:
     assert list((tmp_path / "cache").rglob("*.npy"))
 
 
-def test_image_folder_of_linked_class_folders(tmp_path: Path) -> None:
-    """Class folders that are symbolic links (a data set assembled from elsewhere) are read;
-    a link back up the tree is not walked twice."""
+def _linked_class_folders(tmp_path: Path) -> tuple[Path, dict[str, bytes], np.ndarray, np.ndarray]:
+    """A folder whose class folders are links into the image folder ``tmp_path/real``, one
+    holding a link back up the tree; with the files, images and labels it stands for."""
     files, imgs, labs = image_folder_files(per_class=3)
     real = write_dir(tmp_path / "real", files)
     linked = tmp_path / "linked"
@@ -178,6 +178,13 @@ def test_image_folder_of_linked_class_folders(tmp_path: Path) -> None:
     for cls in sorted(CLASSES3):
         (linked / cls).symlink_to(real / cls, target_is_directory=True)
     (linked / sorted(CLASSES3)[0] / "loop").symlink_to(linked, target_is_directory=True)
+    return linked, files, imgs, labs
+
+
+def test_image_folder_of_linked_class_folders(tmp_path: Path) -> None:
+    """Class folders that are symbolic links (a data set assembled from elsewhere) are read;
+    a link back up the tree is not walked twice."""
+    linked, _, imgs, labs = _linked_class_folders(tmp_path)
     ds = load_images(linked)
     assert ds.classes == sorted(CLASSES3)
     np.testing.assert_array_equal(ds.images, imgs)
@@ -192,18 +199,12 @@ def test_a_folder_of_linked_class_folders_is_cached_and_fingerprinted_by_what_it
     changed behind a link is read anew, not served stale from the cache."""
     from reprlab.io import input_files
 
-    files, imgs, _ = image_folder_files(per_class=3)
-    real = write_dir(tmp_path / "real", files)
-    linked = tmp_path / "linked"
-    linked.mkdir()
-    for cls in sorted(CLASSES3):
-        (linked / cls).symlink_to(real / cls, target_is_directory=True)
-    (linked / sorted(CLASSES3)[0] / "loop").symlink_to(linked, target_is_directory=True)
+    linked, files, imgs, _ = _linked_class_folders(tmp_path)
     assert input_files({"data": str(linked)})["data"]["bytes"] == sum(map(len, files.values()))
     np.testing.assert_array_equal(load_images(linked).images, imgs)  # now cached
     name = sorted(files)[0]
     new = files[sorted(files)[1]]  # another image
-    (real / name).write_bytes(new)
+    (tmp_path / "real" / name).write_bytes(new)  # behind the link
     again = load_images(linked)
     assert not np.array_equal(again.images[0], imgs[0])
     np.testing.assert_array_equal(again.images[1:], imgs[1:])

@@ -58,6 +58,18 @@ def sample(it: int, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor]:
     return X[idx] + 0.1 * noise, Y[idx]
 
 
+def crashing_at_25(it: int, rng: StepRNG) -> tuple[torch.Tensor, torch.Tensor]:
+    """``sample``, dying in iteration 25 like a SIGKILL (the checkpoint of 20 survives)."""
+    if it == 25:
+        raise KeyboardInterrupt
+    return sample(it, rng)
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """Metrics rows without their wall-clock times (which no two runs share)."""
+    return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]
+
+
 def stepper(model: nn.Module):
     def step(batch):
         x, y = batch
@@ -185,15 +197,10 @@ def test_resume_after_crash_is_bit_identical(
     # crash (like SIGKILL) at iteration 25: the checkpoint of iteration 20 survives
     crashed = make()
 
-    def crashing(it, rng):
-        if it == 25:
-            raise KeyboardInterrupt
-        return sample(it, rng)
-
     with pytest.raises(KeyboardInterrupt):
         train(
             crashed,
-            crashing,
+            crashing_at_25,
             stepper(crashed),
             cfg_(autocast=autocast),
             evaluate=evaluator(crashed),
@@ -215,8 +222,7 @@ def test_resume_after_crash_is_bit_identical(
     assert same_weights(ref, resumed)
     rows_a = read_jsonl(tmp_path / "a" / "metrics.jsonl")
     rows_b = read_jsonl(tmp_path / "b" / "metrics.jsonl")
-    strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_a]
-    assert strip == [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows_b]
+    assert untimed(rows_a) == untimed(rows_b)
     assert [r["iter"] for r in rows_a] == [10, 20, 30, 40]
 
 
@@ -404,19 +410,13 @@ def test_time_budget_times_the_machine_then_runs_as_num_iters_would(tmp_path: Pa
     r_b = train(b, sample, stepper(b), cfg(**kw | {"num_iters": n}), evaluate=evaluator(b))
     assert r_b.iterations == n and r_b.time_budget is None
     assert same_weights(a, b)  # the schedule's shape (warm-up 25 %) followed the new count
-    rows_a = [{k: v for k, v in x.items() if k != "elapsed_s"} for x in r.rows]
-    assert rows_a == [{k: v for k, v in x.items() if k != "elapsed_s"} for x in r_b.rows]
+    assert untimed(r.rows) == untimed(r_b.rows)
 
     # crash at iteration 25, resume: the count of the checkpoint, not a new timing
     c = make()
 
-    def crashing(it, rng):
-        if it == 25:
-            raise KeyboardInterrupt
-        return sample(it, rng)
-
     with pytest.raises(KeyboardInterrupt):
-        train(c, crashing, stepper(c), cfg(**kw, time_budget=0.6), evaluate=evaluator(c),
+        train(c, crashing_at_25, stepper(c), cfg(**kw, time_budget=0.6), evaluate=evaluator(c),
               run_dir=tmp_path / "c")  # fmt: skip
     n_c = int(load_checkpoint(tmp_path / "c" / "checkpoint.pt")["time_budget"]["num_iters"])
     resumed = make(seed=5)

@@ -34,7 +34,7 @@ from reprlab.data import (
 from reprlab.embed import (
     as_mean_std,
     embed,
-    embedding_digest,
+    embedding_record,
     knn_accuracy,
     knn_predict,
     to_input,
@@ -601,11 +601,14 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         test_summary = write_test_predictions(
             run.file("predictions.csv"), test_pred.astype(np.int64), test_set, train_set.classes
         )
-    # how each saved array was computed (embed.embedding_digest) and its file's hash:
+    # how each saved array was computed and its file's hash (embed.embedding_record):
     # fine_tune_linear on this encoder reads them instead of embedding the same images again
+    enc_hash = file_digest(run.file("encoder.pt"))
+
     def digest(name: str, images: np.ndarray, shifts: bool) -> dict[str, str]:
-        computed_as = embedding_digest(
-            run.file("encoder.pt"),
+        return embedding_record(
+            enc_hash,
+            run.file(name),
             images,
             flip_tta=cfg.flip_tta,
             translate_tta=shifts,
@@ -613,7 +616,6 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             device=device,
             autocast=cfg.autocast,
         )
-        return {"computed_as": computed_as, "file": file_digest(run.file(name))}
 
     digests = {
         "train_embeddings.npy": digest("train_embeddings.npy", train_set.images, False),

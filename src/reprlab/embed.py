@@ -4,8 +4,9 @@
   place images are normalised for every neural mode.
 * :func:`embed`: batched, no-grad, eval-mode embeddings (optionally averaged with the mirrored
   image, ``flip_tta``, and with 1-pixel shifts, ``translate_tta``: :func:`multi_crop`).
-* :func:`embedding_digest`: names one embedding computation (encoder file, images, settings), so
-  ``fine_tune_linear`` can reuse the arrays its ``cont_rep`` run saved instead of recomputing.
+* :func:`embedding_digest`, :func:`embedding_record`: name one embedding computation (encoder,
+  images, settings) and the file it was saved to, so ``fine_tune_linear`` can reuse the arrays
+  its ``cont_rep`` run saved instead of recomputing them.
 * :func:`knn_accuracy`: k-nearest-neighbour classification accuracy (cosine or Euclidean),
   chunked matrix products, so 40k x 10k takes well under a second.
 * :func:`tsne_2d`: openTSNE (FFT-accelerated) -- measured faster than scikit-learn's
@@ -18,13 +19,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from reprlab.augment import translate
+from reprlab.io import file_digest
 from reprlab.train import autocast_ctx, pick_device, uses_bf16
 
 View = TypeVar("View", np.ndarray, torch.Tensor)
@@ -132,7 +134,7 @@ def embed(
 
 
 def embedding_digest(
-    encoder_file: str | Path,
+    encoder_hash: str,
     images: np.ndarray,
     *,
     flip_tta: bool,
@@ -141,14 +143,15 @@ def embedding_digest(
     device: torch.device,
     autocast: bool,
 ) -> str:
-    """A name for ``embed(load(encoder_file), images, ...)``: equal digests, equal arrays.
+    """A name for ``embed(encoder, images, ...)`` where the encoder file's bytes hash to
+    ``encoder_hash`` (:func:`reprlab.io.file_digest`): equal digests, equal arrays.
 
-    It covers the encoder file's bytes, the images' bytes and every setting that can change a
-    float: test-time averaging, batch size, device, precision, torch version and threads.
+    It covers the encoder, the images' bytes and every setting that can change a float:
+    test-time averaging, batch size, device, precision, torch version and threads.
     """
     h = hashlib.blake2b(digest_size=20)
-    h.update(Path(encoder_file).read_bytes())
     settings = {
+        "encoder": encoder_hash,
         "shape": list(images.shape),
         "dtype": str(images.dtype),
         "flip_tta": flip_tta,
@@ -162,6 +165,18 @@ def embedding_digest(
     h.update(json.dumps(settings, sort_keys=True).encode())
     h.update(memoryview(np.ascontiguousarray(images)).cast("B"))
     return h.hexdigest()
+
+
+def embedding_record(
+    encoder_hash: str, array_file: str | Path, images: np.ndarray, **settings: Any
+) -> dict[str, str]:
+    """What ``cont_rep`` records of an embedding array it saved, and what ``fine_tune_linear``
+    recomputes to read that file instead of embedding again: how the array was computed
+    (:func:`embedding_digest`, with ``settings``) and the file's hash as it is now."""
+    return {
+        "computed_as": embedding_digest(encoder_hash, images, **settings),
+        "file": file_digest(array_file),
+    }
 
 
 def knn_accuracy(

@@ -45,7 +45,7 @@ from reprlab import io, plots
 from reprlab.augment import random_crop_flip, translate
 from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder, resolve_encoder_path
-from reprlab.embed import as_mean_std, embed, embedding_digest, multi_crop, to_input
+from reprlab.embed import as_mean_std, embed, embedding_record, multi_crop, to_input
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
@@ -596,24 +596,25 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
 
     net = _feature_module(encoder, cfg.features).to(device, memory_format=torch.channels_last)
     saved = _saved_embeddings(enc_path) if cfg.reuse_embeddings and cfg.features == "z" else {}
+    enc_hash = io.file_digest(enc_path) if saved else ""
     reused: list[str] = []
 
     def emb(images: np.ndarray, desc: str, shifts: bool = False, name: str = "") -> np.ndarray:
         if name in saved:  # what the encoder's cont_rep run computed, if exactly this
-            digest = embedding_digest(
-                enc_path,
-                images,
-                flip_tta=cfg.flip_tta,
-                translate_tta=shifts,
-                batch_size=cfg.embed_batch_size,
-                device=device,
-                autocast=cfg.autocast,
-            )
-            rec, path = saved[name], enc_path.parent / name
+            path = enc_path.parent / name
             try:  # the same computation, and the file as it was saved
-                same = isinstance(rec, dict) and rec.get("computed_as") == digest
-                arr = io.load_npy(path) if same and io.file_digest(path) == rec["file"] else None
-            except (ReprlabError, OSError, ValueError, KeyError):  # unreadable: embed instead
+                rec = embedding_record(
+                    enc_hash,
+                    path,
+                    images,
+                    flip_tta=cfg.flip_tta,
+                    translate_tta=shifts,
+                    batch_size=cfg.embed_batch_size,
+                    device=device,
+                    autocast=cfg.autocast,
+                )
+                arr = io.load_npy(path) if rec == saved[name] else None
+            except (ReprlabError, OSError):  # unreadable: embed instead
                 arr = None
             if arr is not None and arr.shape == (len(images), int(meta["z_dim"])):
                 reused.append(name)

@@ -586,7 +586,7 @@ def fit_time_budget(
     a full step costs. The budget covers these seconds too.
     """
     t0 = time.perf_counter()
-    saved_model = copy.deepcopy(model.state_dict())
+    saved_model = _state_copy(model)
     saved_opt = copy.deepcopy(optimizer.state_dict())
     saved_rng = rng_state(device)
     far = 1 << 40  # an iteration no schedule or frozen phase reaches
