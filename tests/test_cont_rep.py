@@ -168,7 +168,8 @@ def test_time_budget_sets_the_iterations(cifar_train: Path, tmp_path: Path, caps
     assert json.loads((tmp_path / "config.json").read_text())["config"]["time_budget"] == 6
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "metrics.jsonl")]
     peak = max(range(len(lrs)), key=lrs.__getitem__)
-    assert abs((peak + 1) * 10 - n // 2) <= 10  # the warm-up is half of the budgeted run
+    # the warm-up is half of the budgeted run as planned (a re-plan moves only its end)
+    assert abs((peak + 1) * 10 - tb["planned_iters"] // 2) <= 10
     assert load_checkpoint(tmp_path / "checkpoint.pt")["time_budget"] == tb
 
 

@@ -464,3 +464,17 @@ def test_old_spelling_tta_flip_still_works_everywhere() -> None:
     old = {"classes": ["a"], "image_shape": [32, 32, 3], "tta_flip": True}
     assert NNPredictor(model, old).flip_tta is True  # type: ignore[arg-type]
     assert NNPredictor(model, {**old, "tta_flip": False}).flip_tta is False  # type: ignore[arg-type]
+
+
+def test_a_passed_deadline_ends_training_at_the_first_evaluation(cifar_train, tiny_encoder,
+                                                                  tmp_path):  # fmt: skip
+    """The pipeline's ``--time_budget`` reaches a stage as a deadline: one already past leaves
+    no time to train, so the counted run ends at its first evaluation, still writing every
+    file, and records the cut."""
+    import time
+
+    s = run_fine_tune_nn(nn_config(cifar_train, tiny_encoder, tmp_path, num_iters=40),
+                         deadline=time.time() - 1)  # fmt: skip
+    assert s["status"] == "finished" and s["iterations"] == 5  # eval_every
+    assert s["time_budget"]["planned_iters"] == 40 and s["time_budget"]["num_iters"] == 5
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "summary.json").is_file()

@@ -405,3 +405,51 @@ def test_refuses_a_folder_that_is_not_a_pipeline(tmp_path: Path, capsys) -> None
     assert main(["pipeline", "--preset", "smoke", "--out", str(out), "--overwrite"]) == 2
     assert "not a reprlab pipeline" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "mine\n"
+
+
+def test_the_pipeline_time_budget_sets_each_timed_stage_a_deadline(tmp_path, monkeypatch):
+    """``pipeline --time_budget S``: a stage with a --time_budget must be done S seconds after
+    the start, less the budgets of the timed stages after it; the others get no deadline."""
+    import reprlab.cli
+    from reprlab.io import write_json
+    from reprlab.pipeline import pipeline_time_budget, resolve_options
+
+    calls: dict[str, dict] = {}
+
+    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None, **runtime) -> dict:
+        calls[mode] = runtime
+        run = Path(overrides["out"])
+        run.mkdir(parents=True, exist_ok=True)
+        write_json(run / "config.json", {"mode": mode, "config": {}})
+        write_json(run / "summary.json", {"status": "finished", "wall_time_s": 0.5})
+        if mode == "cont_rep":
+            (run / "encoder.pt").write_bytes(b"weights")
+        return {"status": "finished", "wall_time_s": 0.5}
+
+    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
+    out = tmp_path / "p"
+    argv = ["pipeline", "--preset", "smoke", "--stages", "softmax,cont_rep,fine_tune_nn",
+            "--set", "cont_rep.time_budget=100", "--set", "fine_tune_nn.time_budget=50",
+            "--out", str(out)]  # fmt: skip
+    t0 = time.time()
+    assert main([*argv, "--time_budget", "600"]) == 0
+    assert calls["softmax"] == {}  # a linear stage counts its iterations
+    assert abs(calls["cont_rep"]["deadline"] - (t0 + 600 - 50)) < 5
+    assert abs(calls["fine_tune_nn"]["deadline"] - (t0 + 600)) < 5
+    assert json.loads((out / "pipeline_summary.json").read_text())["time_budget_s"] == 600
+    # rerun after fine_tune_nn was interrupted: no reserve for the finished cont_rep
+    (out / "fine_tune_nn" / "summary.json").unlink()
+    calls.clear()
+    assert main([*argv, "--time_budget", "600"]) == 0
+    assert list(calls) == ["fine_tune_nn"] and calls["fine_tune_nn"]["deadline"] < t0 + 600 + 5
+    # without one there is no deadline; the timed preset brings its own
+    calls.clear()
+    assert main([*argv[:-1], str(tmp_path / "q")]) == 0 and calls["cont_rep"] == {}
+
+    def budget(*extra: str) -> float:
+        ns = reprlab.cli._parser("pipeline").parse_args(["pipeline", *extra])
+        return pipeline_time_budget(resolve_options(ns)[0])
+
+    assert budget("--preset", "timed") == 1170 and budget() == 0
+    assert budget("--preset", "timed", "--time_budget", "0") == 0
+    assert main([*argv, "--time_budget", "-5"]) == 2

@@ -113,7 +113,13 @@ def test_report_shows_the_time_budget(smoke_pipeline: dict, tmp_path: Path) -> N
     summary = json.loads((run / "summary.json").read_text())
     summary["time_budget"] = {"budget_s": 480.0, "step_s": 0.46843, "num_iters": 910}
     (run / "summary.json").write_text(json.dumps(summary))
-    assert "--time_budget 480 s (0.468 s a step)" in render_report(run).read_text()
+    text = render_report(run).read_text()
+    assert "--time_budget 480 s (0.468 s a step)" in text and "re-planned" not in text
+    summary["time_budget"].update(  # the machine slowed down: the run moved its end
+        planned_iters=1100, replans=[{"iter": 600, "iter_s": 0.61, "num_iters": 910}]
+    )
+    (run / "summary.json").write_text(json.dumps(summary))
+    assert "re-planned from 1100 to end in time" in render_report(run).read_text()
 
 
 def test_report_command(smoke_pipeline: dict, tmp_path: Path, capsys) -> None:

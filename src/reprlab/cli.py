@@ -59,10 +59,13 @@ def config_for(mode: str, overrides: dict[str, Any], preset: str | None = None) 
     return build(cls, overrides, base)
 
 
-def run_mode(mode: str, overrides: dict[str, Any], preset: str | None = None) -> dict[str, Any]:
+def run_mode(
+    mode: str, overrides: dict[str, Any], preset: str | None = None, **runtime: Any
+) -> dict[str, Any]:
+    """Run ``mode``; ``runtime`` (e.g. the pipeline's ``deadline``) goes to its run function."""
     cfg = config_for(mode, overrides, preset)
     _, run = MODES[mode].load()
-    return run(cfg)
+    return run(cfg, **runtime)
 
 
 def main(argv: list[str] | None = None) -> int:

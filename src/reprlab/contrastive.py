@@ -387,8 +387,12 @@ def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | No
     return train_set, val_set, test_set
 
 
-def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
-    """Train the encoder; write the run folder; return the summary."""
+def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str, Any]:
+    """Train the encoder; write the run folder; return the summary.
+
+    ``deadline`` (a ``time.time()``; the pipeline's ``--time_budget``): end training early
+    enough for the embedding passes after it to finish by then (:func:`reprlab.train.train`).
+    """
     cfg.validate()
     done = RunDir.finished_summary(cfg.out, "cont_rep", cfg.to_dict(), cfg.overwrite)
     if done is not None:
@@ -519,6 +523,14 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
         return out
 
     tcfg = TrainConfig.from_mode(cfg, device, desc="cont_rep")
+    # the passes after training, in evaluations (an evaluation embeds the kNN subsets and the
+    # val batch once, unmirrored): the training set with TTA mirrors, validation and test
+    # images with every TTA view (the t-SNE map and the kNN votes are not counted)
+    views = (2 if cfg.flip_tta else 1) * (3 if cfg.translate_tta else 1)
+    after = (2 if cfg.flip_tta else 1) * len(train_set) + views * (
+        len(val_set) + (len(test_set) if test_set is not None else 0)
+    )
+    per_eval = len(ref_idx) + len(q_idx) + (len(vb_idx) if val_triplets is not None else 0)
     meta = {
         "mode": "cont_rep",
         "encoder": cfg.encoder,
@@ -547,6 +559,8 @@ def run_cont_rep(cfg: ContRepConfig) -> dict[str, Any]:
             run_dir=run.path,
             resume=cfg.resume,
             meta=meta,
+            deadline=deadline,
+            after_evals=after / per_eval,
         )
     except TrainingFailed as e:
         rows = _read_rows(run)

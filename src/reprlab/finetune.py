@@ -927,8 +927,12 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
     return NNPredictor(model, meta, source=str(path))
 
 
-def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
-    """Train encoder + head with cross-entropy; write the run folder; return the summary."""
+def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> dict[str, Any]:
+    """Train encoder + head with cross-entropy; write the run folder; return the summary.
+
+    ``deadline`` (a ``time.time()``; the pipeline's ``--time_budget``): end training early
+    enough for the final evaluation and test predictions to finish by then.
+    """
     t0 = time.perf_counter()
     done = io.RunDir.finished_summary(cfg.out, "fine_tune_nn", cfg.to_dict(), cfg.overwrite)
     if done is not None:
@@ -1011,6 +1015,13 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
     )
     head_groups = param_groups(model.head, cfg.weight_decay, lr=cfg.lr, name="head")
     tcfg = TrainConfig.from_mode(cfg, device, desc="fine_tune_nn")
+    # the passes after training, in evaluations (one evaluation: eval_size images, one view):
+    # validation plain and mirrored, then its shifted views; 5000 training images and the test
+    # images with every view
+    views = (2 if cfg.flip_tta else 1) * (3 if cfg.translate_tta else 1)
+    n_val, n_test = len(sp.val), len(sp.test) if sp.test is not None else 0
+    after = 2 * n_val + (views - (2 if cfg.flip_tta else 1)) * n_val
+    after += views * (min(5000, len(sp.train)) + n_test)
     ck_meta = {
         "mode": "fine_tune_nn",
         "encoder": meta["encoder"],
@@ -1048,6 +1059,8 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig) -> dict[str, Any]:
             resume=cfg.resume,
             meta=ck_meta,
             on_train_mode=on_train_mode,
+            deadline=deadline,
+            after_evals=after / len(ev_idx),
         )
     except TrainingFailed as e:
         rows = io.read_jsonl(run.file("metrics.jsonl"))

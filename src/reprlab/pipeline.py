@@ -169,6 +169,10 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
     },
 }
 DEFAULT_PRESET = "fast"
+#: The pipeline's own --time_budget of a preset (seconds for everything; none: no limit).
+#: timed: 19.5 minutes, so that the report is written inside 20 even when the machine slows
+#: down mid-run (its stages' budgets, 550 + 320 s, leave ~300 s for everything else).
+PRESET_TIME_BUDGETS: dict[str, float] = {"timed": 1170.0}
 
 
 @dataclass
@@ -185,6 +189,12 @@ class PipelineOptions:
     overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
     preset: str = arg(DEFAULT_PRESET, "starting configuration", choices=sorted(PRESETS))
     stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run")
+    time_budget: float | None = arg(
+        None,
+        "seconds for the whole pipeline (none: the preset's; timed: 1170): a neural stage "
+        "trains fewer iterations if the stages before it ran long, leaving the --time_budget "
+        "of the neural stages after it (0: no limit)",
+    )
 
 
 SHARED = ("data", "test_data", "seed", "limit")
@@ -288,6 +298,8 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
         raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
         raise ReprlabError(f"{where('limit')} must be >= 2, got {opts.limit}")
+    if opts.time_budget is not None and not opts.time_budget >= 0:
+        raise ReprlabError(f"{where('time_budget')} must be >= 0, got {opts.time_budget}")
     overrides: dict[str, dict[str, Any]] = {s: dict(t) for s, t in tables.items()}
     for stage, vals in parse_sets(ns.set or []).items():
         overrides.setdefault(stage, {}).update(vals)
@@ -508,6 +520,13 @@ def run_pipeline(
     results: dict[str, dict[str, Any]] = {k: v for k, v in old.items() if k in STAGES}
     t_start = time.perf_counter()
     failed: set[str] = set()
+    budget = pipeline_time_budget(opts)
+    # the wall-clock time the whole pipeline must be done by, counting earlier invocations
+    spent = sum(v.get("wall_time_s") or 0.0 for v in results.values() if isinstance(v, dict))
+    end = time.time() + budget - spent if budget else None
+    if end is not None:
+        print(f"[pipeline] --time_budget {budget:g} s: done by {time.ctime(end)}",
+              file=sys.stderr)  # fmt: skip
 
     def save() -> dict[str, Any]:
         ordered = {k: results[k] for k in STAGES if k in results}
@@ -517,6 +536,7 @@ def run_pipeline(
             "folder": str(folder),
             "stages": ordered,
             "total_wall_time_s": round(total, 2),
+            "time_budget_s": budget,
             "this_invocation_s": round(time.perf_counter() - t_start, 2),
         }
         write_json(psum_path, doc)
@@ -542,9 +562,12 @@ def run_pipeline(
             vals["resume"] = True
             _follow_own_encoder(run, st.config, folder)
         print(f"{prefix}: running{' (resuming)' if vals.get('resume') else ''}", file=sys.stderr)
+        runtime = {}
+        if end is not None and "time_budget" in _fields(st.name):
+            runtime["deadline"] = end - _time_after(plan[i:], folder)
         t0 = time.perf_counter()
         try:
-            summary = run_mode(st.name, vals, st.mode_preset)
+            summary = run_mode(st.name, vals, st.mode_preset, **runtime)
             status = "finished"
         except TrainingFailed as e:
             summary = _read_json_or_empty(run / "summary.json")
@@ -561,6 +584,23 @@ def run_pipeline(
     print(f"report: {report}")
     doc["failed"] = sorted(failed)
     return doc
+
+
+def pipeline_time_budget(opts: PipelineOptions) -> float:
+    """The pipeline's --time_budget in seconds (its preset's when not given; 0: none)."""
+    if opts.time_budget is not None:
+        return float(opts.time_budget)
+    return PRESET_TIME_BUDGETS.get(opts.preset, 0.0)
+
+
+def _time_after(later: list[Stage], folder: Path) -> float:
+    """Seconds to keep for the stages after a timed one: their own --time_budget (a stage that
+    counts iterations, or a linear one, is not reserved for; one finished earlier needs none)."""
+    return sum(
+        float(s.config.get("time_budget") or 0.0)
+        for s in later
+        if _status(folder / s.name) != "finished"
+    )
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:

@@ -190,11 +190,15 @@ def _peak(mib: dict[str, Any]) -> str:
 
 
 def _budget(tb: dict[str, Any]) -> str:
-    """Under a budgeted run's iterations: the budget and the step time that set them."""
-    budget, step = tb.get("budget_s"), tb.get("step_s")
-    if not isinstance(budget, (int, float)) or not isinstance(step, (int, float)):
-        return ""
-    return f"<br><small>--time_budget {budget:g} s ({step:.3f} s a step)</small>"
+    """Under a timed run's iterations: the budget and step time that set them, and the count
+    it started with when it re-planned (a slower machine, the pipeline's --time_budget)."""
+    budget, step, planned = tb.get("budget_s"), tb.get("step_s"), tb.get("planned_iters")
+    parts = []
+    if isinstance(budget, (int, float)) and budget > 0 and isinstance(step, (int, float)):
+        parts.append(f"--time_budget {budget:g} s ({step:.3f} s a step)")
+    if tb.get("replans") and isinstance(planned, int):
+        parts.append(f"re-planned from {planned} to end in time")
+    return "".join(f"<br><small>{_e(p)}</small>" for p in parts)
 
 
 def _img(path: Path, caption: str) -> str:
@@ -400,6 +404,8 @@ def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
         meta.insert(0, f"preset <b>{_e(pipe['preset'])}</b>")
     if isinstance(psum.get("total_wall_time_s"), (int, float)):
         meta.append(f"total wall time {_secs(psum['total_wall_time_s'])}")
+    if psum.get("time_budget_s"):
+        meta.append(f"--time_budget {_secs(psum['time_budget_s'])}")
     body = [
         f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>",
         "<h2>results</h2>",

@@ -171,6 +171,8 @@ class TrainConfig:
     patience: int = 0  # checks without improvement before stopping; 0 = off
     # > 0: num_iters is replaced by what fits this many seconds (see fit_time_budget)
     time_budget: float = 0.0
+    # a timed run (time budget or deadline) moves its end at each evaluation to keep to it
+    replan: bool = True
     early_stop_metric: str = "train_loss"  # train_loss (checked every log) or an eval key
     min_delta: float = 0.0
     # end with the best weights seen by the early-stopping metric (with lookahead: only when
@@ -566,6 +568,16 @@ class _SigintDeferred:
 
 #: Iterations a time budget is rounded down to a multiple of (one log interval).
 BUDGET_ROUND = 10
+#: A timed run re-plans its count when, at the recent pace, it would end more than this
+#: fraction of its training time away from its target end (a slower or faster machine).
+REPLAN_TOLERANCE = 0.02
+
+
+def iterations_that_fit(seconds: float, per_iter: float, minimum: int = BUDGET_ROUND) -> int:
+    """Whole iterations of ``per_iter`` seconds in ``seconds``, rounded down to a multiple of
+    :data:`BUDGET_ROUND`, at least ``minimum``."""
+    n = int(max(0.0, seconds) / max(per_iter, 1e-9))
+    return max(minimum, n - n % BUDGET_ROUND)
 
 
 def fit_time_budget(
@@ -577,13 +589,17 @@ def fit_time_budget(
     device: torch.device,
     steps: int = 8,
     warmup: int = 2,
-) -> dict[str, float]:
+    deadline_s: float | None = None,
+    after_evals: float = 0.0,
+) -> dict[str, Any]:
     """How many iterations fit ``cfg.time_budget`` seconds, timed on this machine.
 
     Runs ``warmup + steps`` real updates and one evaluation, then puts the weights, optimiser
     state and every RNG back: the run that follows is the run ``--num_iters N`` would give.
     The timed updates use iterations far past the schedule's frozen phases, so they cost what
-    a full step costs. The budget covers these seconds too.
+    a full step costs. The budget covers these seconds too. With ``deadline_s`` (seconds left
+    until the stage must be done), the run also leaves ``after_evals`` evaluations' time for
+    the work its caller does after training.
     """
     t0 = time.perf_counter()
     saved_model = _state_copy(model)
@@ -605,17 +621,30 @@ def fit_time_budget(
     optimizer.load_state_dict(saved_opt)
     set_rng_state(saved_rng)
     calibration_s = time.perf_counter() - t0
+    seconds = cfg.time_budget
+    if deadline_s is not None:  # the pipeline's end comes first
+        seconds = min(seconds, deadline_s - after_evals * eval_s)
     # every eval_every iterations an evaluation, and one more at the end
-    per_iter = step_s + eval_s / cfg.eval_every
-    n = int(max(0.0, cfg.time_budget - calibration_s - eval_s) / per_iter)
-    n = max(BUDGET_ROUND, n - n % BUDGET_ROUND)
-    return {
+    n = iterations_that_fit(seconds - calibration_s - eval_s, step_s + eval_s / cfg.eval_every)
+    plan: dict[str, Any] = {
         "budget_s": cfg.time_budget,
         "calibration_s": calibration_s,
         "step_s": step_s,
         "eval_s": eval_s,
         "num_iters": n,
+        "planned_iters": n,  # the count the warm-up was sized by; re-plans move num_iters
+        "replans": [],
     }
+    if deadline_s is not None:
+        plan.update(deadline_s=deadline_s, after_s=after_evals * eval_s)
+    return plan
+
+
+def planned_config(cfg: TrainConfig, plan: dict[str, Any]) -> TrainConfig:
+    """``cfg`` as a plan sets it: the warm-up sized by the planned count, the end where the
+    latest re-plan put it."""
+    first = cfg.with_num_iters(int(plan.get("planned_iters", plan["num_iters"])))
+    return replace(first, num_iters=int(plan["num_iters"]), warmup_frac=None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -636,6 +665,8 @@ def train(
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     on_train_mode: Callable[[torch.nn.Module, int], None] | None = None,
+    deadline: float | None = None,
+    after_evals: float = 0.0,
 ) -> TrainResult:
     """Train ``model`` in place; see the module docstring.
 
@@ -643,8 +674,15 @@ def train(
     resume. ``on_train_mode(model, it)`` lets a mode adjust train/eval modes per iteration
     (e.g. keep a frozen encoder's BatchNorm in eval mode). Returns a :class:`TrainResult`; the
     model ends with the best weights (``restore_best``) or the EMA weights (``ema_decay > 0``).
+
+    Timed runs: ``cfg.time_budget`` sizes ``num_iters`` by the clock (:func:`fit_time_budget`);
+    ``deadline`` (a ``time.time()``) is when the caller must be done, ``after_evals`` evaluations
+    after training included. Either way the run re-plans its end at each evaluation
+    (``cfg.replan``); a counted run under a deadline only ever shortens.
     """
     cfg.validate()
+    # the deadline on this process's monotonic clock
+    deadline_pc = None if deadline is None else time.perf_counter() + deadline - time.time()
     device = pick_device(cfg.device)
     bf16 = uses_bf16(device, cfg.autocast)
     meta = dict(meta or {})
@@ -661,7 +699,7 @@ def train(
     metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
 
     it0, rows, elapsed0 = 0, [], 0.0
-    budget: dict[str, float] | None = None
+    budget: dict[str, Any] | None = None  # a timed run's plan (fit_time_budget)
     loss_sum = torch.zeros((), device=device, dtype=torch.float32)
     loss_count = 0
     extra_sums: dict[str, torch.Tensor] = {}
@@ -688,10 +726,10 @@ def train(
         extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
         set_rng_state(ck["rng"])
         resumed_from = it0
-        if cfg.time_budget > 0:  # the iteration count the run was started with, not a new one
-            budget = ck.get("time_budget")
-            if budget is None:
-                raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
+        # the count the run was started with (and re-planned to), not a new timing
+        budget = ck.get("time_budget")
+        if cfg.time_budget > 0 and (budget is None or not budget.get("budget_s")):
+            raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
     if ckpt_path is not None:
         _checkpoint_ready(ckpt_path)
 
@@ -769,11 +807,15 @@ def train(
         return loss, extras
 
     if budget is None and cfg.time_budget > 0:  # a fresh run: time it, then fix num_iters
+        left = None if deadline_pc is None else deadline_pc - time.perf_counter()
         with deterministic_algorithms(cfg.deterministic and device.type == "cpu"):
-            budget = fit_time_budget(cfg, model, optimizer, update, run_eval, device)
+            budget = fit_time_budget(
+                cfg, model, optimizer, update, run_eval, device,
+                deadline_s=left, after_evals=after_evals,
+            )  # fmt: skip
     if budget is not None:
-        cfg = cfg.with_num_iters(int(budget["num_iters"]))
-        if cfg.progress:
+        cfg = planned_config(cfg, budget)
+        if cfg.progress and "step_s" in budget:  # timed (not only cut by a deadline)
             tqdm.write(
                 f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {budget['step_s']:.3f} s a "
                 f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
@@ -783,6 +825,53 @@ def train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start = time.perf_counter()
+    # ---- re-planning: where the run should end (perf_counter), and the pace since the last
+    # evaluation; a budget counts the training seconds of earlier sessions of the run
+    budget_end = (
+        t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
+        if budget is not None and budget.get("budget_s")
+        else None
+    )
+    eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
+    most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
+    win_t, win_it = t_start, it0
+
+    def end_by() -> float | None:
+        ends = [budget_end]
+        if deadline_pc is not None:
+            ends.append(deadline_pc - after_evals * eval_s)
+        return min((e for e in ends if e is not None), default=None)
+
+    def replan(it: int) -> None:
+        """At an evaluation: move the end so that, at the pace since the last one, the run
+        ends when it should. Keeps the warm-up; the decay and lookahead follow the new end."""
+        nonlocal cfg, budget, win_t, win_it
+        now, target = time.perf_counter(), end_by()
+        pace = (now - win_t) / max(1, it - win_it)
+        win_t, win_it = now, it
+        if target is None or not cfg.replan or it >= cfg.num_iters:
+            return
+        projected = now + (cfg.num_iters - it) * pace + eval_s  # and the final evaluation
+        if abs(projected - target) <= REPLAN_TOLERANCE * max(1e-9, target - t_start):
+            return
+        n = it + iterations_that_fit(target - now - eval_s, pace, minimum=0)
+        n = n if most is None else min(n, most)
+        if n == cfg.num_iters:
+            return
+        if budget is None:  # a counted run the deadline shortens
+            budget = {"budget_s": 0.0, "num_iters": cfg.num_iters,
+                      "planned_iters": cfg.num_iters, "replans": []}  # fmt: skip
+        cfg = replace(cfg, num_iters=n, warmup_frac=None)
+        budget["num_iters"] = n
+        budget.setdefault("replans", []).append(
+            {"iter": it, "iter_s": round(pace, 4), "num_iters": n}
+        )
+        bar.total = n
+        bar.refresh()
+        if cfg.progress:
+            tqdm.write(f"{cfg.desc}: {pace:.3f} s an iteration at {it}: to end in time, "
+                       f"{n} iterations", file=sys.stderr)  # fmt: skip
+
     status, stop_reason, it = "finished", "num_iters", it0
     # a resumed finished run does no iteration: its last logged loss is the checkpoint's
     last_loss: float | None = rows[-1]["train_loss"] if rows else None
@@ -835,7 +924,9 @@ def train(
                     if cfg.early_stop_metric == "train_loss":
                         stop_now = stopper.update(it, mean_loss, state=weights_for_best())
                     if do_eval:
+                        t_ev = time.perf_counter()
                         ev = run_eval(it)
+                        eval_s = time.perf_counter() - t_ev
                         row.update(ev)
                         if cfg.early_stop_metric != "train_loss":
                             if cfg.early_stop_metric not in ev:
@@ -856,6 +947,8 @@ def train(
                     rows.append(row)
                     if do_eval and metrics_path is not None:
                         write_jsonl(metrics_path, rows)
+                    if do_eval:
+                        replan(it)
                 # every checkpoint_every iterations, logged or not (the partial loss sums are
                 # part of the checkpoint); NaN weights are refused by checkpoint() itself
                 if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
