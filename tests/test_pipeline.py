@@ -270,46 +270,20 @@ def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) 
         assert fast[stage]["flip_tta"] is True and fast[stage]["translate_tta"] is True
 
 
-def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
-    """A stage folder without a finished summary is rerun with resume=True (where supported)."""
-    import reprlab.cli
-    from reprlab.io import write_json
+class FakeModes:
+    """``reprlab.cli.run_mode`` stood in for: each call writes a finished stage (and cont_rep's
+    ``encoder.pt``) and is recorded as ``(mode, overrides, runtime)``."""
 
-    out = tmp_path / "p"
-    calls: list[tuple[str, dict]] = []
+    def __init__(self, monkeypatch) -> None:
+        import reprlab.cli
 
-    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None) -> dict:
-        calls.append((mode, overrides))
-        run = Path(overrides["out"])
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "config.json", {"mode": mode, "config": {}})
-        write_json(run / "summary.json", {"status": "finished", "wall_time_s": 0.5})
-        return {"status": "finished", "wall_time_s": 0.5}
+        self.calls: list[tuple[str, dict, dict]] = []
+        monkeypatch.setattr(reprlab.cli, "run_mode", self)
 
-    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
-    argv = ["pipeline", "--preset", "smoke", "--stages", "softmax,cont_rep", "--out", str(out)]
-    assert main(argv) == 0
-    assert [m for m, _ in calls] == ["softmax", "cont_rep"]
-    assert not any(o.get("resume") for _, o in calls)
-    # cont_rep was interrupted: its folder has a config but no finished summary
-    (out / "cont_rep" / "summary.json").unlink()
-    calls.clear()
-    assert main(argv) == 0
-    assert [m for m, _ in calls] == ["cont_rep"]
-    assert calls[0][1]["resume"] is True
+    def __call__(self, mode: str, overrides: dict, preset: str | None = None, **runtime) -> dict:
+        from reprlab.io import write_json
 
-
-def test_a_moved_pipeline_folder_is_the_same_pipeline(tmp_path: Path, monkeypatch, capsys) -> None:
-    """pipeline.json names the pipeline's own encoder ``<pipeline>/cont_rep/encoder.pt``, so the
-    folder can be moved, renamed or named by its absolute path and still resume; an encoder
-    given explicitly is still compared by its path."""
-    import reprlab.cli
-    from reprlab.io import release_folder, write_json
-
-    calls: list[str] = []
-
-    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None) -> dict:
-        calls.append(mode)
+        self.calls.append((mode, overrides, runtime))
         run = Path(overrides["out"])
         run.mkdir(parents=True, exist_ok=True)
         write_json(run / "config.json", {"mode": mode, "config": {}})
@@ -318,19 +292,46 @@ def test_a_moved_pipeline_folder_is_the_same_pipeline(tmp_path: Path, monkeypatc
             (run / "encoder.pt").write_bytes(b"weights")
         return {"status": "finished", "wall_time_s": 0.5}
 
-    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
+    @property
+    def modes(self) -> list[str]:
+        return [m for m, _, _ in self.calls]
+
+
+def test_interrupted_stage_resumes(tmp_path: Path, monkeypatch) -> None:
+    """A stage folder without a finished summary is rerun with resume=True (where supported)."""
+    out = tmp_path / "p"
+    fake = FakeModes(monkeypatch)
+    argv = ["pipeline", "--preset", "smoke", "--stages", "softmax,cont_rep", "--out", str(out)]
+    assert main(argv) == 0
+    assert fake.modes == ["softmax", "cont_rep"]
+    assert not any(o.get("resume") for _, o, _ in fake.calls)
+    # cont_rep was interrupted: its folder has a config but no finished summary
+    (out / "cont_rep" / "summary.json").unlink()
+    fake.calls.clear()
+    assert main(argv) == 0
+    assert fake.modes == ["cont_rep"]
+    assert fake.calls[0][1]["resume"] is True
+
+
+def test_a_moved_pipeline_folder_is_the_same_pipeline(tmp_path: Path, monkeypatch, capsys) -> None:
+    """pipeline.json names the pipeline's own encoder ``<pipeline>/cont_rep/encoder.pt``, so the
+    folder can be moved, renamed or named by its absolute path and still resume; an encoder
+    given explicitly is still compared by its path."""
+    from reprlab.io import release_folder
+
+    fake = FakeModes(monkeypatch)
     argv = ["pipeline", "--preset", "smoke", "--stages", "cont_rep,fine_tune_linear"]
     assert main([*argv, "--out", str(tmp_path / "p")]) == 0
-    assert calls == ["cont_rep", "fine_tune_linear"]
+    assert fake.modes == ["cont_rep", "fine_tune_linear"]
     stages = json.loads((tmp_path / "p" / "pipeline.json").read_text())["stages"]
     assert stages["fine_tune_linear"]["encoder_path"] == "<pipeline>/cont_rep/encoder.pt"
     release_folder(tmp_path / "p")  # as when that process ended
     (tmp_path / "p").rename(tmp_path / "q")
     monkeypatch.chdir(tmp_path)
-    calls.clear()
+    fake.calls.clear()
     for out in ("q", str(tmp_path / "q")):  # moved, then named by its absolute path
         assert main([*argv, "--out", out]) == 0
-    assert calls == []  # every stage finished earlier: skipped
+    assert fake.calls == []  # every stage finished earlier: skipped
     # an explicit encoder elsewhere is another configuration
     capsys.readouterr()
     other = ["--set", "fine_tune_linear.encoder_path=q/cont_rep/encoder.pt"]
@@ -411,40 +412,32 @@ def test_the_pipeline_time_budget_sets_each_timed_stage_a_deadline(tmp_path, mon
     """``pipeline --time_budget S``: a stage with a --time_budget must be done S seconds after
     the start, less the budgets of the timed stages after it; the others get no deadline."""
     import reprlab.cli
-    from reprlab.io import write_json
     from reprlab.pipeline import pipeline_time_budget, resolve_options
 
-    calls: dict[str, dict] = {}
+    fake = FakeModes(monkeypatch)
 
-    def fake_run_mode(mode: str, overrides: dict, preset: str | None = None, **runtime) -> dict:
-        calls[mode] = runtime
-        run = Path(overrides["out"])
-        run.mkdir(parents=True, exist_ok=True)
-        write_json(run / "config.json", {"mode": mode, "config": {}})
-        write_json(run / "summary.json", {"status": "finished", "wall_time_s": 0.5})
-        if mode == "cont_rep":
-            (run / "encoder.pt").write_bytes(b"weights")
-        return {"status": "finished", "wall_time_s": 0.5}
+    def deadlines() -> dict[str, dict]:
+        return {mode: runtime for mode, _, runtime in fake.calls}
 
-    monkeypatch.setattr(reprlab.cli, "run_mode", fake_run_mode)
     out = tmp_path / "p"
     argv = ["pipeline", "--preset", "smoke", "--stages", "softmax,cont_rep,fine_tune_nn",
             "--set", "cont_rep.time_budget=100", "--set", "fine_tune_nn.time_budget=50",
             "--out", str(out)]  # fmt: skip
     t0 = time.time()
     assert main([*argv, "--time_budget", "600"]) == 0
+    calls = deadlines()
     assert calls["softmax"] == {}  # a linear stage counts its iterations
     assert abs(calls["cont_rep"]["deadline"] - (t0 + 600 - 50)) < 5
     assert abs(calls["fine_tune_nn"]["deadline"] - (t0 + 600)) < 5
     assert json.loads((out / "pipeline_summary.json").read_text())["time_budget_s"] == 600
     # rerun after fine_tune_nn was interrupted: no reserve for the finished cont_rep
     (out / "fine_tune_nn" / "summary.json").unlink()
-    calls.clear()
+    fake.calls.clear()
     assert main([*argv, "--time_budget", "600"]) == 0
-    assert list(calls) == ["fine_tune_nn"] and calls["fine_tune_nn"]["deadline"] < t0 + 600 + 5
+    assert fake.modes == ["fine_tune_nn"] and deadlines()["fine_tune_nn"]["deadline"] < t0 + 605
     # without one there is no deadline; the timed preset brings its own
-    calls.clear()
-    assert main([*argv[:-1], str(tmp_path / "q")]) == 0 and calls["cont_rep"] == {}
+    fake.calls.clear()
+    assert main([*argv[:-1], str(tmp_path / "q")]) == 0 and deadlines()["cont_rep"] == {}
 
     def budget(*extra: str) -> float:
         ns = reprlab.cli._parser("pipeline").parse_args(["pipeline", *extra])
