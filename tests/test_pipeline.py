@@ -445,4 +445,8 @@ def test_the_pipeline_time_budget_sets_each_timed_stage_a_deadline(tmp_path, mon
 
     assert budget("--preset", "timed") == 1170 and budget() == 0
     assert budget("--preset", "timed", "--time_budget", "0") == 0
+    toml = tmp_path / "p.toml"  # a config file's top level holds it too; the command line wins
+    toml.write_text('preset = "timed"\ntime_budget = 900\n')
+    assert budget("--config", str(toml)) == 900
+    assert budget("--config", str(toml), "--time_budget", "60") == 60
     assert main([*argv, "--time_budget", "-5"]) == 2
