@@ -465,7 +465,7 @@ def test_a_timed_run_replans_when_the_machine_slows_down(tmp_path: Path) -> None
     planned = tb["planned_iters"]
     assert planned >= 150  # ~2.3 s / 10 ms, before the slowdown
     # re-planned at the evaluations after it (and maybe at 20: checkpoints cost time too)
-    assert any(p["iter"] >= 30 and p["iter_s"] >= 0.03 for p in tb["replans"])
+    assert any(p["iter"] >= 30 and p["num_iters"] < planned for p in tb["replans"])
     assert r.iterations == tb["num_iters"] < 0.6 * planned
     assert tb["calibration_s"] + r.wall_time_s < 2.5 * 1.15  # kept to the budget
     lrs = [row["lr"] for row in r.rows]  # the warm-up is the planned run's 25 %

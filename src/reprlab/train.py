@@ -568,7 +568,7 @@ class _SigintDeferred:
 
 #: Iterations a time budget is rounded down to a multiple of (one log interval).
 BUDGET_ROUND = 10
-#: A timed run re-plans its count when, at the recent pace, it would end more than this
+#: A timed run re-plans its count when, at its pace so far, it would end more than this
 #: fraction of its training time away from its target end (a slower or faster machine).
 REPLAN_TOLERANCE = 0.02
 
@@ -825,8 +825,8 @@ def train(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_start = time.perf_counter()
-    # ---- re-planning: where the run should end (perf_counter), and the pace since the last
-    # evaluation; a budget counts the training seconds of earlier sessions of the run
+    # ---- re-planning: where the run should end (perf_counter); a budget counts the training
+    # seconds of earlier sessions of the run
     budget_end = (
         t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
         if budget is not None and budget.get("budget_s")
@@ -834,7 +834,6 @@ def train(
     )
     eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
     most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
-    win_t, win_it = t_start, it0
 
     def end_by() -> float | None:
         ends = [budget_end]
@@ -843,12 +842,13 @@ def train(
         return min((e for e in ends if e is not None), default=None)
 
     def replan(it: int) -> None:
-        """At an evaluation: move the end so that, at the pace since the last one, the run
-        ends when it should. Keeps the warm-up; the decay and lookahead follow the new end."""
-        nonlocal cfg, budget, win_t, win_it
+        """At an evaluation: move the end so that, at this session's pace so far (steps,
+        evaluations and checkpoints; the mean, which rides out the minute-long swings of a
+        shared machine), the run ends when it should. Keeps the warm-up; the decay and
+        lookahead follow the new end."""
+        nonlocal cfg, budget
         now, target = time.perf_counter(), end_by()
-        pace = (now - win_t) / max(1, it - win_it)
-        win_t, win_it = now, it
+        pace = (now - t_start) / max(1, it - it0)
         if target is None or not cfg.replan or it >= cfg.num_iters:
             return
         projected = now + (cfg.num_iters - it) * pace + eval_s  # and the final evaluation
