@@ -517,3 +517,11 @@ def test_a_deadline_shortens_a_counted_run_and_never_lengthens_it(tmp_path: Path
     assert r.time_budget["budget_s"] == 0 and r.time_budget["planned_iters"] == 300
     assert r.time_budget["replans"][0]["iter"] == 10
 
+    # a timed run plans for the sooner of its budget's end and the deadline
+    c = make()
+    t1 = time.time()
+    r_c = train(c, Pace(0.01, 0.01, 0), stepper(c), cfg(num_iters=40, time_budget=100.0),
+                evaluate=evaluator(c), deadline=t1 + 1.0)  # fmt: skip
+    tb = r_c.time_budget
+    assert tb["budget_s"] == 100 and 0.5 < tb["deadline_s"] <= 1.0 and tb["after_s"] == 0
+    assert 10 <= tb["planned_iters"] < 100 and time.time() - t1 < 1.0 * 1.2

@@ -589,17 +589,14 @@ def fit_time_budget(
     device: torch.device,
     steps: int = 8,
     warmup: int = 2,
-    deadline_s: float | None = None,
-    after_evals: float = 0.0,
 ) -> dict[str, Any]:
-    """How many iterations fit ``cfg.time_budget`` seconds, timed on this machine.
+    """A time budget's measurements on this machine: a step's and an evaluation's seconds.
 
     Runs ``warmup + steps`` real updates and one evaluation, then puts the weights, optimiser
     state and every RNG back: the run that follows is the run ``--num_iters N`` would give.
     The timed updates use iterations far past the schedule's frozen phases, so they cost what
-    a full step costs. The budget covers these seconds too. With ``deadline_s`` (seconds left
-    until the stage must be done), the run also leaves ``after_evals`` evaluations' time for
-    the work its caller does after training.
+    a full step costs. The budget covers these seconds too (``calibration_s``); :func:`train`
+    sizes the run from them.
     """
     t0 = time.perf_counter()
     saved_model = _state_copy(model)
@@ -620,24 +617,12 @@ def fit_time_budget(
     model.load_state_dict(saved_model)
     optimizer.load_state_dict(saved_opt)
     set_rng_state(saved_rng)
-    calibration_s = time.perf_counter() - t0
-    seconds = cfg.time_budget
-    if deadline_s is not None:  # the pipeline's end comes first
-        seconds = min(seconds, deadline_s - after_evals * eval_s)
-    # every eval_every iterations an evaluation, and one more at the end
-    n = iterations_that_fit(seconds - calibration_s - eval_s, step_s + eval_s / cfg.eval_every)
-    plan: dict[str, Any] = {
+    return {
         "budget_s": cfg.time_budget,
-        "calibration_s": calibration_s,
+        "calibration_s": time.perf_counter() - t0,
         "step_s": step_s,
         "eval_s": eval_s,
-        "num_iters": n,
-        "planned_iters": n,  # the count the warm-up was sized by; re-plans move num_iters
-        "replans": [],
     }
-    if deadline_s is not None:
-        plan.update(deadline_s=deadline_s, after_s=after_evals * eval_s)
-    return plan
 
 
 def planned_config(cfg: TrainConfig, plan: dict[str, Any]) -> TrainConfig:
@@ -806,13 +791,40 @@ def train(
         optimizer.step()
         return loss, extras
 
-    if budget is None and cfg.time_budget > 0:  # a fresh run: time it, then fix num_iters
-        left = None if deadline_pc is None else deadline_pc - time.perf_counter()
+    timed_now = budget is None and cfg.time_budget > 0  # a fresh timed run: time it first
+    if timed_now:
         with deterministic_algorithms(cfg.deterministic and device.type == "cpu"):
-            budget = fit_time_budget(
-                cfg, model, optimizer, update, run_eval, device,
-                deadline_s=left, after_evals=after_evals,
-            )  # fmt: skip
+            budget = fit_time_budget(cfg, model, optimizer, update, run_eval, device)
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t_start = time.perf_counter()
+    # ---- where the run should end (perf_counter): the end of its budget (which counts the
+    # timing and the training seconds of earlier sessions of the run), and the deadline less
+    # the caller's work after training. The first plan and every re-plan aim at it.
+    budget_end = (
+        t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
+        if budget is not None and budget.get("budget_s")
+        else None
+    )
+    eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
+
+    def end_by() -> float | None:
+        ends = [budget_end]
+        if deadline_pc is not None:
+            ends.append(deadline_pc - after_evals * eval_s)
+        return min((e for e in ends if e is not None), default=None)
+
+    if timed_now:
+        # every eval_every iterations an evaluation, and one more at the end
+        n = iterations_that_fit(
+            end_by() - t_start - eval_s, budget["step_s"] + eval_s / cfg.eval_every
+        )
+        # planned_iters: the count the warm-up is sized by; re-plans move num_iters
+        budget.update(num_iters=n, planned_iters=n, replans=[])
+        if deadline_pc is not None:  # seconds left to the deadline when the timing began
+            left = deadline_pc - t_start + budget["calibration_s"]
+            budget.update(deadline_s=left, after_s=after_evals * eval_s)
     if budget is not None:
         cfg = planned_config(cfg, budget)
         if cfg.progress and "step_s" in budget:  # timed (not only cut by a deadline)
@@ -821,25 +833,7 @@ def train(
                 f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
                 file=sys.stderr,
             )
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    t_start = time.perf_counter()
-    # ---- re-planning: where the run should end (perf_counter); a budget counts the training
-    # seconds of earlier sessions of the run
-    budget_end = (
-        t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
-        if budget is not None and budget.get("budget_s")
-        else None
-    )
-    eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
     most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
-
-    def end_by() -> float | None:
-        ends = [budget_end]
-        if deadline_pc is not None:
-            ends.append(deadline_pc - after_evals * eval_s)
-        return min((e for e in ends if e is not None), default=None)
 
     def replan(it: int) -> None:
         """At an evaluation: move the end so that, at this session's pace so far (steps,
@@ -848,9 +842,9 @@ def train(
         lookahead follow the new end."""
         nonlocal cfg, budget
         now, target = time.perf_counter(), end_by()
-        pace = (now - t_start) / max(1, it - it0)
         if target is None or not cfg.replan or it >= cfg.num_iters:
             return
+        pace = (now - t_start) / max(1, it - it0)
         projected = now + (cfg.num_iters - it) * pace + eval_s  # and the final evaluation
         if abs(projected - target) <= REPLAN_TOLERANCE * max(1e-9, target - t_start):
             return
@@ -945,9 +939,9 @@ def train(
                             )
                     row["elapsed_s"] = round(elapsed0 + time.perf_counter() - t_start, 3)
                     rows.append(row)
-                    if do_eval and metrics_path is not None:
-                        write_jsonl(metrics_path, rows)
                     if do_eval:
+                        if metrics_path is not None:
+                            write_jsonl(metrics_path, rows)
                         replan(it)
                 # every checkpoint_every iterations, logged or not (the partial loss sums are
                 # part of the checkpoint); NaN weights are refused by checkpoint() itself
