@@ -621,14 +621,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
 
     def digest(name: str, images: np.ndarray, shifts: bool) -> dict[str, str]:
         return embedding_record(
-            enc_hash,
-            run.file(name),
-            images,
-            flip_tta=cfg.flip_tta,
-            translate_tta=shifts,
-            batch_size=cfg.embed_batch_size,
-            device=device,
-            autocast=cfg.autocast,
+            cfg, enc_hash, run.file(name), images, translate_tta=shifts, device=device
         )
 
     digests = {

@@ -168,15 +168,29 @@ def embedding_digest(
 
 
 def embedding_record(
-    encoder_hash: str, array_file: str | Path, images: np.ndarray, **settings: Any
+    cfg: Any,
+    encoder_hash: str,
+    array_file: str | Path,
+    images: np.ndarray,
+    *,
+    translate_tta: bool,
+    device: torch.device,
 ) -> dict[str, str]:
     """What ``cont_rep`` records of an embedding array it saved, and what ``fine_tune_linear``
     recomputes to read that file instead of embedding again: how the array was computed
-    (:func:`embedding_digest`, with ``settings``) and the file's hash as it is now."""
-    return {
-        "computed_as": embedding_digest(encoder_hash, images, **settings),
-        "file": file_digest(array_file),
-    }
+    (:func:`embedding_digest`, with the embedding settings of the run config ``cfg``,
+    ``flip_tta``, ``embed_batch_size`` and ``autocast``, the same fields in both modes) and
+    the file's hash as it is now."""
+    computed_as = embedding_digest(
+        encoder_hash,
+        images,
+        flip_tta=cfg.flip_tta,
+        translate_tta=translate_tta,
+        batch_size=cfg.embed_batch_size,
+        device=device,
+        autocast=cfg.autocast,
+    )
+    return {"computed_as": computed_as, "file": file_digest(array_file)}
 
 
 def knn_accuracy(

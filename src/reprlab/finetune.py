@@ -604,14 +604,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
             path = enc_path.parent / name
             try:  # the same computation, and the file as it was saved
                 rec = embedding_record(
-                    enc_hash,
-                    path,
-                    images,
-                    flip_tta=cfg.flip_tta,
-                    translate_tta=shifts,
-                    batch_size=cfg.embed_batch_size,
-                    device=device,
-                    autocast=cfg.autocast,
+                    cfg, enc_hash, path, images, translate_tta=shifts, device=device
                 )
                 arr = io.load_npy(path) if rec == saved[name] else None
             except (ReprlabError, OSError):  # unreadable: embed instead
