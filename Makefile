@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/datasets/cifar10
 OUT ?= runs/pipeline
-# fast; or timed on a CPU without native bf16 (AMX / AVX512-BF16): 20 minutes by the clock
-PRESET ?= fast
+# auto: fast, or timed (20 minutes by the clock) on a CPU without native bf16 (AMX / AVX512-BF16)
+PRESET ?= auto
 
 .PHONY: install run test lint bench clean chromium
 

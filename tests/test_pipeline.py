@@ -146,7 +146,7 @@ def test_timed_preset_is_fast_with_time_budgets(tmp_path: Path) -> None:
         ns = _parser("pipeline").parse_args(["pipeline", *argv])
         return {s.name: s.config for s in plan_stages(*resolve_options(ns), tmp_path / "p")}
 
-    timed, fast = plan("--preset", "timed"), plan()
+    timed, fast = plan("--preset", "timed"), plan("--preset", "fast")
     assert timed["cont_rep"]["time_budget"] == 550 and timed["fine_tune_nn"]["time_budget"] == 320
     assert fast["cont_rep"]["time_budget"] == 0 and fast["fine_tune_nn"]["time_budget"] == 0
     for stage in STAGES:  # nothing else differs
@@ -443,10 +443,49 @@ def test_the_pipeline_time_budget_sets_each_timed_stage_a_deadline(tmp_path, mon
         ns = reprlab.cli._parser("pipeline").parse_args(["pipeline", *extra])
         return pipeline_time_budget(resolve_options(ns)[0])
 
-    assert budget("--preset", "timed") == 1170 and budget() == 0
+    assert budget("--preset", "timed") == 1170 and budget("--preset", "fast") == 0
     assert budget("--preset", "timed", "--time_budget", "0") == 0
     toml = tmp_path / "p.toml"  # a config file's top level holds it too; the command line wins
     toml.write_text('preset = "timed"\ntime_budget = 900\n')
     assert budget("--config", str(toml)) == 900
     assert budget("--config", str(toml), "--time_budget", "60") == 60
     assert main([*argv, "--time_budget", "-5"]) == 2
+
+
+def test_the_default_preset_is_fast_or_timed_by_the_cpu(tmp_path, monkeypatch, capsys) -> None:
+    """``--preset auto`` (the default): fast where the CPU has native bf16, timed (with its
+    1170 s limit) where it has not; a folder holding a fast or timed pipeline keeps its preset,
+    so the same command resumes it on either kind of machine."""
+    import torch
+
+    import reprlab.train
+    from reprlab.io import release_folder
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the CPU decides
+    fake = FakeModes(monkeypatch)
+    argv = ["pipeline", "--stages", "softmax,cont_rep"]
+
+    def run(out: str, bf16: str) -> dict:
+        monkeypatch.setattr(reprlab.train, "cpu_has_native_bf16", lambda: bf16 == "1")
+        fake.calls.clear()
+        assert main([*argv, "--out", str(tmp_path / out)]) == 0
+        release_folder(tmp_path / out)  # as when that process ended
+        return json.loads((tmp_path / out / "pipeline_summary.json").read_text())
+
+    slow = run("slow", "0")
+    assert slow["preset"] == "timed" and slow["time_budget_s"] == 1170
+    assert "deadline" in fake.calls[1][2]  # cont_rep is given the limit's deadline
+    assert "(preset timed by --preset auto: this CPU has no native bf16" in capsys.readouterr().err
+    fast = run("fast", "1")
+    assert fast["preset"] == "fast" and fast["time_budget_s"] == 0 and fake.calls[1][2] == {}
+    # the same command on the other kind of CPU resumes each folder with its own preset
+    (tmp_path / "slow" / "cont_rep" / "summary.json").unlink()
+    assert run("slow", "1")["preset"] == "timed" and fake.modes == ["cont_rep"]
+    assert fake.calls[0][1]["resume"] is True and "deadline" in fake.calls[0][2]
+    err = capsys.readouterr().err
+    assert "(preset timed by --preset auto: the preset of the pipeline in" in err
+    # a folder of another preset is still another pipeline
+    assert main([*argv, "--preset", "smoke", "--out", str(tmp_path / "s")]) == 0
+    release_folder(tmp_path / "s")
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 2
+    assert "holds a pipeline with another configuration" in capsys.readouterr().err

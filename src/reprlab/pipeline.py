@@ -168,7 +168,11 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
         "fine_tune_nn": ("seed", {}),
     },
 }
-DEFAULT_PRESET = "fast"
+#: auto (the default): ``fast`` where its fixed iteration counts fit 20 minutes (a GPU, or a CPU
+#: with native bf16), ``timed`` on a CPU without native bf16, where they take over 30 (README);
+#: a folder that already holds a fast or timed pipeline keeps its preset (concrete_preset).
+AUTO = "auto"
+DEFAULT_PRESET = AUTO
 #: The pipeline's own --time_budget of a preset (seconds for everything; none: no limit).
 #: timed: 19.5 minutes, so that the report is written inside 20 even when the machine slows
 #: down mid-run (its stages' budgets, 550 + 320 s, leave ~300 s for everything else).
@@ -187,7 +191,11 @@ class PipelineOptions:
     seed: int | None = arg(None, "seed for every stage (none: each mode's own)")
     limit: int | None = arg(None, "stratified subset of this many training images, every stage")
     overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
-    preset: str = arg(DEFAULT_PRESET, "starting configuration", choices=sorted(PRESETS))
+    preset: str = arg(
+        DEFAULT_PRESET,
+        "starting configuration (auto: fast, or timed on a CPU without native bf16)",
+        choices=[AUTO, *sorted(PRESETS)],
+    )
     stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run")
     time_budget: float | None = arg(
         None,
@@ -285,9 +293,10 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
     def where(key: str) -> str:  # name the option where the user wrote it
         return f"{ns.config}: key {key!r}" if key in file_opts and key not in cli else f"--{key}"
 
-    if opts.preset not in PRESETS:
+    if opts.preset != AUTO and opts.preset not in PRESETS:
         raise ReprlabError(
-            f"{where('preset')}: unknown preset {opts.preset!r} (choose from {sorted(PRESETS)})"
+            f"{where('preset')}: unknown preset {opts.preset!r} "
+            f"(choose from {[AUTO, *sorted(PRESETS)]})"
         )
     unknown = [s for s in opts.stages if s not in STAGES]
     if unknown:
@@ -304,6 +313,31 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
     for stage, vals in parse_sets(ns.set or []).items():
         overrides.setdefault(stage, {}).update(vals)
     return opts, overrides
+
+
+def concrete_preset(opts: PipelineOptions, folder: Path | None = None) -> tuple[str, str]:
+    """The preset the pipeline runs, and why when ``--preset auto`` chose it. A folder that
+    holds a ``fast`` or ``timed`` pipeline keeps it (rerunning the same command resumes, on
+    this machine or another); otherwise ``fast`` where the default device is a GPU or a CPU
+    with native bf16, ``timed`` on a CPU without (its float32 steps cost ~2x, so fast's
+    iteration counts would take over 30 minutes there)."""
+    from reprlab.train import cpu_has_native_bf16, pick_device
+
+    if opts.preset != AUTO:
+        return opts.preset, ""
+    if folder is None and opts.out:
+        folder = Path(opts.out)
+    pj = folder / "pipeline.json" if folder is not None else None
+    if pj is not None and pj.is_file():
+        held = _read_json_or_empty(pj).get("preset")
+        if held in ("fast", "timed"):
+            return held, f"the preset of the pipeline in {folder}"
+    device = pick_device("auto")
+    if device.type != "cpu":
+        return "fast", f"the default device is {device.type}"
+    if cpu_has_native_bf16():
+        return "fast", "this CPU has native bf16 (AMX or AVX512-BF16)"
+    return "timed", "this CPU has no native bf16 (AMX or AVX512-BF16): float32 steps"
 
 
 @dataclass
@@ -324,16 +358,17 @@ def plan_stages(
     """Every selected stage's validated configuration (nothing is written)."""
     from reprlab.cli import config_for
 
+    preset = concrete_preset(opts, folder)[0]
     plan = []
     for name in STAGES:
         if name not in opts.stages:
             continue
-        mode_preset, preset_over = PRESETS[opts.preset][name]
+        mode_preset, preset_over = PRESETS[preset][name]
         cls, _ = MODES[name].load()
         fields = _fields(name)
         vals: dict[str, Any] = {}
         if preset_over:  # checked like a config file, so a typo in PRESETS is caught
-            base = from_mapping(cls, preset_over, where=f"pipeline preset {opts.preset!r} [{name}]")
+            base = from_mapping(cls, preset_over, where=f"pipeline preset {preset!r} [{name}]")
             vals.update({k: getattr(base, k) for k in preset_over})
         for key in SHARED:
             value = getattr(opts, key)
@@ -505,12 +540,16 @@ def run_pipeline(
     from reprlab.report import render_report, stage_metrics
 
     folder = Path(opts.out) if opts.out else default_run_dir("pipeline")
+    preset, why = concrete_preset(opts, folder)
+    opts = dataclasses.replace(opts, preset=preset)
+    chosen = f" by --preset auto: {why}" if why else ""
     plan = plan_stages(opts, overrides or {}, folder)
     _check_dependencies(plan, folder)
     check_inputs([s.overrides for s in plan])  # bad data: error before the folder is made
     open_folder(folder, opts.preset, plan, opts.overwrite)
     print(
-        f"[pipeline] {folder} (preset {opts.preset}); rerun with --out {folder} to resume",
+        f"[pipeline] {folder} (preset {opts.preset}{chosen}); rerun with --out {folder} to "
+        "resume",
         file=sys.stderr,
     )
     psum_path = folder / "pipeline_summary.json"
@@ -590,7 +629,7 @@ def pipeline_time_budget(opts: PipelineOptions) -> float:
     """The pipeline's --time_budget in seconds (its preset's when not given; 0: none)."""
     if opts.time_budget is not None:
         return float(opts.time_budget)
-    return PRESET_TIME_BUDGETS.get(opts.preset, 0.0)
+    return PRESET_TIME_BUDGETS.get(concrete_preset(opts)[0], 0.0)
 
 
 def _time_after(later: list[Stage], folder: Path) -> float:
