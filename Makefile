@@ -7,7 +7,7 @@ OUT ?= runs/pipeline
 # auto: fast, or timed (20 minutes by the clock) on a CPU without native bf16 (AMX / AVX512-BF16)
 PRESET ?= auto
 
-.PHONY: install run test lint bench clean chromium
+.PHONY: install run test clean chromium
 
 $(BIN)/reprlab: pyproject.toml
 	$(PY) -m venv $(VENV)

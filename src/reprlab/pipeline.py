@@ -101,9 +101,10 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
             },
         ),
     },
-    # fast: the default; every mode's own defaults (their "fast" presets), tuned for a CPU, and
-    # a 5,000-point t-SNE (half the default's seconds; the map is for looking at) so that the
-    # whole report fits 20 minutes on 2 cores with a margin (README).
+    # fast: what the default (auto) runs on a GPU or a CPU with native bf16; every mode's own
+    # defaults (their "fast" presets), tuned for a CPU, and a 5,000-point t-SNE (half the
+    # default's seconds; the map is for looking at) so that the whole report fits 20 minutes on
+    # 2 cores with native bf16, with a margin (README).
     "fast": {
         **{stage: (None, {}) for stage in STAGES},
         "cont_rep": (None, {"tsne_max": 5000}),
