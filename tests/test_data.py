@@ -597,8 +597,14 @@ def test_layout_errors(tmp_path: Path) -> None:
     files, _, _ = image_folder_files(per_class=1)
     mixed = dict(files, **{"extra/deep/x.png": next(iter(files.values()))})
     tar = write_tar(tmp_path / "mixed.tar", mixed)
-    with raises_naming(tar, "different folder depths"):
+    with raises_naming(tar, "different folder depths (e.g. extra/deep/x.png)"):
         load_images(tar)
+    # the stray one is named, whether it is deeper or shallower than the others
+    top = {f"train/{k}": v for k, v in files.items()}
+    top["train/preview.png"] = next(iter(files.values()))
+    stray = write_tar(tmp_path / "s.tar", top)
+    with raises_naming(stray, "(e.g. train/preview.png)"):
+        load_images(stray)
     only_test = write_tar(tmp_path / "t.tar", {f"test/{k}": v for k, v in files.items()})
     with raises_naming(only_test, "no 'train' split"):
         load_images(only_test)
@@ -634,3 +640,34 @@ def test_shared_cifar10_folder_as_data(cifar_train: Path, cifar_test: Path) -> N
     assert len(train) == 50000 and train.classes == CIFAR10_CLASSES
     test = load_images(folder, split="test")
     assert len(test) == 10000 and test.labels is None
+
+
+def test_hidden_files_and_folders_are_not_data(tmp_path: Path) -> None:
+    """Jupyter's ``.ipynb_checkpoints/``, macOS's ``__MACOSX/`` and ``._name`` files, in a folder
+    or a tar: skipped, so they never become a class that shifts every label."""
+    files, images, labels = image_folder_files(per_class=2)
+    junk = next(iter(files.values()))
+    extra = {
+        ".ipynb_checkpoints/0000.png": junk,
+        f"{CLASSES3[0]}/.ipynb_checkpoints/0000-checkpoint.png": junk,
+        f"{CLASSES3[1]}/._0000.png": b"AppleDouble",
+        f"__MACOSX/{CLASSES3[0]}/._0001.png": b"AppleDouble",
+    }
+    for src in (write_dir(tmp_path / "d", {**files, **extra}),
+                write_tar(tmp_path / "t.tar", {**files, **extra})):  # fmt: skip
+        ds = load_images(src)
+        assert ds.classes == sorted(CLASSES3)
+        assert np.array_equal(ds.images, images) and np.array_equal(ds.labels, labels)
+
+
+def test_an_image_file_of_absurd_size_is_refused(tmp_path: Path, monkeypatch) -> None:
+    """A damaged or hostile archive (a sparse member of 100 GB) is refused by its declared
+    size before anything is read."""
+    files, _, _ = image_folder_files(per_class=2)
+    monkeypatch.setattr(data, "MAX_IMAGE_BYTES", 100)  # every test image is larger
+    tar = write_tar(tmp_path / "big.tar", files)
+    with raises_naming(tar, "MiB at most; refused"):
+        load_images(tar)
+    folder = write_dir(tmp_path / "big", files)
+    with raises_naming(folder, "MiB at most; refused"):
+        load_images(folder)

@@ -323,14 +323,18 @@ def test_rerun_removes_temporaries_of_a_killed_write(tmp_path: Path) -> None:
     out = tmp_path / "run"
     argv = ["softmax", "--data", str(data), *LINEAR, "--out", str(out)]
     assert main(argv) == 0
-    (out / ".model.npz.k2j4h5g6.tmp").write_bytes(b"half a model")
-    (out / ".loss.png.abcd_123.png").write_bytes(b"half a png")
-    (out / ".notes").write_text("a user's hidden file\n")
+    (out / ".model.npz.reprlab-k2j4h5g6.tmp").write_bytes(b"half a model")
+    (out / ".loss.png.reprlab-abcd_123.png").write_bytes(b"half a png")
+    # a user's hidden files, two of them named like a temporary of releases before v17
+    mine = [".notes", ".notes.20261127.md", ".env.backup01.txt", ".model.npz.k2j4h5g6.tmp"]
+    for name in mine:
+        (out / name).write_text("a user's hidden file\n")
     before = snapshot(out)
     assert main(argv) == 0
     after = snapshot(out)
-    assert ".model.npz.k2j4h5g6.tmp" not in after and ".loss.png.abcd_123.png" not in after
-    assert after[".notes"] == before[".notes"]
+    assert ".model.npz.reprlab-k2j4h5g6.tmp" not in after
+    assert ".loss.png.reprlab-abcd_123.png" not in after
+    assert all(after[name] == before[name] for name in mine)
     assert {k: v for k, v in before.items() if not k.startswith(".")} == {
         k: v for k, v in after.items() if not k.startswith(".")
     }
@@ -385,6 +389,112 @@ def test_mode_refuses_a_folder_of_user_files(tmp_path: Path, capsys) -> None:
     assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(pipe), "--overwrite"]) == 2
     one_line(capsys.readouterr().err, "reprlab: error: ")
     assert snapshot(pipe) == before
+
+
+def test_overwrite_never_deletes_a_folder_whose_record_is_not_reprlabs(
+    tmp_path: Path, capsys
+) -> None:
+    """A ``config.json``, ``sweep.json`` or ``pipeline.json`` that reprlab did not write (a
+    Hugging Face model folder, a list, broken JSON) does not make a folder a run, sweep or
+    pipeline: it is refused with one line, with or without --overwrite, and nothing in it
+    changes."""
+    data = good_npz(tmp_path)
+    cases = [
+        ("config.json", b'{"architectures": ["BertModel"]}',
+         ["softmax", "--data", str(data), *LINEAR]),
+        ("config.json", b"[1, 2]", ["softmax", "--data", str(data), *LINEAR]),
+        ("config.json", b"{not json", ["logistic", "--data", str(data), *LINEAR]),
+        ("sweep.json", b'{"my": "grid"}',
+         ["sweep", "softmax", "--data", str(data), *LINEAR, "--grid", "lr=0.1,0.2"]),
+        ("pipeline.json", b'{"my": "precious settings"}',
+         ["pipeline", "--data", str(data), "--stages", "softmax", "--set", "softmax.batch_size=8"]),
+    ]  # fmt: skip
+    for i, (name, content, argv) in enumerate(cases):
+        folder = tmp_path / f"mine{i}"
+        (folder / "photos").mkdir(parents=True)
+        (folder / name).write_bytes(content)
+        (folder / "pytorch_model.bin").write_bytes(b"weights")
+        (folder / "photos" / "a.jpg").write_bytes(b"jpeg")
+        before = snapshot(folder)
+        for extra in ([], ["--overwrite"]):
+            capsys.readouterr()
+            assert main([*argv, "--out", str(folder), *extra]) == 2, (name, content, extra)
+            line = one_line(capsys.readouterr().err, "reprlab: error: ")
+            assert "not a reprlab" in line, line
+            assert snapshot(folder) == before, (name, content, extra)
+
+
+def test_json_records_of_the_wrong_shape_are_one_line_errors(tmp_path: Path, capsys) -> None:
+    """A run's summary.json or metrics.jsonl edited into something else: one line, exit 2."""
+    data = good_npz(tmp_path)
+    run = tmp_path / "run"
+    argv = ["softmax", "--data", str(data), *LINEAR, "--out", str(run)]
+    assert main(argv) == 0
+    (run / "summary.json").write_text("null\n")
+    capsys.readouterr()
+    assert main(argv) == 2
+    line = one_line(capsys.readouterr().err, "reprlab: error: ")
+    assert "summary.json" in line and "not an object" in line, line
+    from reprlab.io import read_jsonl
+
+    (run / "metrics.jsonl").write_text('{"iter": 1}\n{"iter": 2, "train_lo\n')
+    with pytest.raises(Exception, match="metrics.jsonl: line 2 is not valid JSON"):
+        read_jsonl(run / "metrics.jsonl")
+
+
+def test_resume_from_a_checkpoint_of_unexpected_contents_is_refused(
+    tmp_path: Path, capsys
+) -> None:
+    """A checkpoint that loads (plain data only) but is not what reprlab writes: one line,
+    exit 2, the folder unchanged; --resume on a folder without a checkpoint says so."""
+    data = good_npz(tmp_path, size=32)
+    out = tmp_path / "cr"
+    argv = ["cont_rep", "--data", str(data), *CONT, "--out", str(out)]
+    assert main(argv) == 0
+    (out / "summary.json").unlink()  # as if interrupted after the last checkpoint
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)
+    for change in ({"early_stopping": None}, {"rng": "abc"}, {"iter": -5}, {"iter": 10**12},
+                   {"rows": "not rows"}):  # fmt: skip
+        bad = {k: v for k, v in ck.items()}
+        for k, v in change.items():
+            if v is None:
+                del bad[k]
+            else:
+                bad[k] = v
+        torch.save(bad, out / "checkpoint.pt")
+        before = snapshot(out)
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 2, change
+        line = one_line(capsys.readouterr().err, "reprlab: error: ")
+        assert "checkpoint.pt: not a checkpoint of this run" in line, line
+        assert snapshot(out) == before
+    fresh = tmp_path / "fresh"
+    assert main(["cont_rep", "--data", str(data), *CONT[:-5], "--progress", "--no-autocast",
+                 "--warmup_iters", "0", "--out", str(fresh), "--resume"]) == 0  # fmt: skip
+    assert "no checkpoint in" in capsys.readouterr().err
+
+
+def test_predict_writes_through_a_link_and_to_a_pipe(tmp_path: Path, capsys) -> None:
+    """``--out`` a symbolic link: the file it names gets the predictions, the link stays; a
+    device or pipe (``/dev/stdout``) is written to, not replaced by a file."""
+    data = good_npz(tmp_path)
+    run = tmp_path / "run"
+    assert main(["softmax", "--data", str(data), *LINEAR, "--out", str(run)]) == 0
+    target = tmp_path / "subs" / "latest.csv"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "preds.csv"
+    link.symlink_to(target)
+    argv = ["predict", str(run), "--data", str(data), "--out", str(link), "--overwrite"]
+    assert main(argv) == 0
+    assert link.is_symlink() and len(target.read_text().splitlines()) == 40
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert main(["predict", str(run), "--data", str(data), "--out", str(fifo)]) == 0
+    got.append(reader.communicate(timeout=30)[0])
+    assert len(got[0].decode().splitlines()) == 40 and fifo.is_fifo()
 
 
 def test_overwrite_never_deletes_the_working_folder(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -97,16 +97,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"reprlab: error: out of memory ({one_line(e) or 'MemoryError'}); try a "
               "smaller --batch_size or --limit", file=sys.stderr)
         return 1
-    except RuntimeError as e:  # torch's CUDA/MPS out-of-memory errors are RuntimeErrors
-        if "out of memory" not in str(e).lower():
+    except RuntimeError as e:  # torch's out-of-memory errors are RuntimeErrors
+        text = str(e).lower()
+        if "out of memory" not in text and "can't allocate memory" not in text:
             raise
-        print(f"reprlab: error: out of memory on the device ({one_line(e, 200)}); try a "
-              "smaller --batch_size", file=sys.stderr)
+        print(f"reprlab: error: out of memory ({one_line(e, 200)}); try a smaller "
+              "--batch_size, --z_dim or --hidden", file=sys.stderr)  # fmt: skip
         return 1
     except OSError as e:  # disk full, file too large, permission denied
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"reprlab: error: {where}{one_line(e.strerror or e)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, PermissionError) else 1  # a folder the user cannot write
 
 
 def _after_interrupt(command: str | None) -> str:

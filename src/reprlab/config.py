@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -65,6 +66,10 @@ class RunConfig:
                 raise ReprlabError(
                     f"--{f.name} must be one of {', '.join(map(str, choices))}, got {value!r}"
                 )
+            # no setting means anything at infinity or NaN (0 is "off" where off exists)
+            numbers = value if isinstance(value, (tuple, list)) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise ReprlabError(f"--{f.name} must be a finite number, got {value!r}")
         if not 0 <= self.seed < 2**32:  # what numpy's and torch's generators all accept
             raise ReprlabError(f"--seed must be in [0, {2**32 - 1}], got {self.seed}")
         if not 0.0 < self.val_fraction < 1.0:

@@ -201,6 +201,8 @@ class ContRepConfig(NeuralRunConfig):
         positive(self, "margin", allow_zero=True)
         if self.batch_size < 4:
             raise ReprlabError(f"--batch_size must be >= 4 (triplets), got {self.batch_size}")
+        if self.tsne_max < 2:  # openTSNE needs a neighbour for every point
+            raise ReprlabError(f"--tsne_max must be >= 2 (points of a map), got {self.tsne_max}")
 
     def encoder_kwargs(self, channels: int = 3) -> dict[str, Any]:
         """The encoder factory's options for images of ``channels`` channels (saved with it)."""

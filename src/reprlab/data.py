@@ -404,6 +404,19 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
+def _hidden(parts: Sequence[str]) -> bool:
+    """A path under a hidden folder or of a hidden file (``.ipynb_checkpoints/``, macOS's
+    ``._name.jpg`` and ``__MACOSX/``): not part of the data set, never a class."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
+
+
+#: The largest image file read (a CIFAR image is a few KB): a damaged or hostile archive
+#: (a sparse member of 100 GB) is refused instead of exhausting memory.
+MAX_IMAGE_BYTES = 64 << 20
+#: The largest CIFAR batch file read (each of the official ones is ~31 MB).
+MAX_BATCH_BYTES = 512 << 20
+
+
 def _safe_member_name(name: str, archive: Path) -> PurePosixPath:
     p = PurePosixPath(name)
     if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", name) or "\\" in name:
@@ -436,7 +449,12 @@ def _corrupt_tar(path: Path, e: BaseException) -> ReprlabError:
     )
 
 
-def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path) -> bytes:
+def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int) -> bytes:
+    if m.size > most:
+        raise ReprlabError(
+            f"{path}: member {m.name!r} is {m.size / 2**20:,.0f} MiB, larger than any file of an "
+            f"image data set ({most >> 20} MiB at most; refused)"
+        )
     try:
         f = tf.extractfile(m)
         if f is None:
@@ -456,12 +474,14 @@ def _load_tar(path: Path, split: str) -> ImageSet:
     with bar:
         for rel, tf, m in _iter_tar(path):
             base = rel.name
+            if _hidden(rel.parts):
+                continue
             if base == "batches.meta":
-                meta = _read_member(tf, m, path)
+                meta = _read_member(tf, m, path, MAX_BATCH_BYTES)
             elif base == "test_batch" or re.fullmatch(r"data_batch_\d+", base):
-                batches[base] = _read_member(tf, m, path)
+                batches[base] = _read_member(tf, m, path, MAX_BATCH_BYTES)
             elif _is_image_name(base):
-                images[rel] = _read_member(tf, m, path)
+                images[rel] = _read_member(tf, m, path, MAX_IMAGE_BYTES)
                 bar.update()
     if batches or meta is not None:
         return _assemble_cifar(batches, meta, split, str(path))
@@ -471,16 +491,27 @@ def _load_tar(path: Path, split: str) -> ImageSet:
 
 def _load_image_dir(path: Path, split: str) -> ImageSet:
     rels = [
-        PurePosixPath(Path(f).relative_to(path).as_posix())
+        rel
         for f in walk_files(path)  # class folders may be links
         if _is_image_name(os.path.basename(f))
+        and not _hidden((rel := PurePosixPath(Path(f).relative_to(path).as_posix())).parts)
     ]
     entries, classes = _layout(rels, split, path)
     return _decode_all(
-        [(str(path / p), lab, lambda p=p: (path / p).read_bytes()) for p, lab in entries],
+        [(str(path / p), lab, lambda p=p: _read_image_file(path / p)) for p, lab in entries],
         classes,
         path,
     )
+
+
+def _read_image_file(file: Path) -> bytes:
+    size = file.stat().st_size
+    if size > MAX_IMAGE_BYTES:
+        raise ReprlabError(
+            f"{file}: {size / 2**20:,.0f} MiB, larger than any image of a data set "
+            f"({MAX_IMAGE_BYTES >> 20} MiB at most; refused)"
+        )
+    return file.read_bytes()
 
 
 def _layout(
@@ -497,8 +528,9 @@ def _layout(
     cur = sorted(paths, key=str)
     while True:
         depths = {len(p.parts) - len(prefix) for p in cur}
-        if len(depths) > 1:
-            odd = next(p for p in cur if len(p.parts) - len(prefix) != min(depths))
+        if len(depths) > 1:  # name an image at the rarest depth: the stray one
+            rare = min(depths, key=lambda d: sum(len(p.parts) - len(prefix) == d for p in cur))
+            odd = next(p for p in cur if len(p.parts) - len(prefix) == rare)
             raise ReprlabError(
                 f"{source}: images at different folder depths (e.g. {odd}); expected "
                 "<class>/<image> or <split>/<class>/<image>"

@@ -191,9 +191,6 @@ class FineTuneLinearConfig(_EncoderConfig):
         super().validate()
         positive(self, "num_iters", "lr", "batch_size", "eval_every")
         positive(self, "l2_lambda", "patience", allow_zero=True)
-        for name in ("lr", "l2_lambda", "grad_norm_clip", "momentum", "ema_decay"):
-            if not math.isfinite(getattr(self, name)):
-                raise ReprlabError(f"--{name} must be a finite number, got {getattr(self, name)}")
         if not 0.0 <= self.momentum < 1.0:
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:

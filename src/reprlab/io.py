@@ -35,16 +35,49 @@ os.umask(_UMASK)
 _FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp alone makes files owner-only
 
 
+#: A temporary file's name: ``.<final name>.reprlab-<random><suffix>``, distinctive enough that
+#: cleaning up after a killed write never takes a user's own hidden file for one.
+_TEMP_MARK = "reprlab-"
+
+
+def _temporary(path: Path, suffix: str) -> tuple[int, str]:
+    """A new temporary file next to ``path`` (its errors name ``path``, not the temporary)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TEMP_MARK}", suffix=suffix,
+                                   dir=path.parent)  # fmt: skip
+    except OSError as e:
+        e.filename = str(path)
+        raise
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
+
+
+def _write_target(path: Path) -> Path:
+    """Where writing ``path`` goes: through a symbolic link to the file it names."""
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def _not_a_file(path: Path) -> bool:
+    """``path`` exists and is a device, pipe or socket (``/dev/stdout``): written in place."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success fsync and rename it to ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. A symbolic
+    link is written through (the file it names is replaced, the link kept); a device or pipe
+    (``--out /dev/stdout``) is written directly.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, _FILE_MODE)
+    if _not_a_file(path):
+        with open(path, mode) as f:
+            yield f
+        return
+    path = _write_target(path)
+    fd, tmp = _temporary(path, ".tmp")
     try:
         with os.fdopen(fd, mode) as f:
             yield f
@@ -60,12 +93,8 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` (for libraries that want a file name), then rename to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
-    )
-    os.fchmod(fd, _FILE_MODE)
+    path = _write_target(Path(path))
+    fd, tmp = _temporary(path, path.suffix or ".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
@@ -108,14 +137,18 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, to_json(obj))
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A JSON file holding an object (every JSON file reprlab writes holds one)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except FileNotFoundError:
         raise ReprlabError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ReprlabError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(obj, dict):
+        raise ReprlabError(f"{path}: holds a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
@@ -127,7 +160,18 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReprlabError(f"{path}: line {n} is not valid JSON ({e})") from None
+        if not isinstance(row, dict):
+            raise ReprlabError(f"{path}: line {n} is not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def save_npz(path: str | Path, **arrays: Any) -> None:
@@ -189,7 +233,7 @@ def check_output_file(path: Path, overwrite: bool) -> None:
     ``--overwrite`` (``predict``, ``report``)."""
     if path.is_dir():
         raise ReprlabError(f"{path}: is a folder (--out needs a file name)")
-    if path.exists() and not overwrite:
+    if path.is_file() and not overwrite:  # a device or pipe (/dev/stdout) is written to
         raise ReprlabError(f"{path}: already exists (choose another --out or pass --overwrite)")
 
 
@@ -369,6 +413,28 @@ def holds_files(path: Path) -> bool:
     )
 
 
+def reprlab_record(path: Path, kind: str) -> dict[str, Any] | None:
+    """The record reprlab keeps in a folder, read from ``path``: a run's ``config.json``
+    (``kind="run"``), a ``sweep.json`` or a ``pipeline.json``; None where the file is missing,
+    not JSON or not such a record. A folder without one is not reprlab's and is never deleted,
+    not even with ``--overwrite``."""
+    from reprlab.modes import MODES
+
+    try:
+        rec = read_json(path) if path.is_file() else None
+    except ReprlabError:
+        return None
+    if rec is None:
+        return None
+    ok = {
+        "run": lambda r: r.get("mode") in MODES and isinstance(r.get("config"), dict),
+        "sweep": lambda r: r.get("mode") in MODES and isinstance(r.get("grid"), dict),
+        "pipeline": lambda r: isinstance(r.get("preset"), str)
+        and isinstance(r.get("stages"), dict),
+    }[kind](rec)
+    return rec if ok else None
+
+
 def remove_folder(path: Path) -> None:
     """``--overwrite``: delete ``path``, unless another reprlab process is using it or it holds
     the current working folder."""
@@ -406,14 +472,14 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise ReprlabError(f"{path}: exists and is not a folder")
         if holds_files(path):
-            if not cfg_file.is_file():  # never deleted, even with --overwrite: not ours
+            old = reprlab_record(cfg_file, "run")
+            if old is None:  # never deleted, even with --overwrite: not ours
                 raise ReprlabError(
                     f"{path}: folder exists and is not a reprlab run (choose another --out)"
                 )
             if overwrite:
                 remove_folder(path)
             else:
-                old = read_json(cfg_file)
                 if old.get("mode") != mode:
                     raise ReprlabError(
                         f"{path}: holds a {old.get('mode')} run, not {mode} "
@@ -533,12 +599,14 @@ def _check_same_inputs(
             )
 
 
-_TEMP_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}(\.tmp|\.[A-Za-z0-9]+)")
+_TEMP_NAME = re.compile(
+    rf"\.(?P<final>.+)\.{_TEMP_MARK}[a-z0-9_]{{8}}(\.tmp|\.[A-Za-z0-9]+)"
+)
 
 
 def remove_stale_temporaries(folder: Path) -> list[str]:
-    """Delete the hidden temporaries (``.<name>.<random>.tmp``) that a killed process left in a
-    run folder (:func:`atomic_open` removes them itself on any other failure)."""
+    """Delete the hidden temporaries (``.<name>.reprlab-<random>.tmp``) that a killed process
+    left in a run folder (:func:`atomic_open` removes them itself on any other failure)."""
     removed = []
     for f in folder.iterdir():
         if _TEMP_NAME.fullmatch(f.name) and f.is_file():

@@ -102,9 +102,6 @@ class _LinearConfig(RunConfig):
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
-        for name in ("lr", "l2_lambda", "grad_norm_clip", "momentum", "ema_decay"):
-            if not math.isfinite(getattr(self, name)):
-                raise ReprlabError(f"--{name} must be a finite number, got {getattr(self, name)}")
 
 
 @dataclass
@@ -234,8 +231,11 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
     ds = D.limit_images(ds, cfg.limit, cfg.seed)
     present = np.unique(ds.labels)
     if len(present) < 2:
-        names = ", ".join(ds.classes[i] for i in present) or "none"
-        raise ReprlabError(f"{ds.source}: needs images of at least two classes, found {names}")
+        names = ", ".join(repr(ds.classes[i]) for i in present) or "none"
+        raise ReprlabError(
+            f"{ds.source}: needs images of at least two classes, found only class {names}"
+            if len(present) else f"{ds.source}: needs images of at least two classes, found none"
+        )
     tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
     train, val = ds.subset(tr_idx), ds.subset(va_idx)
     D.check_batch_size(cfg.batch_size, train)

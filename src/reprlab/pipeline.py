@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from reprlab.io import (
     holds_files,
     read_json,
     remove_folder,
+    reprlab_record,
     to_json,
     write_json,
 )
@@ -308,8 +310,10 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
         raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
         raise ReprlabError(f"{where('limit')} must be >= 2, got {opts.limit}")
-    if opts.time_budget is not None and not opts.time_budget >= 0:
-        raise ReprlabError(f"{where('time_budget')} must be >= 0, got {opts.time_budget}")
+    if opts.time_budget is not None and not 0 <= opts.time_budget < math.inf:
+        raise ReprlabError(
+            f"{where('time_budget')} must be a finite number >= 0, got {opts.time_budget}"
+        )
     overrides: dict[str, dict[str, Any]] = {s: dict(t) for s, t in tables.items()}
     for stage, vals in parse_sets(ns.set or []).items():
         overrides.setdefault(stage, {}).update(vals)
@@ -330,7 +334,7 @@ def concrete_preset(opts: PipelineOptions, folder: Path | None = None) -> tuple[
         folder = Path(opts.out)
     pj = folder / "pipeline.json" if folder is not None else None
     if pj is not None and pj.is_file():
-        held = _read_json_or_empty(pj).get("preset")
+        held = (reprlab_record(pj, "pipeline") or {}).get("preset")
         if held in ("fast", "timed"):
             return held, f"the preset of the pipeline in {folder}"
     device = pick_device("auto")
@@ -422,8 +426,10 @@ def _follow_own_encoder(run: Path, config: dict[str, Any], folder: Path) -> None
     this to be the same pipeline, whose stages use its own encoder)."""
     if _portable(config, folder).get("encoder_path") != OWN_ENCODER:
         return
-    record = read_json(run / "config.json")
-    stored = (record.get("config") or {}).get("encoder_path")
+    record = reprlab_record(run / "config.json", "run")
+    if record is None:  # not a run: the stage itself refuses the folder
+        return
+    stored = record["config"].get("encoder_path")
     if (
         isinstance(stored, str)
         and stored != config["encoder_path"]
@@ -440,8 +446,8 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     pj = folder / "pipeline.json"
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
-    if pj.is_file():
-        old = read_json(pj)
+    old = reprlab_record(pj, "pipeline")
+    if old is not None:
         # records of earlier releases name the encoder by its path in this very folder
         old_stages = {
             k: _portable(v, folder) if isinstance(v, dict) else v

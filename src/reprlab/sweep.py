@@ -43,6 +43,7 @@ from reprlab.io import (
     read_json,
     read_jsonl,
     remove_folder,
+    reprlab_record,
     to_json,
     write_json,
     write_text,
@@ -282,8 +283,8 @@ def run_sweep(
     sj = folder / "sweep.json"
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
-    if sj.is_file():
-        old = read_json(sj)
+    old = reprlab_record(sj, "sweep")
+    if old is not None:
         if differing_keys(old, record):
             if not overwrite:
                 raise ReprlabError(

@@ -699,22 +699,34 @@ def train(
             raise ReprlabError(
                 f"{ckpt_path}: does not fit this model ({one_line(e, 200)})"
             ) from None
-        if ema is not None and ck.get("ema") is not None:
-            ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
-        if slow is not None and ck.get("lookahead") is not None:
-            slow.state = {k: v.to(device) for k, v in ck["lookahead"].items()}
-        stopper.load_state_dict(ck["early_stopping"])
-        stopper.best_state = ck.get("best_state")
-        it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
-        loss_sum = ck["loss_sum"].to(device)
-        loss_count = int(ck["loss_count"])
-        extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
-        set_rng_state(ck["rng"])
+        try:  # a file that loads (plain data only) but is not what checkpoint() writes
+            if ema is not None and ck.get("ema") is not None:
+                ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
+            if slow is not None and ck.get("lookahead") is not None:
+                slow.state = {k: v.to(device) for k, v in ck["lookahead"].items()}
+            stopper.load_state_dict(ck["early_stopping"])
+            stopper.best_state = ck.get("best_state")
+            it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
+            loss_sum = ck["loss_sum"].to(device)
+            loss_count = int(ck["loss_count"])
+            extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
+            set_rng_state(ck["rng"])
+            # the count the run was started with (and re-planned to), not a new timing
+            budget = ck.get("time_budget")
+            end = budget["num_iters"] if budget is not None else cfg.num_iters
+            if not (0 <= it0 <= end and all(isinstance(r, dict) for r in rows)):
+                raise ValueError(f"iteration {it0} of {end}")
+        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+            raise ReprlabError(
+                f"{ckpt_path}: not a checkpoint of this run ({one_line(e, 120)}); pass "
+                "--overwrite to start again"
+            ) from None
         resumed_from = it0
-        # the count the run was started with (and re-planned to), not a new timing
-        budget = ck.get("time_budget")
         if cfg.time_budget > 0 and (budget is None or not budget.get("budget_s")):
             raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
+    elif resume and ckpt_path is not None and cfg.progress:
+        tqdm.write(f"{cfg.desc}: no checkpoint in {ckpt_path.parent}: starting from the "
+                   "beginning", file=sys.stderr)  # fmt: skip
     if ckpt_path is not None:
         _checkpoint_ready(ckpt_path)
 
