@@ -57,7 +57,7 @@ SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: Refuse arrays whose header declares more than this (a zip-bomb-like .npz).
 MAX_ARRAY_BYTES = 8 << 30
 #: Bump when the cached arrays' meaning changes: old cache entries are then ignored.
-CACHE_FORMAT_VERSION = 1
+CACHE_FORMAT_VERSION = 2  # 2 (v17): hidden folders and files are no longer read as data
 
 
 # ---------------------------------------------------------------------------------------------
