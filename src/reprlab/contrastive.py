@@ -55,6 +55,7 @@ from reprlab.io import (
     load_checkpoint,
     load_npy,
     read_json,
+    reprlab_record,
     save_checkpoint,
     save_npy,
     write_text,
@@ -263,7 +264,12 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
     """
     path = resolve_encoder_path(path)
     if not path.is_file():
-        raise ReprlabError(f"{path}: encoder file not found (--encoder_path)")
+        mode = (reprlab_record(path.parent / "config.json", "run") or {}).get("mode")
+        what = f"a {mode} run folder has none; " if mode not in (None, "cont_rep") else ""
+        raise ReprlabError(
+            f"{path}: encoder file not found ({what}--encoder_path takes a cont_rep run folder "
+            "or its encoder.pt)"
+        )
     ck = load_checkpoint(path)
     if ck.get("format") != ENCODER_FORMAT:
         raise ReprlabError(f"{path}: not a reprlab encoder file (expected cont_rep's encoder.pt)")
@@ -377,7 +383,7 @@ def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | No
         raise ReprlabError(
             f"{ds.source}: has {n_cls} class; triplets need at least two classes (negatives)"
         )
-    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
     train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
     if len(val_set) == 0:
         raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")

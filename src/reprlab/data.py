@@ -762,7 +762,7 @@ def _class_indices(labels: np.ndarray) -> list[np.ndarray]:
 
 
 def stratified_split(
-    labels: np.ndarray, val_fraction: float, seed: int
+    labels: np.ndarray, val_fraction: float, seed: int, where: str = "the data"
 ) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, val_idx), each sorted: every class contributes ``val_fraction`` of its images.
 
@@ -777,7 +777,10 @@ def stratified_split(
     # a class never gives all its images to validation (training needs every class)
     n_val = _largest_remainder(counts * val_fraction, total, np.maximum(counts - 1, 0))
     if n_val.sum() == 0:
-        raise ReprlabError(f"cannot split {len(labels)} images into training and validation")
+        raise ReprlabError(
+            f"{where}: cannot split {len(labels)} images into training and validation (at "
+            "least two images of one class are needed)"
+        )
     train, val = [], []
     for g, k in zip(groups, n_val, strict=True):
         perm = rng.permutation(g)

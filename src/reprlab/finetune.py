@@ -360,7 +360,7 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
     ds = D.limit_images(ds, cfg.limit, cfg.seed)
     if len(np.unique(ds.labels)) < 2:
         raise ReprlabError(f"{ds.source}: needs images of at least two classes")
-    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
     train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
     if len(val_set) == 0:
         raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")

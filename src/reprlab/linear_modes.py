@@ -236,7 +236,7 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
             f"{ds.source}: needs images of at least two classes, found only class {names}"
             if len(present) else f"{ds.source}: needs images of at least two classes, found none"
         )
-    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
     train, val = ds.subset(tr_idx), ds.subset(va_idx)
     D.check_batch_size(cfg.batch_size, train)
     test = None

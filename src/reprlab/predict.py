@@ -79,6 +79,8 @@ def load_predictor(run_dir: str | Path, tta: str = "run") -> tuple[str, Any]:
 
 def _load(run_dir: str | Path) -> tuple[str, Any]:
     run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise ReprlabError(f"{run_dir}: a file, not a run folder (give a finished run's folder)")
     if not run_dir.is_dir():
         raise ReprlabError(f"{run_dir}: run folder not found")
     cfg_file = run_dir / "config.json"
