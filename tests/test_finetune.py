@@ -262,6 +262,33 @@ def test_fine_tune_nn_early_stops_and_restores_best(cifar_train, tiny_encoder, t
     # the returned weights are the best evaluation's: same images, same batches -> same accuracy
     assert s["val_acc_no_tta"] == pytest.approx(s["best_val_acc"], abs=1e-9)
     assert s["best_val_acc"] == max(r["val_acc"] for r in read_jsonl(out / "metrics.jsonl"))
+    assert s["returned_weights"] == "best"
+
+
+def test_summary_best_row_and_returned_weights_follow_the_stopping_metric(
+    cifar_train, tiny_encoder, tmp_path
+):
+    """Stopping on the training loss (checked every 10 iterations, between evaluations): the
+    summary's best_* are that logged row's; a run that reaches --num_iters with the lookahead
+    says it returns the slow weights, not the best ones."""
+    out = tmp_path / "tl"
+    s = run_fine_tune_nn(
+        nn_config(cifar_train, tiny_encoder, out, num_iters=40, eval_every=20,
+                  early_stop_metric="train_loss", patience=50, checkpoint_every=0)
+    )  # fmt: skip
+    rows = read_jsonl(out / "metrics.jsonl")
+    best = min(rows, key=lambda r: r["train_loss"])
+    assert s["best_iter"] == best["iter"] and s["best_train_loss"] == best["train_loss"]
+    assert s["stop_reason"] == "num_iters" and s["returned_weights"] == "lookahead"
+
+
+def test_flip_augment_under_flip_tta_is_refused() -> None:
+    from reprlab.errors import ReprlabError
+    from reprlab.finetune import FineTuneLinearConfig
+
+    with pytest.raises(ReprlabError, match="--flip_augment adds nothing under --flip_tta"):
+        FineTuneLinearConfig(encoder_path="e.pt", flip_augment=True).validate()
+    FineTuneLinearConfig(encoder_path="e.pt", flip_augment=True, flip_tta=False).validate()
 
 
 @pytest.mark.parametrize("how", ["freeze_encoder", "freeze_encoder_iters", "budget"])

@@ -281,3 +281,18 @@ def test_help_lists_choices_and_meaningful_defaults(capsys) -> None:
     assert "--lr_schedule {constant,cosine,linear}" in text
     assert "--early_stop_metric {val_loss,val_acc}" in text
     assert "(default: None)" not in text and "(default: 0.03)" in text
+
+
+def test_classes_named_by_digits_are_chosen_by_name() -> None:
+    """``--classes 1,2`` on a data set whose class folders are named 1, 2, 3 picks those
+    folders; on names that are not digits, digits are label indices."""
+    from reprlab.data import ImageSet, select_classes
+    from reprlab.linear_modes import LogisticConfig
+
+    images = np.zeros((6, 4, 4, 3), np.uint8)
+    digits = ImageSet(images, np.array([0, 0, 1, 1, 2, 2]), ["1", "2", "3"], "d")
+    assert select_classes(digits, LogisticConfig(classes="1,2").class_list()).classes == ["1", "2"]
+    assert select_classes(digits, LogisticConfig(classes="3,1").class_list()).classes == ["3", "1"]
+    named = ImageSet(images, np.array([0, 0, 1, 1, 2, 2]), ["cat", "dog", "emu"], "n")
+    assert select_classes(named, LogisticConfig(classes="2,0").class_list()).classes == [
+        "emu", "cat"]

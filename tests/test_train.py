@@ -525,3 +525,17 @@ def test_a_deadline_shortens_a_counted_run_and_never_lengthens_it(tmp_path: Path
     tb = r_c.time_budget
     assert tb["budget_s"] == 100 and 0.5 < tb["deadline_s"] <= 1.0 and tb["after_s"] == 0
     assert 10 <= tb["planned_iters"] < 100 and time.time() - t1 < 1.0 * 1.2
+
+
+def test_a_run_cut_inside_its_warm_up_still_decays_to_zero() -> None:
+    """A deadline that cuts a planned run to fewer iterations than its warm-up: half warms up,
+    half decays, and the last update's learning rate is the schedule's end."""
+    from reprlab.train import planned_config
+
+    cfg = TrainConfig(num_iters=1000, lr=0.1, schedule="linear", warmup_frac=0.2, warmup_start=0.2)
+    kept = planned_config(cfg, {"planned_iters": 1000, "num_iters": 600})
+    assert kept.warmup_iters == 200 and kept.num_iters == 600  # the planned warm-up stays
+    cut = planned_config(cfg, {"planned_iters": 1000, "num_iters": 120})
+    assert cut.warmup_iters == 60 and cut.num_iters == 120
+    assert lr_multiplier(cut, 119) == pytest.approx(cut.final_lr_frac)
+    assert max(lr_multiplier(cut, i) for i in range(120)) <= 1.0

@@ -665,6 +665,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         "best_iter": res.best_iter,
         "early_stop_metric": cfg.early_stop_metric,
         "best_metric": res.best,
+        "returned_weights": res.weights,
         "best_val_loss": min((r["val_loss"] for r in res.rows if "val_loss" in r), default=None),
         "final_val_loss": next(
             (r["val_loss"] for r in reversed(res.rows) if "val_loss" in r), None

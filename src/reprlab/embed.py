@@ -205,8 +205,9 @@ def knn_accuracy(
     """Accuracy of a k-nearest-neighbour vote of ``train_emb`` for each row of ``query_emb``.
 
     Vote: majority of the ``k`` nearest neighbours; ties go to the tied class with the highest
-    summed similarity (cosine) / lowest summed distance (``metric="euclidean"``). Queries are
-    processed in chunks (one matmul + top-k each), so memory stays ``chunk x N_train``.
+    summed similarity (cosine) / lowest summed squared distance (``metric="euclidean"``).
+    Queries are processed in chunks (one matmul + top-k each), so memory stays
+    ``chunk x N_train``.
     """
     preds = knn_predict(train_emb, train_labels, query_emb, k=k, metric=metric, chunk=chunk)
     return float(np.mean(preds == np.asarray(query_labels)))

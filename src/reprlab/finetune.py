@@ -16,7 +16,8 @@
   (:func:`reprlab.train.train`): separate head/encoder learning rates, optional head-only
   warm-up (``--freeze_encoder_iters``) or a fully frozen encoder, label smoothing, batch
   crop+flip augmentation, bf16/channels_last, validation loss/accuracy every ``--eval_every``
-  iterations, early stopping restoring the best weights, atomic checkpoints and ``--resume``.
+  iterations, early stopping (it restores the best weights; a run that reaches ``--num_iters``
+  ends on the lookahead's slow weights, ``returned_weights``), atomic checkpoints, ``--resume``.
   The run folder holds ``model.pt`` (architecture + weights + normalisation).
 
 Both modes split the labelled data exactly as ``cont_rep`` does (same ``--seed``,
@@ -195,6 +196,11 @@ class FineTuneLinearConfig(_EncoderConfig):
             raise ReprlabError(f"--momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ReprlabError(f"--ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.flip_augment and self.flip_tta:
+            raise ReprlabError(
+                "--flip_augment adds nothing under --flip_tta: a flip-averaged embedding of a "
+                "mirrored image is that of the image itself (pass --no-flip_tta to use it)"
+            )
 
 
 @dataclass
@@ -1109,7 +1115,12 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
         "val_acc_flip_tta": float(np.mean(p_flip.argmax(1) == sp.val.labels)),
         "early_stop_metric": cfg.early_stop_metric,
         "best_metric": res.best,
-        **history_summary(rows, res.best_iter, best_rows=ev_rows),
+        "returned_weights": res.weights,
+        # the best row among the rows the stopping metric was checked on
+        **history_summary(
+            rows, res.best_iter,
+            best_rows=rows if cfg.early_stop_metric == "train_loss" else ev_rows,
+        ),
         "metrics_note": "metrics.jsonl: train_* are running means over the augmented batches "
         "(train_loss with label smoothing), val_* on eval_size validation images; top-level "
         "val_* on the whole validation split, train_* on 5000 training images (no augmentation)",

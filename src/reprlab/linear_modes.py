@@ -141,13 +141,10 @@ class LogisticConfig(_LinearConfig):
         if parts[0] == parts[1]:
             raise ReprlabError(f"--classes needs two different classes, got {self.classes!r}")
 
-    def class_list(self) -> list[int | str]:
-        out: list[int | str] = []
-        for s in str(self.classes).split(","):
-            s = s.strip()
-            if s:
-                out.append(int(s) if s.isdigit() else s)
-        return out
+    def class_list(self) -> list[str]:
+        """The two classes as given; each a class name, or else a label index
+        (:func:`reprlab.data.select_classes`: a folder named ``1`` is the class ``1``)."""
+        return [s.strip() for s in str(self.classes).split(",") if s.strip()]
 
 
 @dataclass

@@ -249,6 +249,9 @@ class TrainResult:
     # with a time budget: the measured step and evaluation times and the iterations they fit
     time_budget: dict[str, float] | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # which weights the model ends with: "lookahead" (airbench's slow weights, a run that
+    # reached num_iters), "best" (by the early-stopping metric), "ema" or "last"
+    weights: str = "last"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,7 +632,11 @@ def planned_config(cfg: TrainConfig, plan: dict[str, Any]) -> TrainConfig:
     """``cfg`` as a plan sets it: the warm-up sized by the planned count, the end where the
     latest re-plan put it."""
     first = cfg.with_num_iters(int(plan.get("planned_iters", plan["num_iters"])))
-    return replace(first, num_iters=int(plan["num_iters"]), warmup_frac=None)
+    n = int(plan["num_iters"])
+    # a run cut inside its planned warm-up (a deadline close at hand) still decays to 0 by its
+    # end: half of it warms up, half decays
+    warm = first.warmup_iters if first.warmup_iters < n else n // 2
+    return replace(first, num_iters=n, warmup_frac=None, warmup_iters=warm)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -658,7 +665,9 @@ def train(
     ``meta`` (architecture name, z_dim, ...) is stored in the checkpoint and must match on
     resume. ``on_train_mode(model, it)`` lets a mode adjust train/eval modes per iteration
     (e.g. keep a frozen encoder's BatchNorm in eval mode). Returns a :class:`TrainResult`; the
-    model ends with the best weights (``restore_best``) or the EMA weights (``ema_decay > 0``).
+    model ends with the lookahead's slow weights when it reaches ``num_iters`` with
+    ``lookahead`` (airbench), else the best weights (``restore_best``), else the EMA weights
+    (``ema_decay > 0``); ``TrainResult.weights`` says which.
 
     Timed runs: ``cfg.time_budget`` sizes ``num_iters`` by the clock (:func:`fit_time_budget`);
     ``deadline`` (a ``time.time()``) is when the caller must be done, ``after_evals`` evaluations
@@ -837,6 +846,7 @@ def train(
         if deadline_pc is not None:  # seconds left to the deadline when the timing began
             left = deadline_pc - t_start + budget["calibration_s"]
             budget.update(deadline_s=left, after_s=after_evals * eval_s)
+    unplanned = cfg  # every plan and re-plan is applied to it (planned_config)
     if budget is not None:
         cfg = planned_config(cfg, budget)
         if cfg.progress and "step_s" in budget:  # timed (not only cut by a deadline)
@@ -867,8 +877,8 @@ def train(
         if budget is None:  # a counted run the deadline shortens
             budget = {"budget_s": 0.0, "num_iters": cfg.num_iters,
                       "planned_iters": cfg.num_iters, "replans": []}  # fmt: skip
-        cfg = replace(cfg, num_iters=n, warmup_frac=None)
         budget["num_iters"] = n
+        cfg = planned_config(unplanned, budget)
         budget.setdefault("replans", []).append(
             {"iter": it, "iter_s": round(pace, 4), "num_iters": n}
         )
@@ -982,12 +992,16 @@ def train(
 
     if stop_now:
         stop_reason = "early_stopping"
+    weights = "last"
     if ema is not None:
         model.load_state_dict(ema.state)
+        weights = "ema"
     if slow is not None and not stop_now:  # airbench ends on the slow weights
         model.load_state_dict(slow.state)
+        weights = "lookahead"
     elif cfg.restore_best and stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
+        weights = "best"
     wall = elapsed0 + time.perf_counter() - t_start
     done = it - it0
     return TrainResult(
@@ -1004,6 +1018,7 @@ def train(
         peak_memory_mib=peak_memory_mib(device),
         precision="bfloat16" if bf16 else "float32",
         time_budget=budget,
+        weights=weights,
     )
 
 
