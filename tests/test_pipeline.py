@@ -435,6 +435,15 @@ def test_the_pipeline_time_budget_sets_each_timed_stage_a_deadline(tmp_path, mon
     fake.calls.clear()
     assert main([*argv, "--time_budget", "600"]) == 0
     assert fake.modes == ["fine_tune_nn"] and deadlines()["fine_tune_nn"]["deadline"] < t0 + 605
+    # the seconds an interrupted stage logged count against the limit and in its wall time
+    (out / "fine_tune_nn" / "summary.json").unlink()
+    (out / "fine_tune_nn" / "metrics.jsonl").write_text('{"iter": 10, "elapsed_s": 100.0}\n')
+    fake.calls.clear()
+    t1 = time.time()
+    assert main([*argv, "--time_budget", "600"]) == 0
+    assert abs(deadlines()["fine_tune_nn"]["deadline"] - (t1 + 600 - 100)) < 5
+    walls = json.loads((out / "pipeline_summary.json").read_text())["stages"]
+    assert walls["fine_tune_nn"]["wall_time_s"] >= 100
     # without one there is no deadline; the timed preset brings its own
     fake.calls.clear()
     assert main([*argv[:-1], str(tmp_path / "q")]) == 0 and deadlines()["cont_rep"] == {}

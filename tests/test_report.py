@@ -148,3 +148,19 @@ def test_report_command_keeps_an_existing_file(smoke_pipeline: dict, tmp_path: P
     # links to the runs' files work from where the report is
     links = re.findall(r'<a href="([^"#][^"]*)"', text)
     assert links and all((tmp_path / link).is_file() for link in links), links
+
+
+def test_the_results_table_shows_the_returned_models_figures() -> None:
+    """Train accuracy and both losses in the tables are the returned model's (best weights
+    restored), as its validation accuracy is, not the last evaluation of discarded weights."""
+    from reprlab.pipeline import summary_table
+    from reprlab.report import stage_metrics
+
+    summary = {"status": "finished", "val_acc": 0.30, "train_acc": 0.5958, "val_loss": 2.179,
+               "train_loss": 1.1, "final_val_acc": 0.28, "final_train_acc": 0.725,
+               "final_val_loss": 2.231, "final_train_loss": 0.9, "iterations": 100}  # fmt: skip
+    m = stage_metrics(summary)
+    assert (m["model_train_acc"], m["model_val_loss"], m["model_train_loss"]) == (
+        0.5958, 2.179, 1.1)
+    table = summary_table({"softmax": m})
+    assert "59.58 %" in table and "30.00 %" in table and "72.50" not in table

@@ -143,7 +143,11 @@ def test_sweep_over_seeds_writes_mean_and_spread(tmp_path: Path, cifar_train: Pa
     # seeds draw different splits and batches: the runs of one setting differ
     assert len({r["final_val_loss"] for r in runs if r["l2_lambda"] == "0"}) == 3
     md = (out / "by_setting.md").read_text().splitlines()
-    assert md[0].startswith("| l2_lambda | n | final_train_acc |") and " ± " in md[2]
+    assert md[0].startswith("| l2_lambda | n | val_acc | final_train_acc |") and " ± " in md[2]
+    # val_acc is the returned model's, as each run's summary.json has it
+    for r in runs:
+        summary = json.loads((out / r["run"] / "summary.json").read_text())
+        assert float(r["val_acc"]) == pytest.approx(summary["val_acc"])
     assert "over seeds" in (out / "report.html").read_text()
 
 

@@ -40,6 +40,7 @@ from reprlab.io import (
     hold_folder,
     holds_files,
     read_json,
+    read_jsonl,
     remove_folder,
     reprlab_record,
     to_json,
@@ -512,6 +513,12 @@ def _fmt_acc(v: Any) -> str:
     return f"{100 * v:6.2f} %" if isinstance(v, (int, float)) and v == v else "     —  "
 
 
+def _model_or_final(s: dict[str, Any], metric: str) -> Any:
+    """The returned model's figure (best weights restored), else the last logged evaluation."""
+    v = s.get(f"model_{metric}")
+    return v if v is not None else s.get(f"final_{metric}")
+
+
 def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     """The final table printed to stdout."""
     scored = any(s.get("test_acc") is not None for s in stages.values())  # labelled test data
@@ -529,7 +536,7 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
         if s.get("final_val_acc") is None and (s.get("knn") or {}).get("knn_acc") is not None:
             val, knn_note = _fmt_acc(s["knn"]["knn_acc"]) + "*", True
         lines.append(
-            f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(s.get('final_train_acc')):>9} "
+            f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(_model_or_final(s, 'train_acc')):>9} "
             f"{val:>10} " + (f"{_fmt_acc(s.get('test_acc')):>9} " if scored else "")
             + f"{'' if it is None else it:>6} "
             f"{'' if wall is None else f'{wall:.1f} s':>8}  {s.get('stop_reason') or ''}"
@@ -567,8 +574,18 @@ def run_pipeline(
     t_start = time.perf_counter()
     failed: set[str] = set()
     budget = pipeline_time_budget(opts)
+    # seconds interrupted stages already spent (they resume, or restart, below)
+    earlier = {
+        st.name: _earlier_seconds(folder / st.name)
+        for st in plan
+        if _status(folder / st.name) != "finished"
+    }
     # the wall-clock time the whole pipeline must be done by, counting earlier invocations
-    spent = sum(v.get("wall_time_s") or 0.0 for v in results.values() if isinstance(v, dict))
+    spent = sum(
+        v.get("wall_time_s") or 0.0
+        for k, v in results.items()
+        if isinstance(v, dict) and _status(folder / k) == "finished"
+    ) + sum(earlier.values())
     end = time.time() + budget - spent if budget else None
     if end is not None:
         print(f"[pipeline] --time_budget {budget:g} s: done by {time.ctime(end)}",
@@ -619,7 +636,8 @@ def run_pipeline(
             summary = _read_json_or_empty(run / "summary.json")
             status = f"failed: {e}"
             failed.add(st.name)
-        wall = time.perf_counter() - t0
+        # an interrupted stage's wall time counts its earlier sessions' logged seconds too
+        wall = time.perf_counter() - t0 + earlier.get(st.name, 0.0)
         m = stage_metrics(summary or {})
         results[st.name] = {**m, "status": status, "wall_time_s": round(wall, 2), "skipped": False}
         save()
@@ -647,6 +665,18 @@ def _time_after(later: list[Stage], folder: Path) -> float:
         for s in later
         if _status(folder / s.name) != "finished"
     )
+
+
+def _earlier_seconds(run: Path) -> float:
+    """Seconds an interrupted stage logged before this invocation: the training time of its
+    last ``metrics.jsonl`` row (its earlier sessions' included). A lower bound: the stage's
+    set-up and the seconds after that row are not on record."""
+    try:
+        rows = read_jsonl(run / "metrics.jsonl")
+    except ReprlabError:
+        return 0.0
+    last = rows[-1].get("elapsed_s") if rows else None
+    return float(last) if isinstance(last, (int, float)) and last > 0 else 0.0
 
 
 def _read_json_or_empty(path: Path) -> dict[str, Any]:

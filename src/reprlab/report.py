@@ -84,7 +84,9 @@ def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
         out[f"best_{m}"] = b if b is not None else _first(summary, f"best_{m}")
     # the returned model (best weights restored) on the whole validation split, when the mode
     # reports it: the headline; final_*/best_* are the logged evaluations (maybe a subset)
-    out["model_val_acc"] = summary.get("val_acc") if "final_val_acc" in summary else None
+    # the same for its training accuracy and both losses (top-level keys of the summary)
+    for m in ("val_acc", "train_acc", "val_loss", "train_loss"):
+        out[f"model_{m}"] = summary.get(m) if "final_val_acc" in summary else None
     out["iterations"] = _first(summary, "iterations", "iters", "num_iters_run")
     out["stop_reason"] = _first(summary, "stop_reason")
     out["wall_time_s"] = _first(summary, "wall_time_s")
@@ -271,9 +273,9 @@ def _results_table(
             f'<tr><td class=l><a href="#{_e(name)}">{_e(name)}</a></td>'
             f"<td class='l {cls}'>{_e(status)}</td>"
             + pair(val_cell, "val_acc")
-            + pair(_pct(m["final_train_acc"]), "train_acc")
-            + pair(_num(m["final_val_loss"]), "val_loss", _num)
-            + pair(_num(m["final_train_loss"]), "train_loss", _num)
+            + pair(_pct(_first(m, "model_train_acc", "final_train_acc")), "train_acc")
+            + pair(_num(_first(m, "model_val_loss", "final_val_loss")), "val_loss", _num)
+            + pair(_num(_first(m, "model_train_loss", "final_train_loss")), "train_loss", _num)
             + pair(_num(m["iterations"]) + _budget(m["time_budget"]), "iterations", _num)
             + (pair(test_cell, "test_acc") if scored else "")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"

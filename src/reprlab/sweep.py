@@ -56,6 +56,9 @@ OVERLAY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "knn_acc")
 CONTROLLED = frozenset({"out", "overwrite", "resume"})
 RESULT_COLUMNS = (
     "status",
+    # the returned model (best weights restored) on the whole validation split, as the run
+    # prints it (cont_rep: its kNN accuracy); then the logged evaluations
+    "val_acc",
     "final_train_acc",
     "final_val_acc",
     "best_val_acc",
@@ -158,7 +161,9 @@ def run_name(combo: dict[str, Any]) -> str:
 def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
     from reprlab.report import stage_metrics
 
-    return stage_metrics(summary)
+    m = stage_metrics(summary)
+    m["val_acc"] = m["model_val_acc"] if m["model_val_acc"] is not None else m["knn"].get("knn_acc")
+    return m
 
 
 def _fmt(v: Any) -> str:

@@ -868,9 +868,14 @@ def train(
             return
         pace = (now - t_start) / max(1, it - it0)
         projected = now + (cfg.num_iters - it) * pace + eval_s  # and the final evaluation
-        if abs(projected - target) <= REPLAN_TOLERANCE * max(1e-9, target - t_start):
+        # a move smaller than one step of the rounding is noise (on a short budget, where
+        # BUDGET_ROUND iterations exceed the tolerance, the end would swing back and forth)
+        tolerance = max(REPLAN_TOLERANCE * max(1e-9, target - t_start), BUDGET_ROUND * pace)
+        if abs(projected - target) <= tolerance:
             return
-        n = it + iterations_that_fit(target - now - eval_s, pace, minimum=0)
+        # the new end: the last multiple of BUDGET_ROUND that fits (never before this iteration)
+        fit = it + iterations_that_fit(target - now - eval_s, pace, minimum=0)
+        n = max(it, fit - fit % BUDGET_ROUND)
         n = n if most is None else min(n, most)
         if n == cfg.num_iters:
             return
