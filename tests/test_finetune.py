@@ -507,3 +507,17 @@ def test_a_passed_deadline_ends_training_at_the_first_evaluation(cifar_train, ti
     assert s["status"] == "finished" and s["iterations"] == 5  # eval_every
     assert s["time_budget"]["planned_iters"] == 40 and s["time_budget"]["num_iters"] == 5
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "summary.json").is_file()
+
+
+def test_a_limit_larger_than_the_data_is_the_same_split(tmp_path) -> None:
+    """The encoder's run had --limit 1500 on 600 images (all of them): no split warning for a
+    run without --limit on the same images; on 2,000 images the limit did cut, and it warns."""
+    from reprlab.finetune import FineTuneLinearConfig, _split_mismatch
+
+    enc = tmp_path / "cont_rep"
+    enc.mkdir()
+    (enc / "config.json").write_text(json.dumps(
+        {"mode": "cont_rep", "config": {"seed": 0, "val_fraction": 0.2, "limit": 1500}}))
+    cfg = FineTuneLinearConfig(encoder_path=str(enc), seed=0, val_fraction=0.2)
+    assert _split_mismatch(cfg, enc / "encoder.pt", n_images=600) is None
+    assert "--limit None (encoder run: 1500)" in _split_mismatch(cfg, enc / "encoder.pt", 2000)

@@ -363,6 +363,7 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
             f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the encoder {enc_path} was trained "
             f"on {shape[0]}x{shape[1]}x{shape[2]}"
         )
+    n_images = len(ds)
     ds = D.limit_images(ds, cfg.limit, cfg.seed)
     if len(np.unique(ds.labels)) < 2:
         raise ReprlabError(f"{ds.source}: needs images of at least two classes")
@@ -374,11 +375,12 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
     if cfg.test_data is not None:
         test = D.load_images(cfg.test_data, split="test")
         D.check_compatible(train_set, test)
-    return _Splits(train_set, val_set, test, _split_mismatch(cfg, enc_path))
+    return _Splits(train_set, val_set, test, _split_mismatch(cfg, enc_path, n_images))
 
 
-def _split_mismatch(cfg: _EncoderConfig, enc_path: Path) -> str | None:
-    """Compare the split flags with the encoder's run (its config.json), when there is one."""
+def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
+    """Compare the split flags with the encoder's run (its config.json), when there is one. A
+    ``--limit`` of at least the ``n_images`` of the data is no limit (the same split)."""
     cfg_file = enc_path.parent / "config.json"
     if not cfg_file.is_file():
         return None
@@ -386,10 +388,13 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path) -> str | None:
         other = io.read_json(cfg_file).get("config") or {}
     except ReprlabError:
         return None
+    def setting(k: str, v: Any) -> Any:
+        return None if k == "limit" and isinstance(v, int) and v >= n_images else v
+
     diff = [
         k
         for k in ("seed", "val_fraction", "limit")
-        if k in other and other.get(k) != getattr(cfg, k)
+        if k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
     ]
     if other.get("data") is not None and cfg.data is not None and _differ(other["data"], cfg.data):
         diff.append("data")

@@ -588,8 +588,12 @@ def run_pipeline(
     ) + sum(earlier.values())
     end = time.time() + budget - spent if budget else None
     if end is not None:
-        print(f"[pipeline] --time_budget {budget:g} s: done by {time.ctime(end)}",
-              file=sys.stderr)  # fmt: skip
+        when = (
+            f"done by {time.ctime(end)}"
+            if end > time.time()
+            else f"already spent ({spent - budget:.0f} s over); stages still to run train briefly"
+        )
+        print(f"[pipeline] --time_budget {budget:g} s: {when}", file=sys.stderr)
 
     def save() -> dict[str, Any]:
         ordered = {k: results[k] for k in STAGES if k in results}
