@@ -39,6 +39,7 @@ from reprlab.embed import (
     knn_predict,
     to_input,
     tsne_2d,
+    tta_views,
 )
 from reprlab.encoders import (
     ENCODERS,
@@ -534,10 +535,9 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
     # the passes after training, in evaluations (an evaluation embeds the kNN subsets and the
     # val batch once, unmirrored): the training set with TTA mirrors, validation and test
     # images with every TTA view (the t-SNE map and the kNN votes are not counted)
-    views = (2 if cfg.flip_tta else 1) * (3 if cfg.translate_tta else 1)
-    after = (2 if cfg.flip_tta else 1) * len(train_set) + views * (
-        len(val_set) + (len(test_set) if test_set is not None else 0)
-    )
+    after = tta_views(cfg.flip_tta, False) * len(train_set) + tta_views(
+        cfg.flip_tta, cfg.translate_tta
+    ) * (len(val_set) + (len(test_set) if test_set is not None else 0))
     per_eval = len(ref_idx) + len(q_idx) + (len(vb_idx) if val_triplets is not None else 0)
     meta = {
         "mode": "cont_rep",

@@ -449,12 +449,17 @@ def _corrupt_tar(path: Path, e: BaseException) -> ReprlabError:
     )
 
 
-def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int) -> bytes:
-    if m.size > most:
+def _refuse_if_larger(where: str, size: int, most: int) -> None:
+    """A file of an image data set declared larger than ``most`` bytes: refused, unread."""
+    if size > most:
         raise ReprlabError(
-            f"{path}: member {m.name!r} is {m.size / 2**20:,.0f} MiB, larger than any file of an "
-            f"image data set ({most >> 20} MiB at most; refused)"
+            f"{where} is {size / 2**20:,.0f} MiB, larger than any file of an image data set "
+            f"({most >> 20} MiB at most; refused)"
         )
+
+
+def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int) -> bytes:
+    _refuse_if_larger(f"{path}: member {m.name!r}", m.size, most)
     try:
         f = tf.extractfile(m)
         if f is None:
@@ -505,12 +510,7 @@ def _load_image_dir(path: Path, split: str) -> ImageSet:
 
 
 def _read_image_file(file: Path) -> bytes:
-    size = file.stat().st_size
-    if size > MAX_IMAGE_BYTES:
-        raise ReprlabError(
-            f"{file}: {size / 2**20:,.0f} MiB, larger than any image of a data set "
-            f"({MAX_IMAGE_BYTES >> 20} MiB at most; refused)"
-        )
+    _refuse_if_larger(str(file), file.stat().st_size, MAX_IMAGE_BYTES)
     return file.read_bytes()
 
 

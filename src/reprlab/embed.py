@@ -59,6 +59,12 @@ def to_input(
     return y.contiguous()
 
 
+def tta_views(flip_tta: bool, translate_tta: bool) -> int:
+    """Forward passes per image of :func:`embed` (and a classifier's averaging) with these
+    settings: the mirror doubles them, the two 1-pixel shifts (:func:`multi_crop`) triple them."""
+    return (2 if flip_tta else 1) * (3 if translate_tta else 1)
+
+
 def multi_crop(
     view_at: Callable[[tuple[int, int]], View],
     translate_tta: bool,

@@ -46,7 +46,14 @@ from reprlab import io, plots
 from reprlab.augment import random_crop_flip, translate
 from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder, resolve_encoder_path
-from reprlab.embed import as_mean_std, embed, embedding_record, multi_crop, to_input
+from reprlab.embed import (
+    as_mean_std,
+    embed,
+    embedding_record,
+    multi_crop,
+    to_input,
+    tta_views,
+)
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
@@ -381,13 +388,10 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
 def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
     """Compare the split flags with the encoder's run (its config.json), when there is one. A
     ``--limit`` of at least the ``n_images`` of the data is no limit (the same split)."""
-    cfg_file = enc_path.parent / "config.json"
-    if not cfg_file.is_file():
+    record = io.reprlab_record(enc_path.parent / "config.json", "run")
+    if record is None:
         return None
-    try:
-        other = io.read_json(cfg_file).get("config") or {}
-    except ReprlabError:
-        return None
+    other = record["config"]
     def setting(k: str, v: Any) -> Any:
         return None if k == "limit" and isinstance(v, int) and v >= n_images else v
 
@@ -1019,9 +1023,9 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
     # the passes after training, in evaluations (one evaluation: eval_size images, one view):
     # validation plain and mirrored, then its shifted views; 5000 training images and the test
     # images with every view
-    views = (2 if cfg.flip_tta else 1) * (3 if cfg.translate_tta else 1)
+    views = tta_views(cfg.flip_tta, cfg.translate_tta)
     n_val, n_test = len(sp.val), len(sp.test) if sp.test is not None else 0
-    after = 2 * n_val + (views - (2 if cfg.flip_tta else 1)) * n_val
+    after = 2 * n_val + (views - tta_views(cfg.flip_tta, False)) * n_val
     after += views * (min(5000, len(sp.train)) + n_test)
     ck_meta = {
         "mode": "fine_tune_nn",

@@ -420,11 +420,11 @@ def reprlab_record(path: Path, kind: str) -> dict[str, Any] | None:
     not even with ``--overwrite``."""
     from reprlab.modes import MODES
 
-    try:
-        rec = read_json(path) if path.is_file() else None
-    except ReprlabError:
+    if not path.is_file():
         return None
-    if rec is None:
+    try:
+        rec = read_json(path)
+    except ReprlabError:
         return None
     ok = {
         "run": lambda r: r.get("mode") in MODES and isinstance(r.get("config"), dict),

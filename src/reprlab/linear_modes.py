@@ -228,11 +228,8 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
     ds = D.limit_images(ds, cfg.limit, cfg.seed)
     present = np.unique(ds.labels)
     if len(present) < 2:
-        names = ", ".join(repr(ds.classes[i]) for i in present) or "none"
-        raise ReprlabError(
-            f"{ds.source}: needs images of at least two classes, found only class {names}"
-            if len(present) else f"{ds.source}: needs images of at least two classes, found none"
-        )
+        found = f"only class {ds.classes[present[0]]!r}" if len(present) else "none"
+        raise ReprlabError(f"{ds.source}: needs images of at least two classes, found {found}")
     tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
     train, val = ds.subset(tr_idx), ds.subset(va_idx)
     D.check_batch_size(cfg.batch_size, train)
