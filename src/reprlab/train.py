@@ -873,9 +873,10 @@ def train(
         tolerance = max(REPLAN_TOLERANCE * max(1e-9, target - t_start), BUDGET_ROUND * pace)
         if abs(projected - target) <= tolerance:
             return
-        # the new end: the last multiple of BUDGET_ROUND that fits (never before this iteration)
-        fit = it + iterations_that_fit(target - now - eval_s, pace, minimum=0)
-        n = max(it, fit - fit % BUDGET_ROUND)
+        # the new end: the last multiple of BUDGET_ROUND that fits (never before this
+        # iteration); rounded once, the end itself, not the count from here
+        last = it + int(max(0.0, target - now - eval_s) / max(pace, 1e-9))
+        n = max(it, last - last % BUDGET_ROUND)
         n = n if most is None else min(n, most)
         if n == cfg.num_iters:
             return
