@@ -671,3 +671,7 @@ def test_an_image_file_of_absurd_size_is_refused(tmp_path: Path, monkeypatch) ->
     folder = write_dir(tmp_path / "big", files)
     with raises_naming(folder, "MiB at most; refused"):
         load_images(folder)
+    monkeypatch.setattr(data, "MAX_BATCH_BYTES", 100)  # and every CIFAR batch
+    for cifar in (make_cifar_folder(tmp_path / "c"), make_cifar_targz(tmp_path / "c.tar.gz")):
+        with raises_naming(cifar, "MiB at most; refused"):
+            load_images(cifar)

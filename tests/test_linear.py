@@ -52,6 +52,16 @@ def test_gradient_matches_finite_differences(binary):
     assert loss == pytest.approx(model.loss(X, y, W, b))
 
 
+
+def test_loss_of_given_weights_takes_the_learned_bias_by_default():
+    """``loss(X, y, W=...)`` without ``b``: the learned bias, not a crash on ``None``."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 6)), rng.integers(0, 3, 40)
+    m = SoftmaxRegression(num_iters=5, batch_size=8, progress=False).fit(X, y)
+    W, b = m.W_, m.b_
+    assert m.loss(X, y, W=W) == m.loss(X, y, W, b) == m.loss(X, y)
+    assert m.loss(X, y, b=b + 1.0) == m.loss(X, y, W, b + 1.0)
+
 def test_logistic_loss_and_accuracy_by_hand():
     model = LogisticRegression(eps=EPS, l2_lambda=0.5)
     X = np.array([[0.0], [1.0], [-1.0], [2.0]])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import subprocess
@@ -85,6 +86,27 @@ def test_linear_nan_loss_fails_cleanly(mode: str, tmp_path: Path, capsys) -> Non
     assert not (out / "model.npz").exists()  # no model of NaNs
     json.loads((out / "config.json").read_text())
 
+
+
+@pytest.mark.parametrize("mode", ["logistic", "softmax"])
+def test_a_linear_loss_that_diverges_after_a_good_evaluation_fails(
+    mode: str, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loss that turns non-finite fails the run, as in fine_tune_linear and the neural
+    modes, even though an earlier evaluation was good and its weights could be restored (the
+    linear modes used to call such a run finished)."""
+    from reprlab.linear import _LinearModel
+
+    # a sane step for the first evaluation (iteration 5), then a step that blows up
+    monkeypatch.setattr(_LinearModel, "_lr_at", lambda self, it: 0.01 if it < 5 else 1e300)
+    out = tmp_path / "out"
+    argv = [mode, "--data", str(good_npz(tmp_path)), *LINEAR, "--grad_norm_clip", "0"]
+    assert main([*argv, "--out", str(out)]) == 1
+    one_line(capsys.readouterr().err, "reprlab: training failed: ")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["status"] == "failed" and s["stop_reason"] == "diverged"
+    assert math.isfinite(s["best_val_loss"])  # the first evaluation was good
+    assert not (out / "model.npz").exists()
 
 def test_linear_nan_loss_subprocess_stderr(tmp_path: Path) -> None:
     """A real process: no NumPy RuntimeWarning or traceback, just the one line (exit 1)."""

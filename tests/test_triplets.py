@@ -149,7 +149,7 @@ def test_batch_all_counts_and_positive_only() -> None:
 
 
 def test_miner_errors() -> None:
-    with pytest.raises(ReprlabError, match="--miner"):
+    with pytest.raises(ReprlabError, match="--mining"):
         mine_triplets(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), "nope", 0.1, False)
     with pytest.raises(ReprlabError):
         mine_triplets(torch.randn(4, 2), torch.zeros(4, dtype=torch.long), "hard", 0.1, False)

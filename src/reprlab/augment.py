@@ -62,11 +62,6 @@ def random_crop_flip(
     return out
 
 
-def flip_horizontal(x: Tensor) -> Tensor:
-    """Mirror a batch left-right (test-time augmentation)."""
-    return x.flip(3)
-
-
 def translate(x: Tensor, dx: int, dy: int) -> Tensor:
     """``x`` (N, C, H, W) shifted by ``dx`` columns and ``dy`` rows (positive: content moves
     left / up), the exposed border filled by reflection; same shape and memory format."""

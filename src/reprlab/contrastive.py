@@ -42,6 +42,7 @@ from reprlab.embed import (
     tta_views,
 )
 from reprlab.encoders import (
+    DEFAULT_ENCODER,
     ENCODERS,
     build_encoder,
     check_input_size,
@@ -93,7 +94,7 @@ class ContRepConfig(NeuralRunConfig):
     # airbench_cpu: airbench94's net at widths 32/128/256. In equal training time on 2 cores
     # it beat the 64/256/256 net (kNN 0.848 in 1300 steps vs 0.837 in 600; README)
     encoder: str = arg(
-        "airbench_cpu",
+        DEFAULT_ENCODER,
         f"encoder architecture: {', '.join(ENCODERS)} (report: vgg16_bn)",
         choices=tuple(ENCODERS),
     )

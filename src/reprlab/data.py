@@ -389,9 +389,13 @@ def _cifar_folder(path: Path) -> Path | None:
 
 
 def _load_cifar_folder(folder: Path, split: str) -> ImageSet:
-    batches = {n: (folder / n).read_bytes() for n in _batch_names(split) if (folder / n).is_file()}
+    def read(file: Path) -> bytes:
+        _refuse_if_larger(str(file), file.stat().st_size, MAX_BATCH_BYTES)
+        return file.read_bytes()
+
+    batches = {n: read(folder / n) for n in _batch_names(split) if (folder / n).is_file()}
     meta_file = folder / "batches.meta"
-    meta = meta_file.read_bytes() if meta_file.is_file() else None
+    meta = read(meta_file) if meta_file.is_file() else None
     return _assemble_cifar(batches, meta, split, str(folder))
 
 

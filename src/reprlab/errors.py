@@ -1,4 +1,6 @@
-"""The one exception type users see: printed as a single line, exit code 2, no traceback."""
+"""The two exceptions users see, each printed as one line without a traceback: bad input
+(:class:`ReprlabError`, exit code 2) and training that cannot go on (:class:`TrainingFailed`,
+exit code 1)."""
 
 import re
 

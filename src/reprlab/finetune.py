@@ -27,7 +27,6 @@ on; a warning is printed when the encoder's run used another split.
 
 from __future__ import annotations
 
-import math
 import shutil
 import sys
 import time
@@ -57,7 +56,7 @@ from reprlab.embed import (
 from reprlab.encoders import build_encoder, count_parameters
 from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
-from reprlab.linear_modes import make_estimator
+from reprlab.linear_modes import fit_and_measure, make_estimator
 from reprlab.metrics import (
     history_summary,
     report_with_confusion,
@@ -662,40 +661,27 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         progress=cfg.progress,
         n_classes=len(classes),
     )
-    model.fit(x_train, y_train, x_val, sp.val.labels)
-    rows = model.history_
-    io.write_jsonl(run.file("metrics.jsonl"), rows)
-    plots.plot_curves(rows, run.path, title="fine_tune_linear")
-
-    val_loss, val_acc = model.evaluate(x_val, sp.val.labels)
-    train_loss, train_acc = model.evaluate(x_train, y_train)
-    summary: dict[str, Any] = {
-        "status": "finished",
-        "mode": "fine_tune_linear",
-        "encoder_path": str(enc_path),
-        "encoder": meta["encoder"],
-        "z_dim": int(meta["z_dim"]),
-        "features": cfg.features,
-        "feature_dim": int(x_train.shape[1]),
-        "classes": classes,
-        "n_train": len(sp.train),
-        "n_val": len(sp.val),
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        **history_summary(rows, model.best_iter_),
-        "iterations": model.n_iter_,
-        "stop_reason": model.stop_reason_,
-        "embed_time_s": embed_time,
-        "fit_time_s": model.fit_time_s_,
-        "split_warning": sp.split_note,
-    }
-    if model.stop_reason_ == "diverged" or not math.isfinite(val_loss):
-        summary["status"] = "failed"
-        summary["wall_time_s"] = time.perf_counter() - t0
-        run.write_summary(summary)
-        raise TrainingFailed("fine_tune_linear: the loss diverged (lower --lr)")
+    summary = fit_and_measure(
+        model,
+        (x_train, y_train),
+        (x_val, sp.val.labels),
+        run,
+        "fine_tune_linear",
+        t0,
+        {
+            "encoder_path": str(enc_path),
+            "encoder": meta["encoder"],
+            "z_dim": int(meta["z_dim"]),
+            "features": cfg.features,
+            "feature_dim": int(x_train.shape[1]),
+            "classes": classes,
+            "n_train": len(sp.train),
+            "n_val": len(sp.val),
+            "embed_time_s": embed_time,
+            "split_warning": sp.split_note,
+        },
+        hint="lower --lr",
+    )
 
     io.save_npz(
         run.file("model.npz"),

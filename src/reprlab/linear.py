@@ -144,10 +144,8 @@ class _LinearModel:
 
     # ------------------------------------------------------------------ maths
     def _params(self, W: np.ndarray | None, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        if W is None:
-            W, b = self._W, self._b
-        W = np.asarray(W)
-        b = np.asarray(b)
+        W = np.asarray(self._W if W is None else W)
+        b = np.asarray(self._b if b is None else b)
         return W.reshape(W.shape[0], -1), b.reshape(-1)
 
     def loss_and_grad(

@@ -405,6 +405,58 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
 # ---------------------------------------------------------------------------------------------
 
 
+def fit_and_measure(
+    model: LogisticRegression | SoftmaxRegression,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    run: io.RunDir,
+    mode: str,
+    t0: float,
+    about: dict[str, Any],
+    hint: str,
+    **fit_kw: Any,
+) -> dict[str, Any]:
+    """Fit a from-scratch linear model with early stopping on ``val``, log and plot its curves,
+    and measure the model it returns (best weights restored) on both splits: the summary every
+    linear mode (``logistic``, ``softmax``, ``fine_tune_linear``) starts from, with the mode's
+    own fields ``about`` after ``mode``.
+
+    A loss that diverged fails the run, as in the neural modes, even where an earlier
+    evaluation was good: ``summary.json`` says ``failed`` and :class:`TrainingFailed` names
+    ``hint``.
+    """
+    (x_train, y_train), (x_val, y_val) = train, val
+    model.fit(x_train, y_train, x_val, y_val, **fit_kw)
+    rows = model.history_
+    io.write_jsonl(run.file("metrics.jsonl"), rows)
+    plots.plot_curves(rows, run.path, title=mode)
+
+    val_loss, val_acc = model.evaluate(x_val, y_val)
+    train_loss, train_acc = model.evaluate(x_train, y_train)
+    summary: dict[str, Any] = {
+        "status": "finished",
+        "mode": mode,
+        **about,
+        # the returned model (best weights restored)
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        **history_summary(rows, model.best_iter_),
+        "iterations": model.n_iter_,
+        "stop_reason": model.stop_reason_,
+        "train_metrics_note": "history train_* on a fixed random sample of <= 5000 training "
+        "images; top-level train_* on the whole training split",
+        "fit_time_s": model.fit_time_s_,
+    }
+    if model.stop_reason_ == "diverged" or not math.isfinite(val_loss):
+        summary["status"] = "failed"
+        summary["wall_time_s"] = time.perf_counter() - t0
+        run.write_summary(summary)
+        raise TrainingFailed(f"{mode}: the loss diverged ({hint})")
+    return summary
+
+
 def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     done = io.RunDir.finished_summary(cfg.out, mode, cfg.to_dict(), cfg.overwrite)
@@ -428,40 +480,22 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     if cfg.flip_augment:  # mirrored training images as extra samples (half of each batch)
         h, w, c = prep.feature_shape
         X_mirror = prep.X_train.reshape(-1, h, w, c)[:, :, ::-1].reshape(len(prep.X_train), -1)
-    model.fit(prep.X_train, prep.train.labels, prep.X_val, prep.val.labels, X_mirror=X_mirror)
-    rows = model.history_
-    io.write_jsonl(run.file("metrics.jsonl"), rows)
-    plots.plot_curves(rows, run.path, title=mode)
-
-    val_loss, val_acc = model.evaluate(prep.X_val, prep.val.labels)
-    train_loss, train_acc = model.evaluate(prep.X_train, prep.train.labels)
-    status = "finished"
-    if model.stop_reason_ == "diverged" and not math.isfinite(val_loss):
-        status = "failed"
-    summary: dict[str, Any] = {
-        "status": status,
-        "mode": mode,
-        "classes": prep.train.classes,
-        "class_ids": prep.class_ids,
-        "n_train": len(prep.train),
-        "n_val": len(prep.val),
-        # the returned model (best weights restored)
-        "val_loss": val_loss,
-        "val_acc": val_acc,
-        "train_loss": train_loss,
-        "train_acc": train_acc,
-        **history_summary(rows, model.best_iter_),
-        "iterations": model.n_iter_,
-        "stop_reason": model.stop_reason_,
-        "train_metrics_note": "history train_* on a fixed random sample of <= 5000 training "
-        "images; top-level train_* on the whole training split",
-        "fit_time_s": model.fit_time_s_,
-    }
-    if status == "failed":
-        summary["wall_time_s"] = time.perf_counter() - t0
-        run.write_summary(summary)
-        raise TrainingFailed(f"{mode}: the loss diverged (lower --lr or set --grad_norm_clip)")
-
+    summary = fit_and_measure(
+        model,
+        (prep.X_train, prep.train.labels),
+        (prep.X_val, prep.val.labels),
+        run,
+        mode,
+        t0,
+        {
+            "classes": prep.train.classes,
+            "class_ids": prep.class_ids,
+            "n_train": len(prep.train),
+            "n_val": len(prep.val),
+        },
+        hint="lower --lr or set --grad_norm_clip",
+        X_mirror=X_mirror,
+    )
     _save_model(run.file("model.npz"), model, prep, mode, cfg)
     y_pred = model.predict(prep.X_val)
     summary["classification_report"] = report_with_confusion(

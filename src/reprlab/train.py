@@ -234,8 +234,8 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    status: str  # "finished" | "failed"
-    stop_reason: str  # "num_iters" | "early_stopping" | "nan_loss"
+    status: str  # "finished" (a failed run raises instead)
+    stop_reason: str  # "num_iters" | "early_stopping"
     iterations: int  # iterations completed
     rows: list[dict[str, Any]]
     wall_time_s: float
@@ -248,7 +248,6 @@ class TrainResult:
     precision: str = "float32"  # of the forward passes: "bfloat16" under autocast
     # with a time budget: the measured step and evaluation times and the iterations they fit
     time_budget: dict[str, float] | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
     # which weights the model ends with: "lookahead" (airbench's slow weights, a run that
     # reached num_iters), "best" (by the early-stopping metric), "ema" or "last"
     weights: str = "last"
@@ -653,7 +652,6 @@ def train(
     params: Iterable[torch.nn.Parameter] | list[dict[str, Any]] | None = None,
     evaluate: Callable[[int], dict[str, float]] | None = None,
     run_dir: str | Path | None = None,
-    checkpoint_name: str = "checkpoint.pt",
     resume: bool = False,
     meta: dict[str, Any] | None = None,
     on_train_mode: Callable[[torch.nn.Module, int], None] | None = None,
@@ -689,7 +687,7 @@ def train(
     stopper = EarlyStopping(cfg.patience, metric=cfg.early_stop_metric, min_delta=cfg.min_delta)
 
     run_dir = Path(run_dir) if run_dir is not None else None
-    ckpt_path = run_dir / checkpoint_name if run_dir is not None else None
+    ckpt_path = run_dir / "checkpoint.pt" if run_dir is not None else None
     metrics_path = run_dir / "metrics.jsonl" if run_dir is not None else None
 
     it0, rows, elapsed0 = 0, [], 0.0
@@ -894,7 +892,7 @@ def train(
             tqdm.write(f"{cfg.desc}: {pace:.3f} s an iteration at {it}: to end in time, "
                        f"{n} iterations", file=sys.stderr)  # fmt: skip
 
-    status, stop_reason, it = "finished", "num_iters", it0
+    stop_reason, it = "num_iters", it0
     # a resumed finished run does no iteration: its last logged loss is the checkpoint's
     last_loss: float | None = rows[-1]["train_loss"] if rows else None
     bar = tqdm(
@@ -931,7 +929,6 @@ def train(
                 if do_log:
                     mean_loss = float(loss_sum) / max(1, loss_count)
                     if not math.isfinite(mean_loss):
-                        status, stop_reason = "failed", "nan_loss"
                         raise _NonFinite(it, mean_loss)
                     row: dict[str, Any] = {
                         "iter": it,
@@ -1011,7 +1008,7 @@ def train(
     wall = elapsed0 + time.perf_counter() - t_start
     done = it - it0
     return TrainResult(
-        status=status,
+        status="finished",
         stop_reason=stop_reason,
         iterations=it,
         rows=rows,
@@ -1044,7 +1041,7 @@ def _check_meta(path: Path, ck: dict[str, Any], meta: dict[str, Any]) -> None:
 
 
 def _checkpoint_ready(path: Path) -> None:
-    """Fail early (before any training) when the checkpoint folder cannot be written."""
+    """Create the checkpoint's folder before any training."""
     path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -1054,16 +1051,3 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_plain(v) for v in obj]
     return obj
-
-
-def load_training_checkpoint(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """Read a training checkpoint and check it belongs to a model described by ``meta``."""
-    path = Path(path)
-    ck = load_checkpoint(path)
-    _check_meta(path, ck, meta)
-    return ck
-
-
-def copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A detached copy of ``model.state_dict()`` (for callers that keep snapshots)."""
-    return copy.deepcopy(_state_copy(model))

@@ -173,7 +173,7 @@ def mine_triplets(
     batch with no valid triplet raises :class:`ReprlabError`.
     """
     if strategy not in MINERS:
-        raise ReprlabError(f"--miner must be one of {list(MINERS)}, got {strategy!r}")
+        raise ReprlabError(f"--mining must be one of {list(MINERS)}, got {strategy!r}")
     if strategy == "random":
         seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         return random_triplets(labels.cpu().numpy(), np.random.default_rng(seed), labels.device)
@@ -280,7 +280,7 @@ def batch_triplet_loss(
     if distance not in DISTANCES:
         raise ReprlabError(f"--distance must be one of {list(DISTANCES)}, got {distance!r}")
     if miner not in MINERS:
-        raise ReprlabError(f"--miner must be one of {list(MINERS)}, got {miner!r}")
+        raise ReprlabError(f"--mining must be one of {list(MINERS)}, got {miner!r}")
     e = F.normalize(emb.float(), dim=1) if normalize else emb.float()
     squared = distance == "squared_l2"
     d = pairwise_distances(e, squared)
