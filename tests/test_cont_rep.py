@@ -10,12 +10,13 @@ import pytest
 import torch
 
 from reprlab import contrastive
-from reprlab.cli import config_for, main
+from reprlab.cli import main
 from reprlab.contrastive import load_encoder, run_cont_rep
 from reprlab.embed import embed, knn_accuracy, knn_predict
 from reprlab.encoders import build_encoder
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import load_checkpoint, read_jsonl
+from reprlab.modes import config_for
 
 TINY = {
     "limit": 600,

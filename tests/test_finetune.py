@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from reprlab.augment import translate
-from reprlab.cli import config_for, main
+from reprlab.cli import main
 from reprlab.contrastive import load_encoder, run_cont_rep
 from reprlab.embed import multi_crop
 from reprlab.finetune import (
@@ -25,6 +25,7 @@ from reprlab.finetune import (
     run_fine_tune_nn,
 )
 from reprlab.io import load_checkpoint, read_jsonl, save_checkpoint
+from reprlab.modes import config_for
 
 # Session fixtures are also used by tests/test_predict.py (which imports them from here); the
 # cache makes each one run once per session even though two modules register it.

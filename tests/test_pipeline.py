@@ -271,14 +271,14 @@ def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) 
 
 
 class FakeModes:
-    """``reprlab.cli.run_mode`` stood in for: each call writes a finished stage (and cont_rep's
+    """``reprlab.modes.run_mode`` stood in for: each call writes a finished stage (and cont_rep's
     ``encoder.pt``) and is recorded as ``(mode, overrides, runtime)``."""
 
     def __init__(self, monkeypatch) -> None:
-        import reprlab.cli
+        import reprlab.modes
 
         self.calls: list[tuple[str, dict, dict]] = []
-        monkeypatch.setattr(reprlab.cli, "run_mode", self)
+        monkeypatch.setattr(reprlab.modes, "run_mode", self)
 
     def __call__(self, mode: str, overrides: dict, preset: str | None = None, **runtime) -> dict:
         from reprlab.io import write_json

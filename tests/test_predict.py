@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from test_finetune import _fails, ftl_run, nn_run, small_test, tiny_encoder  # noqa: F401
 
-from reprlab.cli import config_for, main
+from reprlab.cli import main
 from reprlab.linear_modes import run_softmax
+from reprlab.modes import config_for
 from reprlab.report import render_report
 
 

@@ -681,7 +681,7 @@ def test_ctrl_c_says_what_to_do_next(argv: list[str], hint: str, capsys, monkeyp
     def interrupted(*_a, **_k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("reprlab.cli.run_mode", interrupted)
+    monkeypatch.setattr("reprlab.modes.run_mode", interrupted)
     for module in ("pipeline", "sweep", "predict"):
         monkeypatch.setattr(importlib.import_module(f"reprlab.{module}"), "main", interrupted)
     assert main(argv) == 130

@@ -117,8 +117,8 @@ def test_resume_from_a_payload_checkpoint_runs_no_code(
     """``--resume`` reads the run folder's checkpoint.pt: a pickle payload there is refused."""
     from badinputs import encoder_file, good_npz, torch_payload
 
-    from reprlab.cli import config_for
     from reprlab.io import RunDir
+    from reprlab.modes import config_for
 
     (tmp_path / "d").mkdir()
     data = good_npz(tmp_path / "d", size=32)

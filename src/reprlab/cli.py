@@ -9,17 +9,9 @@ import argparse
 import importlib
 import signal
 import sys
-from typing import Any
 
-from reprlab import __version__
-from reprlab.config import (
-    ArgParser,
-    add_arguments,
-    build,
-    explicit_args,
-    field_types,
-    from_mapping,
-)
+from reprlab import __version__, modes
+from reprlab.config import ArgParser, add_arguments, explicit_args, field_types
 from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.modes import MODES, TOOLS
 
@@ -46,28 +38,6 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     return p
 
 
-def config_for(mode: str, overrides: dict[str, Any], preset: str | None = None) -> Any:
-    """A mode's validated config: preset (or the class defaults), then ``overrides``."""
-    cls, _ = MODES[mode].load()
-    presets = getattr(cls, "PRESETS", None)
-    base = None
-    if presets:
-        name = preset or cls.DEFAULT_PRESET
-        if name not in presets:
-            raise ReprlabError(f"--preset: unknown preset {name!r} (choose from {sorted(presets)})")
-        base = from_mapping(cls, presets[name], where=f"preset {name!r}")
-    return build(cls, overrides, base)
-
-
-def run_mode(
-    mode: str, overrides: dict[str, Any], preset: str | None = None, **runtime: Any
-) -> dict[str, Any]:
-    """Run ``mode``; ``runtime`` (e.g. the pipeline's ``deadline``) goes to its run function."""
-    cfg = config_for(mode, overrides, preset)
-    _, run = MODES[mode].load()
-    return run(cfg, **runtime)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
@@ -82,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command in TOOLS:
             return int(importlib.import_module(TOOLS[ns.command][1]).main(ns) or 0)
         cls, _ = MODES[ns.command].load()
-        run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
+        modes.run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
         return 0
     except ReprlabError as e:
         print(f"reprlab: error: {one_line(e)}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The registry of commands. The CLI imports only the module of the command it runs.
+"""The registry of commands, and running a mode from plain values (:func:`run_mode`, what the
+CLI, ``pipeline`` and ``sweep`` call). The CLI imports only the module of the command it runs.
 
 A *mode* is a training command made of a config dataclass and a ``run(cfg) -> summary`` function.
 A *tool* is any other command; its module provides ``add_arguments(parser)`` and
@@ -10,6 +11,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from typing import Any
+
+from reprlab.config import build, from_mapping
+from reprlab.errors import ReprlabError
 
 
 @dataclass(frozen=True)
@@ -73,3 +77,25 @@ TOOLS: dict[str, tuple[str, str]] = {
     "sweep": ("run a mode over a grid of flags and compare the runs", "reprlab.sweep"),
     "report": ("write the HTML report of a pipeline or run folder", "reprlab.report"),
 }
+
+
+def config_for(mode: str, overrides: dict[str, Any], preset: str | None = None) -> Any:
+    """A mode's validated config: preset (or the class defaults), then ``overrides``."""
+    cls, _ = MODES[mode].load()
+    presets = getattr(cls, "PRESETS", None)
+    base = None
+    if presets:
+        name = preset or cls.DEFAULT_PRESET
+        if name not in presets:
+            raise ReprlabError(f"--preset: unknown preset {name!r} (choose from {sorted(presets)})")
+        base = from_mapping(cls, presets[name], where=f"preset {name!r}")
+    return build(cls, overrides, base)
+
+
+def run_mode(
+    mode: str, overrides: dict[str, Any], preset: str | None = None, **runtime: Any
+) -> dict[str, Any]:
+    """Run ``mode``; ``runtime`` (e.g. the pipeline's ``deadline``) goes to its run function."""
+    cfg = config_for(mode, overrides, preset)
+    _, run = MODES[mode].load()
+    return run(cfg, **runtime)

@@ -362,7 +362,7 @@ def plan_stages(
     opts: PipelineOptions, overrides: dict[str, dict[str, Any]], folder: Path
 ) -> list[Stage]:
     """Every selected stage's validated configuration (nothing is written)."""
-    from reprlab.cli import config_for
+    from reprlab.modes import config_for
 
     preset = concrete_preset(opts, folder)[0]
     plan = []
@@ -550,7 +550,7 @@ def run_pipeline(
     opts: PipelineOptions, overrides: dict[str, dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Run (or resume) the pipeline; returns the content of ``pipeline_summary.json``."""
-    from reprlab.cli import run_mode
+    from reprlab.modes import run_mode
     from reprlab.report import render_report, stage_metrics
 
     folder = Path(opts.out) if opts.out else default_run_dir("pipeline")

@@ -261,7 +261,7 @@ def run_sweep(
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every combination of ``grid`` over ``base`` (typed overrides); return the rows."""
-    from reprlab.cli import config_for, run_mode
+    from reprlab.modes import config_for, run_mode
     from reprlab.plots import plot_overlay
     from reprlab.report import render_report
 
