@@ -29,7 +29,10 @@ C = "cont_rep"
 F = "fine_tune_nn"
 L = "fine_tune_linear"
 Job = tuple[str, str, list[str], str | None]
-R = ["--num_iters", "1", "--lr", "1e-9", "--warmup_iters", "0"]  # a random-init encoder file
+# the encoder as initialised, for fine-tuning from scratch (the sessions of 2026-11-27/28, before
+# `cont_rep --num_iters 0` existed, ran 1 iteration at lr 1e-9: the same weights, with the
+# BatchNorm statistics of one batch)
+R = ["--num_iters", "0"]
 # the first lent session (2026-11-27): variants of the fast recipe at the CPU's iteration counts
 RECIPES: list[Job] = [
     ("c0", C, [], None),

@@ -134,6 +134,7 @@ def test_resume_after_crash_gives_identical_weights(
         run_cont_rep(tiny(cifar_train, tmp_path, tsne=False))
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
     assert not (tmp_path / "encoder.pt").exists()
+    rows_before = load_checkpoint(tmp_path / "checkpoint.pt")["rows"]
     monkeypatch.setattr(contrastive, "random_crop_flip", real)
     # the same command without --resume would throw the 20 iterations away: refused, before
     # the model summary or anything else is printed
@@ -142,8 +143,11 @@ def test_resume_after_crash_gives_identical_weights(
         run_cont_rep(tiny(cifar_train, tmp_path, tsne=False))
     assert capsys.readouterr().out == ""
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iter"] == 20
-    s = run_cont_rep(tiny(cifar_train, tmp_path, tsne=False, resume=True))
+    s = run_cont_rep(tiny(cifar_train, tmp_path, tsne=False, resume=True, progress=True))
     assert s["resumed_from"] == 20 and s["iterations"] == 30
+    assert "cont_rep: resuming at iteration 20 of 30 from" in capsys.readouterr().err
+    # the run's wall time counts the interrupted session's training seconds too
+    assert s["wall_time_s"] > s["train_wall_time_s"] > rows_before[-1]["elapsed_s"] > 0
     a, b = state(ref_out / "encoder.pt"), state(tmp_path / "encoder.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = read_jsonl(tmp_path / "metrics.jsonl")
@@ -154,13 +158,46 @@ def test_resume_after_crash_gives_identical_weights(
     assert (tmp_path / "encoder.pt").stat().st_mtime_ns == stamp
 
 
+def test_zero_iterations_keep_the_encoder_as_initialised(
+    cifar_train: Path, tmp_path: Path, finished
+) -> None:
+    """``--num_iters 0``: the encoder as a run starts from (the whitening stem fitted to the
+    training images, random convolutions, no batch statistics yet), with every file of a run:
+    the random-feature baseline of kNN and probe, and the start of fine-tuning from scratch."""
+    s = run_cont_rep(tiny(cifar_train, tmp_path / "r0", num_iters=0, tsne=False))
+    assert s["status"] == "finished" and s["iterations"] == 0 and s["stop_reason"] == "num_iters"
+    assert read_jsonl(tmp_path / "r0" / "metrics.jsonl") == []
+    assert 0.15 < s["knn_acc"] < finished[1]["knn_acc"]  # above chance, below training
+    init, trained = state(tmp_path / "r0" / "encoder.pt"), state(finished[0] / "encoder.pt")
+    assert torch.equal(init["whiten.weight"], trained["whiten.weight"])  # same seed, same fit
+    for k, v in init.items():
+        if k.endswith("running_mean"):  # BatchNorm never ran in training mode
+            assert torch.equal(v, torch.zeros_like(v)) and not torch.equal(v, trained[k]), k
+
+
+def test_the_final_passes_show_what_they_do(cifar_train: Path, tmp_path: Path, capsys) -> None:
+    """After the training bar, the minutes of embedding (with how many views each image takes)
+    and the t-SNE each say so, instead of a silence that looks like a hang."""
+    test = tmp_path / "test.npz"
+    np.savez(test, images=np.zeros((64, 32, 32, 3), np.uint8))
+    cfg = tiny(cifar_train, tmp_path / "run", limit=300, num_iters=10, progress=True,
+               test_data=str(test), tsne_max=50, translate_tta=True)  # fmt: skip
+    run_cont_rep(cfg)
+    err = capsys.readouterr().err
+    for text in ("embed train (2 views)", "embed val (6 views)", "embed test (6 views)",
+                 "cont_rep: t-SNE of 50 validation embeddings"):  # fmt: skip
+        assert text in err, text
+
+
 def test_time_budget_sets_the_iterations(cifar_train: Path, tmp_path: Path, capsys):
     """``--time_budget``: the run times its steps and trains as many as fit, with the schedule
     scaled to them; summary.json and the checkpoint record the count, config.json the budget."""
     flags = [f"--{k}={v}" for k, v in TINY.items() if k not in ("progress", "num_iters")]
     args = ["cont_rep", "--data", str(cifar_train), "--out", str(tmp_path), "--no-tsne", *flags]
     assert main([*args, "--time_budget", "6", "--warmup_frac", "0.5"]) == 0
-    assert "--time_budget 6 s:" in capsys.readouterr().err
+    cap = capsys.readouterr()
+    assert "--time_budget 6 s:" in cap.err
+    assert " iterations (num_iters set by --time_budget 6 s), final loss" in cap.out
     s = json.loads((tmp_path / "summary.json").read_text())
     tb = s["time_budget"]
     n = s["iterations"]

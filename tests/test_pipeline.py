@@ -268,6 +268,19 @@ def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) 
     for stage in ("cont_rep", "fine_tune_linear", "fine_tune_nn"):  # the report had no TTA
         assert plan[stage]["flip_tta"] is False and plan[stage]["translate_tta"] is False
         assert fast[stage]["flip_tta"] is True and fast[stage]["translate_tta"] is True
+    # every stage of the pipeline's seed preset is its mode's own seed preset: `reprlab softmax
+    # --preset seed` runs the report's Table 2 alone
+    from reprlab.io import comparable
+    from reprlab.modes import config_for
+
+    for stage in STAGES:
+        given = {k: v for k, v in plan[stage].items() if k == "encoder_path"}
+        alone = comparable(config_for(stage, given, "seed").to_dict())
+        assert {k: v for k, v in plan[stage].items() if k not in ("data", "test_data")} == {
+            k: v for k, v in alone.items() if k not in ("data", "test_data")
+        }, stage
+    assert (plan["logistic"]["lr"], plan["logistic"]["l2_lambda"]) == (1e-3, 0.1)
+    assert (plan["softmax"]["lr"], plan["softmax"]["l2_lambda"]) == (1e-4, 0.2)
 
 
 class FakeModes:

@@ -113,11 +113,33 @@ def test_sweep_refuses_another_configuration(tmp_path: Path, capsys) -> None:
     out = tmp_path / "sw"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps({"mode": "softmax", "grid": {"lr": [1.0]}}))
-    argv = ["sweep", "softmax", "--grid", "lr=0.1,0.2", "--out", str(out)]
+    argv = ["sweep", "softmax", "--grid", "lr=0.1,0.2", "--grid", "l2_lambda=0,1", "--out",
+            str(out)]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "another configuration (grid.lr [1.0] -> [0.1, 0.2]" in err  # says what differs
+    assert "another configuration (grid.lr [1.0] -> [0.1, 0.2], grid.l2_lambda new" in err
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+
+
+def test_a_sweep_over_other_values_of_its_flags_keeps_the_runs_it_has(
+    tmp_path: Path, cifar_train: Path, capsys
+) -> None:
+    """Adding a value to a grid runs only the new settings; the others are the same runs."""
+    out = tmp_path / "sw"
+    base = ["--data", str(cifar_train), "--limit", "400", "--num_iters", "20",
+            "--eval_every", "10", "--out", str(out)]  # fmt: skip
+    assert main(["sweep", "softmax", "--grid", "lr=0.01,0.1", *base]) == 0
+    stamps = _mtimes(out)
+    capsys.readouterr()
+    assert main(["sweep", "softmax", "--grid", "lr=0.1,0.3,0.01", *base]) == 0
+    err = capsys.readouterr().err
+    assert "the grid changed (grid.lr [0.01, 0.1] -> [0.1, 0.3, 0.01])" in err
+    assert err.count("finished earlier, skipped") == 2 and err.count(": running") == 1
+    assert all(_mtimes(out)[k] == v for k, v in stamps.items())  # nothing redone or rewritten
+    with (out / "results.csv").open() as f:
+        assert [r["lr"] for r in csv.DictReader(f)] == ["0.1", "0.3", "0.01"]
+    # another flag is another sweep
+    assert main(["sweep", "softmax", "--grid", "l2_lambda=0,1", *base]) == 2
 
 
 def test_sweep_over_seeds_writes_mean_and_spread(tmp_path: Path, cifar_train: Path) -> None:
@@ -256,9 +278,32 @@ def test_a_sweep_of_the_release_before_list_valued_gamma_resumes(
     assert {k: v for k, v in _mtimes(out).items() if k.startswith("gamma=")} == {
         k: v for k, v in before.items() if k.startswith("gamma=")
     }
-    record["grid"]["gamma"] = [0.5, 2.0]  # a real difference is still refused
+    record["base"]["num_iters"] = 99  # a real difference is still refused
     (out / "sweep.json").write_text(json.dumps(record))
     assert main(argv) == 2
-    assert "another configuration (grid.gamma [0.5, 2.0] -> [[0.5], [1.0]])" in (
+    assert "another configuration (base.num_iters 99 -> 10)" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("command", ["sweep", "pipeline"])
+def test_no_data_and_no_network_is_one_error_before_any_run(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Without ``--data`` the default CIFAR-10 is fetched once, before the folder is made; when
+    that fails, one line and exit 2 (a sweep used to try again, and print the refusal, for every
+    run, then end with a misleading "no reprlab run found")."""
+    import urllib.error
+    import urllib.request
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "empty"))
+    out = tmp_path / "out"
+    argv = ["sweep", "softmax", "--grid", "lr=0.01,0.1"] if command == "sweep" else ["pipeline"]
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("could not download CIFAR-10") == 1 and "--data" in err
+    assert not out.exists()

@@ -262,8 +262,10 @@ def add_arguments(
 
 
 def _show(v: Any) -> str:
+    """A default as the help shows it; list items after ", " so that a long list wraps between
+    items, not inside a name (the flag accepts the spaces)."""
     if isinstance(v, (tuple, list)):
-        return ",".join(map(str, v)) or "none"
+        return ", ".join(map(str, v)) or "none"
     return str(v)
 
 

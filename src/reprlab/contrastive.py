@@ -11,6 +11,7 @@ test) embeddings and a t-SNE map (``tsne.png``) are written.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,18 @@ from reprlab.io import (
     load_checkpoint,
     load_npy,
     read_json,
+    read_jsonl,
     reprlab_record,
     save_checkpoint,
     save_npy,
     write_text,
 )
-from reprlab.metrics import report_with_confusion, score_text, write_test_predictions
+from reprlab.metrics import (
+    report_with_confusion,
+    score_text,
+    stop_text,
+    write_test_predictions,
+)
 from reprlab.plots import plot_curves, plot_embedding_2d, plot_overlay
 from reprlab.train import (
     NeuralRunConfig,
@@ -501,7 +508,11 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         val_triplets = None
 
     def embed_(
-        images: np.ndarray, desc: str, flip: bool | None = None, shifts: bool = False
+        images: np.ndarray,
+        desc: str,
+        flip: bool | None = None,
+        shifts: bool = False,
+        progress: bool = False,
     ) -> np.ndarray:
         return embed(
             encoder,
@@ -512,7 +523,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
             device=device,
             autocast=cfg.autocast,
             flip_tta=cfg.flip_tta if flip is None else flip,
-            progress=False,
+            progress=progress,
             desc=desc,
             translate_tta=shifts,
         )
@@ -572,7 +583,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
             after_evals=after / per_eval,
         )
     except TrainingFailed as e:
-        rows = _read_rows(run)
+        rows = read_jsonl(run.file("metrics.jsonl"))
         _plots(rows, run)
         run.write_summary(
             {
@@ -599,8 +610,9 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         train_set.classes,
         train_set.shape,
     )
-    train_emb = embed_(train_set.images, "embed train")
-    val_emb = embed_(val_set.images, "embed val", shifts=cfg.translate_tta)
+    # the final passes (minutes on a CPU) show their progress, unlike the evaluations' in training
+    train_emb = embed_(train_set.images, "embed train", progress=cfg.progress)
+    val_emb = embed_(val_set.images, "embed val", shifts=cfg.translate_tta, progress=cfg.progress)
     # the kNN vote as a classifier of the validation images, like every classifier mode's
     knn_report = report_with_confusion(
         val_set.labels,
@@ -617,7 +629,9 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
     save_npy(run.file("train_labels.npy"), train_set.labels.astype(np.int64))
     test_summary: dict[str, Any] = {}
     if test_set is not None:
-        test_emb = embed_(test_set.images, "embed test", shifts=cfg.translate_tta)
+        test_emb = embed_(
+            test_set.images, "embed test", shifts=cfg.translate_tta, progress=cfg.progress
+        )
         save_npy(run.file("test_embeddings.npy"), test_emb)
         # a kNN classifier on the training embeddings labels the test images (leaderboard file)
         test_pred = knn_predict(train_emb, train_set.labels, test_emb, k=cfg.knn_k)
@@ -646,6 +660,8 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         sel = np.arange(len(val_emb))
         if len(sel) > cfg.tsne_max:
             sel = np.sort(np.random.default_rng(cfg.seed).permutation(len(sel))[: cfg.tsne_max])
+        if cfg.progress:
+            print(f"cont_rep: t-SNE of {len(sel)} validation embeddings ...", file=sys.stderr)
         xy = tsne_2d(val_emb[sel], seed=cfg.seed)
         plot_embedding_2d(
             xy,
@@ -682,7 +698,8 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         "peak_memory_mib": res.peak_memory_mib,
         "precision": res.precision,
         "time_budget": res.time_budget,
-        "wall_time_s": time.perf_counter() - t0,
+        # this session's, plus the training seconds of the sessions before a resume
+        "wall_time_s": time.perf_counter() - t0 + res.earlier_s,
     }
     run.write_summary(summary)
     print(_result_line(summary, run.path))
@@ -692,15 +709,9 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
 def _result_line(s: dict[str, Any], path: Path) -> str:
     loss = "n/a" if s.get("final_train_loss") is None else f"{s['final_train_loss']:.4f}"
     return (
-        f"cont_rep: {s['iterations']} iterations ({s['stop_reason']}), final loss {loss}, "
+        f"cont_rep: {s['iterations']} iterations ({stop_text(s)}), final loss {loss}, "
         f"kNN@{s.get('knn_k', '?')} val accuracy {s['knn_acc']:.4f}{score_text(s)} -> {path}"
     )
-
-
-def _read_rows(run: RunDir) -> list[dict[str, Any]]:
-    from reprlab.io import read_jsonl
-
-    return read_jsonl(run.file("metrics.jsonl"))
 
 
 def _plots(rows: list[dict[str, Any]], run: RunDir) -> None:

@@ -113,6 +113,8 @@ def embed(
         raise ValueError(
             f"embed expects uint8 (N, H, W, C) images, got {x_all.dtype} {tuple(x_all.shape)}"
         )
+    views = tta_views(flip_tta, translate_tta)
+    desc = f"{desc} ({views} views)" if views > 1 else desc
     was_training = encoder.training
     encoder.eval()
     bf16 = uses_bf16(dev, autocast)

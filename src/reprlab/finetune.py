@@ -162,7 +162,9 @@ class FineTuneLinearConfig(_EncoderConfig):
         "and down-right (weights 1/2, 1/4, 1/4), as fine_tune_nn's --translate_tta",
     )
     flip_augment: bool = arg(
-        False, "also train on the mirrored training images' embeddings (embeds train twice)"
+        False,
+        "also train on the mirrored training images' embeddings (embeds train twice; needs "
+        "--no-flip_tta, under which a mirror's embedding differs from the image's)",
     )
     # the pipeline's cont_rep stage has just embedded the same images with the same encoder:
     # reading its arrays saves ~200,000 forward passes (a minute on 2 cores)
@@ -250,7 +252,9 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
         2000, "validation images used by each periodic evaluation (0: all; final: all)"
     )
     early_stop_metric: str = arg(
-        "val_loss", "val_loss (report) | val_acc | train_loss", choices=NN_STOP_METRICS
+        "val_loss",
+        "val_loss | val_acc (report §2.2.4; the seed preset) | train_loss",
+        choices=NN_STOP_METRICS,
     )
     # the validation loss first rises while the warm-up's large steps reshape the contrastive
     # encoder, and beats its first check only after ~60 % of the run (pipeline run: 9 worse
@@ -789,10 +793,11 @@ class NNPredictor:
         flip_tta: bool | None = None,
         translate_tta: bool | None = None,
         centre: np.ndarray | None = None,
+        desc: str = "predict",
     ) -> np.ndarray:
         """Class probabilities ``(N, K)`` with the run's test-time averaging; ``flip_tta`` and
         ``translate_tta`` override the run's choice, ``centre`` passes unshifted probabilities
-        already computed (see :func:`multi_crop`)."""
+        already computed (see :func:`multi_crop`); ``desc`` labels the progress bars."""
         check_image_shape(images, self.image_shape, where or self.source)
         dev = device if isinstance(device, torch.device) else pick_device(device)
         self.model.to(dev)
@@ -811,6 +816,7 @@ class NNPredictor:
                 batch_size,
                 progress,
                 shift,
+                desc,
             )
 
         return multi_crop(proba_at, shifts, centre)
@@ -831,10 +837,16 @@ def classifier_proba(
     batch_size: int = 512,
     progress: bool = False,
     shift: tuple[int, int] = (0, 0),
+    desc: str = "predict",
 ) -> np.ndarray:
     """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad),
     translated by ``shift`` = (dx, dy) pixels (:func:`reprlab.augment.translate`); with
-    ``flip_tta`` the mean of the image's and its mirror's probabilities."""
+    ``flip_tta`` the mean of the image's and its mirror's probabilities. ``desc`` labels the
+    progress bar, with the shift and mirror it computes."""
+    if flip_tta:
+        desc += " +mirror"
+    if shift != (0, 0):
+        desc += f" shifted {shift[0]:+d},{shift[1]:+d}"
     m, s = as_mean_std(mean, std)
     mean_t, std_t = torch.from_numpy(m).to(device), torch.from_numpy(s).to(device)
     was = model.training
@@ -844,7 +856,7 @@ def classifier_proba(
     bf16 = uses_bf16(device, autocast)
     try:
         for i in tqdm(
-            range(0, len(x_all), batch_size), desc="predict", disable=not progress, leave=False
+            range(0, len(x_all), batch_size), desc=desc, disable=not progress, leave=False
         ):
             xb = translate(to_input(x_all[i : i + batch_size].to(device), mean_t, std_t), *shift)
             with autocast_ctx(device, bf16):
@@ -1084,14 +1096,16 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
     )
     # with and without flip averaging (one extra pass): the summary shows what each buys
     plain: dict[str, Any] = dict(kw, flip_tta=False, translate_tta=False)
-    p_plain = predictor.predict_proba(sp.val.images, **plain)
-    p_mirror = predictor.predict_proba(np.ascontiguousarray(sp.val.images[:, :, ::-1]), **plain)
+    p_plain = predictor.predict_proba(sp.val.images, desc="predict val", **plain)
+    p_mirror = predictor.predict_proba(
+        np.ascontiguousarray(sp.val.images[:, :, ::-1]), desc="predict val mirrored", **plain
+    )
     p_flip = 0.5 * (p_plain + p_mirror)
     p_val = predictor.predict_proba(
-        sp.val.images, centre=p_flip if cfg.flip_tta else p_plain, **kw
+        sp.val.images, centre=p_flip if cfg.flip_tta else p_plain, desc="predict val", **kw
     )
     tr_idx = np.sort(np.random.default_rng([cfg.seed, 9]).permutation(len(sp.train))[:5000])
-    p_tr = predictor.predict_proba(sp.train.images[tr_idx], **kw)
+    p_tr = predictor.predict_proba(sp.train.images[tr_idx], desc="predict train", **kw)
     val_loss = _nll(p_val, sp.val.labels)
     val_acc = float(np.mean(p_val.argmax(1) == sp.val.labels))
     ev_rows = [r for r in rows if "val_loss" in r]
@@ -1118,7 +1132,8 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
         ),
         "metrics_note": "metrics.jsonl: train_* are running means over the augmented batches "
         "(train_loss with label smoothing), val_* on eval_size validation images; top-level "
-        "val_* on the whole validation split, train_* on 5000 training images (no augmentation)",
+        f"val_* on the whole validation split, train_* on {len(tr_idx)} training images "
+        "(no augmentation)",
         "resumed_from": res.resumed_from,
         "train_wall_time_s": res.wall_time_s,
         "steps_per_s": res.steps_per_s,
@@ -1134,10 +1149,11 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
         title="fine_tune_nn — validation",
     )
     if sp.test is not None:
-        labels = predictor.predict(sp.test.images, **kw)
+        labels = predictor.predict(sp.test.images, desc="predict test", **kw)
         out = run.file("predictions.csv")
         summary.update(write_test_predictions(out, labels, sp.test, classes))
-    summary["wall_time_s"] = time.perf_counter() - t0
+    # this session's, plus the training seconds of the sessions before a resume
+    summary["wall_time_s"] = time.perf_counter() - t0 + res.earlier_s
     run.write_summary(summary)
     print(result_line("fine_tune_nn", summary, run.path))
     return summary

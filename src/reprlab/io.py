@@ -485,7 +485,7 @@ class RunDir:
                         f"{path}: holds a {old.get('mode')} run, not {mode} "
                         "(choose another --out, or pass --overwrite)"
                     )
-                diff = config_diff(old.get("config") or {}, _comparable(config))
+                diff = config_diff(old.get("config") or {}, comparable(config))
                 if diff:
                     raise ReprlabError(
                         f"{path}: holds a run with another configuration ({diff}); "
@@ -506,7 +506,7 @@ class RunDir:
                 cfg_file,
                 {
                     "mode": mode,
-                    "config": _comparable(config),
+                    "config": comparable(config),
                     "inputs": input_files(config),
                     "environment": environment(),
                 },
@@ -616,6 +616,12 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
     return removed
 
 
+#: Flags that say where and how a run is run, not what it computes: the folder and the
+#: run-control switches (never stored in a run's record), and the progress bars (stored, never
+#: compared: a run started with --no-progress resumes without it).
+RUN_CONTROL = frozenset({"out", "overwrite", "resume"})
+DISPLAY_ONLY = frozenset({"progress"})
+
 #: Flags that name a file or folder: two spellings of one path are one setting.
 PATH_KEYS = ("data", "test_data", "encoder_path")
 
@@ -629,11 +635,12 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys in which two stored configurations differ, in order. Not differences: a number
     that an earlier release stored where a one-item list stands now, and two spellings of one
     existing path in ``PATH_KEYS``, and a flag of ``ADDED_FLAGS`` absent on one side and at
-    its neutral value on the other."""
+    its neutral value on the other, nor the progress bars (``DISPLAY_ONLY``)."""
     return [
         k
         for k in dict.fromkeys([*old, *new])
-        if not _same_setting(
+        if k not in DISPLAY_ONLY
+        and not _same_setting(
             old.get(k, ADDED_FLAGS.get(k, _MISSING)), new.get(k, ADDED_FLAGS.get(k, _MISSING))
         )
         and not (k in PATH_KEYS and _same_path(old.get(k), new.get(k)))
@@ -698,7 +705,6 @@ def _short(v: Any, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
-    """The configuration as JSON would store it (tuples become lists), minus run-control flags."""
-    skip = {"overwrite", "resume", "out"}
-    return json.loads(to_json({k: v for k, v in config.items() if k not in skip}))
+def comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration as JSON would store it (tuples become lists), minus ``RUN_CONTROL``."""
+    return json.loads(to_json({k: v for k, v in config.items() if k not in RUN_CONTROL}))

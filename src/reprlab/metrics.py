@@ -160,10 +160,19 @@ def score_text(s: dict[str, Any]) -> str:
     return f", test_acc {s['test_acc']:.4f} ({s['test_n']} images{how})"
 
 
+def stop_text(s: dict[str, Any]) -> str:
+    """Why a run stopped, as its result line says it: ``"num_iters set by --time_budget 30 s"``
+    when a time budget chose the count it reached."""
+    budget = (s.get("time_budget") or {}).get("budget_s")
+    if s.get("stop_reason") == "num_iters" and budget:
+        return f"num_iters set by --time_budget {budget:g} s"
+    return str(s.get("stop_reason"))
+
+
 def result_line(mode: str, s: dict[str, Any], path: Path) -> str:
     """The one-line result a classifier mode prints at the end of a run."""
     return (
         f"{mode}: val_acc {s['val_acc']:.4f} val_loss {s['val_loss']:.4f} "
-        f"(best at iter {s['best_iter']}/{s['iterations']}, {s['stop_reason']}){score_text(s)} "
+        f"(best at iter {s['best_iter']}/{s['iterations']}, {stop_text(s)}){score_text(s)} "
         f"in {s['wall_time_s']:.1f}s -> {path}"
     )

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import sys
 import time
@@ -34,6 +33,8 @@ from reprlab.config import arg, field_name, field_types, from_mapping, parse_val
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
+    RUN_CONTROL,
+    comparable,
     config_diff,
     default_run_dir,
     differing_keys,
@@ -43,7 +44,6 @@ from reprlab.io import (
     read_jsonl,
     remove_folder,
     reprlab_record,
-    to_json,
     write_json,
 )
 from reprlab.modes import MODES
@@ -54,7 +54,7 @@ CLASSIFIERS = frozenset({"logistic", "softmax", "fine_tune_linear", "fine_tune_n
 #: Stages that load the encoder trained by the ``cont_rep`` stage.
 NEEDS_ENCODER = frozenset({"fine_tune_linear", "fine_tune_nn"})
 #: Options the pipeline sets for every stage itself (a stage's folder, resuming).
-CONTROLLED = frozenset({"out", "overwrite", "resume"})
+CONTROLLED = RUN_CONTROL
 
 # Each pipeline preset maps a stage to (the mode's own preset, or None for its default;
 # per-stage overrides on top of it). The key names are the modes' config fields.
@@ -123,47 +123,9 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
     },
     # seed: the course report's hyperparameters (its Tables 1-6), for a GPU: hours on a CPU.
     "seed": {
-        # The report gives no table for logistic regression (§1.1: it stopped once the validation
-        # accuracy passed 80 %); its first linear configuration is Table 1: batch 256, 3000
-        # iterations, lr 1e-3, l2 0.1, clipping. Plain constant-lr SGD on plain pixels (no gamma
-        # encoding), no augmentation, as there;
-        # early stopping on validation accuracy with patience 50 evaluations of every 10 steps.
-        "logistic": (
-            None,
-            {
-                "batch_size": 256,
-                "num_iters": 3000,
-                "lr": 1e-3,
-                "l2_lambda": 0.1,
-                "grad_norm_clip": 5.0,
-                "lr_schedule": "constant",
-                "flip_augment": False,
-                "translate": 0,
-                "gamma": (1.0,),  # the report's plain pixels
-                "early_stop_metric": "val_acc",
-                "patience": 50,
-                "eval_every": 10,
-            },
-        ),
-        # Table 2 (softmax with early stopping): batch 256, lr 1e-4, l2 0.2, clip 5, patience 50;
-        # 3000 iterations as in Table 1 / Figures 1-3.
-        "softmax": (
-            None,
-            {
-                "batch_size": 256,
-                "num_iters": 3000,
-                "lr": 1e-4,
-                "l2_lambda": 0.2,
-                "grad_norm_clip": 5.0,
-                "lr_schedule": "constant",
-                "flip_augment": False,
-                "translate": 0,
-                "gamma": (1.0,),  # the report's plain pixels
-                "early_stop_metric": "val_acc",
-                "patience": 50,
-                "eval_every": 10,
-            },
-        ),
+        # Tables 1-2 (the linear modes' own seed presets): plain constant-lr SGD on plain pixels
+        "logistic": ("seed", {}),
+        "softmax": ("seed", {}),
         # Table 3 / §2.2: VGG-16-BN, z=64, batch 2048, 2000 iterations, margin 1, patience 300.
         "cont_rep": ("seed", {}),
         # Tables 4-5: plain SGD, lr 1e-4, batch 2048, 4000 iterations, patience 300.
@@ -354,10 +316,6 @@ class Stage:
     config: dict[str, Any]  # the resolved configuration, as saved in pipeline.json
 
 
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(to_json({k: v for k, v in cfg.items() if k not in CONTROLLED}))
-
-
 def plan_stages(
     opts: PipelineOptions, overrides: dict[str, dict[str, Any]], folder: Path
 ) -> list[Stage]:
@@ -389,7 +347,7 @@ def plan_stages(
             cfg = config_for(name, vals, mode_preset)
         except ReprlabError as e:  # say which stage (--set STAGE.FIELD or a [STAGE] table)
             raise ReprlabError(f"stage {name}: {e}") from None
-        plan.append(Stage(name, mode_preset, vals, _comparable(cfg.to_dict())))
+        plan.append(Stage(name, mode_preset, vals, comparable(cfg.to_dict())))
     return plan
 
 

@@ -35,6 +35,7 @@ from reprlab.config import add_arguments as add_config_arguments
 from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
+    RUN_CONTROL,
     config_diff,
     default_run_dir,
     differing_keys,
@@ -53,7 +54,7 @@ from reprlab.modes import MODES
 #: Metrics drawn as overlays when any run logged them.
 OVERLAY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "knn_acc")
 #: Options the sweep sets for every run itself.
-CONTROLLED = frozenset({"out", "overwrite", "resume"})
+CONTROLLED = RUN_CONTROL
 RESULT_COLUMNS = (
     "status",
     # the returned model (best weights restored) on the whole validation split, as the run
@@ -277,7 +278,6 @@ def run_sweep(
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
         config_for(mode, vals, preset)
         runs.append((name, combo, vals))
-    check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
     record = {
         "mode": mode,
         "preset": preset,
@@ -289,8 +289,13 @@ def run_sweep(
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
     old = reprlab_record(sj, "sweep")
+    extended = ""
     if old is not None:
-        if differing_keys(old, record):
+        if _only_values_changed(old, record):
+            # the same flags over other values: the runs of values in both grids are the same
+            # runs (each folder's config.json still checks it), so they are kept, not redone
+            extended = config_diff(old, record)
+        elif differing_keys(old, record):
             if not overwrite:
                 raise ReprlabError(
                     f"--out {folder}: holds a sweep with another configuration "
@@ -301,6 +306,11 @@ def run_sweep(
         raise ReprlabError(
             f"--out {folder}: folder exists and is not a reprlab sweep (choose another --out)"
         )
+    check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
+    if extended:
+        kept = sum((folder / name / "summary.json").is_file() for name, _, _ in runs)
+        print(f"[sweep] {folder}: the grid changed ({extended}); the runs of settings in both "
+              f"grids are kept ({kept} with results)", file=sys.stderr)  # fmt: skip
     folder.mkdir(parents=True, exist_ok=True)
     hold_folder(folder)
     write_json(sj, record)
@@ -350,6 +360,15 @@ def run_sweep(
         print((folder / "by_setting.md").read_text(), end="")
     print(f"[sweep] results: {folder / 'results.csv'}", file=sys.stderr)
     return rows
+
+
+def _only_values_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Two sweep records that differ only in the values of the same grid flags."""
+    return (
+        differing_keys(old, new) == ["grid"]
+        and isinstance(old.get("grid"), dict)
+        and list(old["grid"]) == list(new["grid"])
+    )
 
 
 def main(args: argparse.Namespace) -> int:

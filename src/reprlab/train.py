@@ -218,10 +218,12 @@ class TrainConfig:
                 raise ReprlabError(
                     f"--{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}"
                 )
-        positive(self, "num_iters", "lr", "log_every", "eval_every")
+        positive(self, "lr", "log_every", "eval_every")
+        # 0 iterations: the model as initialised (a baseline of random features, or the start
+        # of fine-tuning from scratch: `cont_rep --num_iters 0`)
         positive(
-            self, "weight_decay", "warmup_iters", "grad_clip", "checkpoint_every", "patience",
-            "time_budget", allow_zero=True,
+            self, "num_iters", "weight_decay", "warmup_iters", "grad_clip", "checkpoint_every",
+            "patience", "time_budget", allow_zero=True,
         )  # fmt: skip
         for name in ("ema_decay", "momentum"):
             if not 0.0 <= getattr(self, name) < 1.0:
@@ -243,6 +245,9 @@ class TrainResult:
     best_iter: int | None = None
     final_loss: float | None = None
     resumed_from: int | None = None
+    # the training seconds of the sessions before a resume (in wall_time_s; their set-up and
+    # final passes are not on record), which a mode adds to its own wall time
+    earlier_s: float = 0.0
     steps_per_s: float = 0.0
     peak_memory_mib: dict[str, float] = field(default_factory=dict)
     precision: str = "float32"  # of the forward passes: "bfloat16" under autocast
@@ -731,6 +736,9 @@ def train(
         resumed_from = it0
         if cfg.time_budget > 0 and (budget is None or not budget.get("budget_s")):
             raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
+        if cfg.progress:
+            tqdm.write(f"{cfg.desc}: resuming at iteration {it0} of {end} from {ckpt_path}",
+                       file=sys.stderr)  # fmt: skip
     elif resume and ckpt_path is not None and cfg.progress:
         tqdm.write(f"{cfg.desc}: no checkpoint in {ckpt_path.parent}: starting from the "
                    "beginning", file=sys.stderr)  # fmt: skip
@@ -1017,6 +1025,7 @@ def train(
         best_iter=stopper.best_step,
         final_loss=last_loss,
         resumed_from=resumed_from,
+        earlier_s=elapsed0,
         steps_per_s=done / max(1e-9, time.perf_counter() - t_start),
         peak_memory_mib=peak_memory_mib(device),
         precision="bfloat16" if bf16 else "float32",
