@@ -470,6 +470,10 @@ def test_translate_tta_weights_the_shifted_views() -> None:
     np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
     plain = classifier_proba(model, imgs, flip_tta=True, **kw)
     assert not np.allclose(got, plain)  # the shifts do change the result
+    for mode in (True, False):  # the model comes back in the mode it was in
+        model.train(mode)
+        classifier_proba(model, imgs, **kw)
+        assert model.training is mode
 
 
 def test_old_spelling_tta_flip_still_works_everywhere() -> None:

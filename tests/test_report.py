@@ -86,6 +86,11 @@ def test_report_numbers_beside_the_seed_report(smoke_pipeline: dict) -> None:
     # the neural stages' peak memory under their wall time (a CPU run: the process's RSS)
     rss = json.loads((folder / "cont_rep" / "summary.json").read_text())["peak_memory_mib"]["rss"]
     assert f"peak RSS {rss / 1024:.2f} GiB" in text
+    # each stage's wall time as the pipeline printed it (pipeline_summary.json)
+    psum = json.loads((folder / "pipeline_summary.json").read_text())
+    for stage, s in psum["stages"].items():
+        w = s["wall_time_s"]
+        assert (f"{w:.1f} s" if w < 120 else f"{w / 60:.1f} min") in text, stage
     # the model summary, resolved configuration, environment and predictions are there
     assert (folder / "cont_rep" / "model_summary.txt").read_text().splitlines()[0][:20] in text
     assert "resolved configuration" in text and "<h2>environment</h2>" in text

@@ -93,14 +93,17 @@ def embed(
     progress: bool = True,
     desc: str = "embed",
     translate_tta: bool = False,
+    shift: tuple[int, int] = (0, 0),
 ) -> np.ndarray:
-    """Embeddings ``(N, z_dim)`` float32 of uint8 NHWC ``images`` (eval mode, no grad).
+    """Embeddings ``(N, z_dim)`` float32 of uint8 NHWC ``images`` (eval mode, no grad): the
+    outputs of ``encoder``, whatever it computes (a classifier's probabilities too).
 
     Each image is processed independently of its batch-mates (eval-mode BatchNorm), so the
     result does not depend on ``batch_size`` beyond float rounding of the kernels chosen.
     ``flip_tta`` averages the embeddings of the image and its mirror; ``translate_tta`` averages
-    those of 1-pixel shifts too (:func:`multi_crop`). The encoder is moved to
-    ``device`` (it stays there); its train/eval mode is restored afterwards.
+    those of 1-pixel shifts too (:func:`multi_crop`); ``shift`` = (dx, dy) translates every
+    image first (:func:`reprlab.augment.translate`). The encoder is moved to ``device`` (it
+    stays there); its train/eval mode is restored afterwards.
     """
     dev = device if isinstance(device, torch.device) else pick_device(device)
     encoder.to(dev)  # a freshly loaded encoder is on the CPU (seen on CUDA: a dtype error)
@@ -115,14 +118,16 @@ def embed(
         )
     views = tta_views(flip_tta, translate_tta)
     desc = f"{desc} ({views} views)" if views > 1 else desc
+    if shift != (0, 0):
+        desc += f" shifted {shift[0]:+d},{shift[1]:+d}"
     was_training = encoder.training
     encoder.eval()
     bf16 = uses_bf16(dev, autocast)
     n = len(x_all)
     out: np.ndarray | None = None
 
-    def view(xb: torch.Tensor, shift: tuple[int, int]) -> torch.Tensor:
-        v = translate(xb, *shift)
+    def view(xb: torch.Tensor, at: tuple[int, int]) -> torch.Tensor:
+        v = translate(xb, at[0] + shift[0], at[1] + shift[1])
         with autocast_ctx(dev, bf16):
             z = encoder(v).float()
             return 0.5 * (z + encoder(v.flip(3)).float()) if flip_tta else z

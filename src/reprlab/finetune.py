@@ -38,15 +38,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from reprlab import data as D
 from reprlab import io, plots
-from reprlab.augment import random_crop_flip, translate
+from reprlab.augment import random_crop_flip
 from reprlab.config import arg, positive
 from reprlab.contrastive import load_encoder, resolve_encoder_path
 from reprlab.embed import (
-    as_mean_std,
     embed,
     embedding_record,
     multi_crop,
@@ -68,11 +66,9 @@ from reprlab.train import (
     NeuralRunConfig,
     StepRNG,
     TrainConfig,
-    autocast_ctx,
     param_groups,
     pick_device,
     train,
-    uses_bf16,
 )
 
 LINEAR_FORMAT = "reprlab-finetune-linear-1"
@@ -825,7 +821,18 @@ class NNPredictor:
         return np.argmax(self.predict_proba(images, **kw), axis=1).astype(np.int64)
 
 
-@torch.no_grad()
+class Probabilities(nn.Module):
+    """A classifier's softmax probabilities as a module, so :func:`embed` computes them."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.train(model.training)  # embed() restores this mode: the model's own
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float().softmax(1)
+
+
 def classifier_proba(
     model: nn.Module,
     images: np.ndarray,
@@ -839,34 +846,24 @@ def classifier_proba(
     shift: tuple[int, int] = (0, 0),
     desc: str = "predict",
 ) -> np.ndarray:
-    """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad),
-    translated by ``shift`` = (dx, dy) pixels (:func:`reprlab.augment.translate`); with
-    ``flip_tta`` the mean of the image's and its mirror's probabilities. ``desc`` labels the
-    progress bar, with the shift and mirror it computes."""
-    if flip_tta:
-        desc += " +mirror"
-    if shift != (0, 0):
-        desc += f" shifted {shift[0]:+d},{shift[1]:+d}"
-    m, s = as_mean_std(mean, std)
-    mean_t, std_t = torch.from_numpy(m).to(device), torch.from_numpy(s).to(device)
-    was = model.training
-    model.eval()
-    out = []
-    x_all = torch.as_tensor(np.asarray(images))
-    bf16 = uses_bf16(device, autocast)
-    try:
-        for i in tqdm(
-            range(0, len(x_all), batch_size), desc=desc, disable=not progress, leave=False
-        ):
-            xb = translate(to_input(x_all[i : i + batch_size].to(device), mean_t, std_t), *shift)
-            with autocast_ctx(device, bf16):
-                p = model(xb).float().softmax(1)
-                if flip_tta:
-                    p = 0.5 * (p + model(xb.flip(3)).float().softmax(1))
-            out.append(p.cpu())
-    finally:
-        model.train(was)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    """Softmax probabilities ``(N, K)`` of uint8 NHWC images (eval mode, batched, no grad,
+    through :func:`embed`), translated by ``shift`` = (dx, dy) pixels; with ``flip_tta`` the
+    mean of the image's and its mirror's probabilities. ``desc`` labels the progress bar."""
+    if len(images) == 0:
+        return np.zeros((0, 0), np.float32)
+    return embed(
+        Probabilities(model),
+        images,
+        mean,
+        std,
+        batch_size=batch_size,
+        device=device,
+        autocast=autocast,
+        flip_tta=flip_tta,
+        progress=progress,
+        desc=desc,
+        shift=shift,
+    )
 
 
 def _save_classifier(

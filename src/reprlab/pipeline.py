@@ -479,6 +479,8 @@ def _model_or_final(s: dict[str, Any], metric: str) -> Any:
 
 def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     """The final table printed to stdout."""
+    from reprlab.report import headline_val_acc
+
     scored = any(s.get("test_acc") is not None for s in stages.values())  # labelled test data
     lines = [
         f"{'stage':<17} {'status':<22} {'train acc':>9} {'val acc':>10} "
@@ -489,10 +491,9 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     for name, s in stages.items():
         it = s.get("iterations")
         wall = s.get("wall_time_s")
-        model_acc = s.get("model_val_acc")  # returned model, whole validation split
-        val = _fmt_acc(model_acc if model_acc is not None else s.get("final_val_acc")) + " "
-        if s.get("final_val_acc") is None and (s.get("knn") or {}).get("knn_acc") is not None:
-            val, knn_note = _fmt_acc(s["knn"]["knn_acc"]) + "*", True
+        acc, is_knn = headline_val_acc(s)  # the returned model, whole validation split
+        val = _fmt_acc(acc) + ("*" if is_knn else " ")
+        knn_note = knn_note or is_knn
         lines.append(
             f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(_model_or_final(s, 'train_acc')):>9} "
             f"{val:>10} " + (f"{_fmt_acc(s.get('test_acc')):>9} " if scored else "")

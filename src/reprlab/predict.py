@@ -53,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="images per forward pass (neural models; default: 512)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto (cuda, mps, cpu) | cpu | cuda | mps (default: auto)"
+        "--device",
+        default="auto",
+        help="auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps (default: auto)",
     )
     parser.add_argument(
         "--tta",

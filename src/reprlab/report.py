@@ -69,6 +69,18 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def headline_val_acc(m: dict[str, Any]) -> tuple[Any, bool]:
+    """The validation accuracy a run is known by, from :func:`stage_metrics`'s dict (or a
+    ``pipeline_summary.json`` stage): the returned model's on the whole validation split, else
+    the last logged evaluation's, else (``cont_rep``) the kNN accuracy of its embeddings; and
+    whether it is that kNN accuracy. The printed tables, ``report.html`` and a sweep's
+    ``results.csv`` all show this one."""
+    knn = (m.get("knn") or {}).get("knn_acc")
+    if m.get("final_val_acc") is None and knn is not None:
+        return knn, True
+    return _first(m, "model_val_acc", "final_val_acc"), False
+
+
 def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of a ``summary.json``, whatever its exact layout.
 
@@ -250,17 +262,18 @@ def _results_table(
         status = m["status"] or "not finished"
         cls = "ok" if status == "finished" else "bad"
         paper = PAPER.get(name, {})
-        val_cell = _pct(_first(m, "model_val_acc", "final_val_acc"))
+        acc, is_knn = headline_val_acc(m)
+        val_cell = _pct(acc) + ("<br><small>kNN</small>" if is_knn else "")
         if m["model_val_acc"] is not None and m["final_val_acc"] != m["model_val_acc"]:
             val_cell += f"<br><small>last eval {_pct(m['final_val_acc'])}</small>"
         if m["best_val_acc"] is not None and m["best_val_acc"] != m["final_val_acc"]:
             val_cell += f"<br><small>best eval {_pct(m['best_val_acc'])}</small>"
         for k, v in m["knn"].items():
-            if m["final_val_acc"] is None and k == "knn_acc":  # cont_rep: kNN on embeddings
-                val_cell = f"{_pct(v)}<br><small>kNN</small>"
-            else:
+            if not (is_knn and k == "knn_acc"):
                 val_cell += f"<br><small>{_e(k)} {_pct(v)}</small>"
-        wall = m["wall_time_s"] if m["wall_time_s"] is not None else walls.get(name)
+        # in a pipeline, the stage's time as the pipeline measured and printed it (the run's
+        # own summary starts its clock after the process has loaded its modules)
+        wall = walls.get(name) if walls.get(name) is not None else m["wall_time_s"]
         test_cell = _pct(m["test_acc"])
         if m["test_n"] is not None:
             test_cell += f"<br><small>{_num(m['test_n'])} images</small>"

@@ -160,10 +160,10 @@ def run_name(combo: dict[str, Any]) -> str:
 
 
 def _metrics(summary: dict[str, Any]) -> dict[str, Any]:
-    from reprlab.report import stage_metrics
+    from reprlab.report import headline_val_acc, stage_metrics
 
     m = stage_metrics(summary)
-    m["val_acc"] = m["model_val_acc"] if m["model_val_acc"] is not None else m["knn"].get("knn_acc")
+    m["val_acc"] = headline_val_acc(m)[0]
     return m
 
 

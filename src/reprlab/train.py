@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -702,43 +702,10 @@ def train(
     extra_sums: dict[str, torch.Tensor] = {}
     resumed_from = None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        _check_meta(ckpt_path, ck, meta)
-        try:
-            model.load_state_dict(ck["model"])
-            optimizer.load_state_dict(ck["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise ReprlabError(
-                f"{ckpt_path}: does not fit this model ({one_line(e, 200)})"
-            ) from None
-        try:  # a file that loads (plain data only) but is not what checkpoint() writes
-            if ema is not None and ck.get("ema") is not None:
-                ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
-            if slow is not None and ck.get("lookahead") is not None:
-                slow.state = {k: v.to(device) for k, v in ck["lookahead"].items()}
-            stopper.load_state_dict(ck["early_stopping"])
-            stopper.best_state = ck.get("best_state")
-            it0, rows, elapsed0 = int(ck["iter"]), list(ck["rows"]), float(ck["elapsed_s"])
-            loss_sum = ck["loss_sum"].to(device)
-            loss_count = int(ck["loss_count"])
-            extra_sums = {k: v.to(device) for k, v in ck["extra_sums"].items()}
-            set_rng_state(ck["rng"])
-            # the count the run was started with (and re-planned to), not a new timing
-            budget = ck.get("time_budget")
-            end = budget["num_iters"] if budget is not None else cfg.num_iters
-            if not (0 <= it0 <= end and all(isinstance(r, dict) for r in rows)):
-                raise ValueError(f"iteration {it0} of {end}")
-        except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-            raise ReprlabError(
-                f"{ckpt_path}: not a checkpoint of this run ({one_line(e, 120)}); pass "
-                "--overwrite to start again"
-            ) from None
+        it0, rows, elapsed0, loss_sum, loss_count, extra_sums, budget = _restore(
+            ckpt_path, meta, cfg, device, model, optimizer, ema, slow, stopper
+        )
         resumed_from = it0
-        if cfg.time_budget > 0 and (budget is None or not budget.get("budget_s")):
-            raise ReprlabError(f"{ckpt_path}: was not started with a --time_budget")
-        if cfg.progress:
-            tqdm.write(f"{cfg.desc}: resuming at iteration {it0} of {end} from {ckpt_path}",
-                       file=sys.stderr)  # fmt: skip
     elif resume and ckpt_path is not None and cfg.progress:
         tqdm.write(f"{cfg.desc}: no checkpoint in {ckpt_path.parent}: starting from the "
                    "beginning", file=sys.stderr)  # fmt: skip
@@ -1032,6 +999,75 @@ def train(
         time_budget=budget,
         weights=weights,
     )
+
+
+class _Restored(NamedTuple):
+    """What :func:`_restore` gives back to the loop besides the objects it loads in place."""
+
+    it: int
+    rows: list[dict[str, Any]]
+    elapsed_s: float  # training seconds of the sessions before
+    loss_sum: torch.Tensor  # the partial sums of the loss since the last logged row
+    loss_count: int
+    extra_sums: dict[str, torch.Tensor]
+    budget: dict[str, Any] | None  # a timed run's plan, as started and re-planned
+
+
+def _restore(
+    path: Path,
+    meta: dict[str, Any],
+    cfg: TrainConfig,
+    device: torch.device,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+    slow: EMA | None,
+    stopper: EarlyStopping,
+) -> _Restored:
+    """Load the checkpoint at ``path`` into the model, optimiser, averages and stopper, and set
+    every RNG as it was; the rest of the loop's state comes back. A checkpoint of another model
+    or run is a one-line :class:`ReprlabError`."""
+    ck = load_checkpoint(path)
+    _check_meta(path, ck, meta)
+    try:
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ReprlabError(f"{path}: does not fit this model ({one_line(e, 200)})") from None
+    try:  # a file that loads (plain data only) but is not what checkpoint() writes
+        if ema is not None and ck.get("ema") is not None:
+            ema.state = {k: v.to(device) for k, v in ck["ema"].items()}
+        if slow is not None and ck.get("lookahead") is not None:
+            slow.state = {k: v.to(device) for k, v in ck["lookahead"].items()}
+        stopper.load_state_dict(ck["early_stopping"])
+        stopper.best_state = ck.get("best_state")
+        restored = _Restored(
+            int(ck["iter"]),
+            list(ck["rows"]),
+            float(ck["elapsed_s"]),
+            ck["loss_sum"].to(device),
+            int(ck["loss_count"]),
+            {k: v.to(device) for k, v in ck["extra_sums"].items()},
+            # the count the run was started with (and re-planned to), not a new timing
+            ck.get("time_budget"),
+        )
+        set_rng_state(ck["rng"])
+        end = restored.budget["num_iters"] if restored.budget is not None else cfg.num_iters
+        if not (
+            0 <= restored.it <= end and all(isinstance(r, dict) for r in restored.rows)
+        ):
+            raise ValueError(f"iteration {restored.it} of {end}")
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise ReprlabError(
+            f"{path}: not a checkpoint of this run ({one_line(e, 120)}); pass --overwrite to "
+            "start again"
+        ) from None
+    if cfg.time_budget > 0 and (restored.budget is None or not restored.budget.get("budget_s")):
+        raise ReprlabError(f"{path}: was not started with a --time_budget")
+    if cfg.progress:
+        tqdm.write(f"{cfg.desc}: resuming at iteration {restored.it} of {end} from {path}",
+                   file=sys.stderr)  # fmt: skip
+    return restored
 
 
 class _NonFinite(Exception):
