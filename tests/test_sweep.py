@@ -286,9 +286,8 @@ def test_a_sweep_of_the_release_before_list_valued_gamma_resumes(
     )
 
 
-@pytest.mark.parametrize("command", ["sweep", "pipeline"])
 def test_no_data_and_no_network_is_one_error_before_any_run(
-    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
     """Without ``--data`` the default CIFAR-10 is fetched once, before the folder is made; when
     that fails, one line and exit 2 (a sweep used to try again, and print the refusal, for every
@@ -302,8 +301,7 @@ def test_no_data_and_no_network_is_one_error_before_any_run(
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "empty"))
     out = tmp_path / "out"
-    argv = ["sweep", "softmax", "--grid", "lr=0.01,0.1"] if command == "sweep" else ["pipeline"]
-    assert main([*argv, "--out", str(out)]) == 2
+    assert main(["sweep", "softmax", "--grid", "lr=0.01,0.1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("could not download CIFAR-10") == 1 and "--data" in err
     assert not out.exists()

@@ -901,13 +901,12 @@ def select_classes(ds: ImageSet, classes: Sequence[int | str]) -> ImageSet:
 def check_inputs(configs: Sequence[dict[str, Any]]) -> None:
     """Read each distinct ``data`` (labelled) and ``test_data`` of ``configs`` once, raising
     :class:`ReprlabError` for a bad one: pipeline and sweep call this before making their
-    folder, so bad input writes nothing. A ``data`` of ``None`` is the default CIFAR-10,
-    downloaded here if it must be (once, not once per run)."""
+    folder, so bad input writes nothing. ``None`` (the default CIFAR-10) is not checked."""
     seen: set[tuple[str, str]] = set()
     for cfg in configs:
         for key, split in (("data", "train"), ("test_data", "test")):
             src = cfg.get(key)
-            if (src is None and key == "test_data") or (key, str(src)) in seen:
+            if src is None or (key, str(src)) in seen:
                 continue
             seen.add((key, str(src)))
             ds = load_images(src, require_labels=key == "data", split=split)

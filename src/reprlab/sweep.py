@@ -32,7 +32,7 @@ import numpy as np
 
 from reprlab.config import ArgParser, explicit_args, field_name, field_types, parse_value
 from reprlab.config import add_arguments as add_config_arguments
-from reprlab.data import check_inputs
+from reprlab.data import check_inputs, default_cifar10
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RUN_CONTROL,
@@ -278,6 +278,7 @@ def run_sweep(
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
         config_for(mode, vals, preset)
         runs.append((name, combo, vals))
+    check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
     record = {
         "mode": mode,
         "preset": preset,
@@ -306,7 +307,9 @@ def run_sweep(
         raise ReprlabError(
             f"--out {folder}: folder exists and is not a reprlab sweep (choose another --out)"
         )
-    check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
+    if any(v.get("data") is None for _, _, v in runs):
+        # the default CIFAR-10, downloaded (or refused, offline) once here, not once per run
+        default_cifar10("train")
     if extended:
         kept = sum((folder / name / "summary.json").is_file() for name, _, _ in runs)
         print(f"[sweep] {folder}: the grid changed ({extended}); the runs of settings in both "
@@ -353,7 +356,8 @@ def run_sweep(
     write_results(folder, grid, rows)
     if len(grid.get("seed", [])) > 1:
         write_by_setting(folder, grid, by_setting(grid, rows))
-    render_report(folder)
+    if any((folder / name / "config.json").is_file() for name, _, _ in runs):
+        render_report(folder)
     print((folder / "results.md").read_text(), end="")
     if (folder / "by_setting.md").is_file():
         print("\nover seeds: mean ± std [min, max]")
