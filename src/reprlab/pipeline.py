@@ -471,15 +471,9 @@ def _fmt_acc(v: Any) -> str:
     return f"{100 * v:6.2f} %" if isinstance(v, (int, float)) and v == v else "     —  "
 
 
-def _model_or_final(s: dict[str, Any], metric: str) -> Any:
-    """The returned model's figure (best weights restored), else the last logged evaluation."""
-    v = s.get(f"model_{metric}")
-    return v if v is not None else s.get(f"final_{metric}")
-
-
 def summary_table(stages: dict[str, dict[str, Any]]) -> str:
     """The final table printed to stdout."""
-    from reprlab.report import headline_val_acc
+    from reprlab.report import headline_val_acc, model_or_final
 
     scored = any(s.get("test_acc") is not None for s in stages.values())  # labelled test data
     lines = [
@@ -495,7 +489,7 @@ def summary_table(stages: dict[str, dict[str, Any]]) -> str:
         val = _fmt_acc(acc) + ("*" if is_knn else " ")
         knn_note = knn_note or is_knn
         lines.append(
-            f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(_model_or_final(s, 'train_acc')):>9} "
+            f"{name:<17} {s.get('status', '?'):<22} {_fmt_acc(model_or_final(s, 'train_acc')):>9} "
             f"{val:>10} " + (f"{_fmt_acc(s.get('test_acc')):>9} " if scored else "")
             + f"{'' if it is None else it:>6} "
             f"{'' if wall is None else f'{wall:.1f} s':>8}  {s.get('stop_reason') or ''}"

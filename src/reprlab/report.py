@@ -69,6 +69,12 @@ def _first(d: dict[str, Any], *keys: str) -> Any:
     return None
 
 
+def model_or_final(m: dict[str, Any], metric: str) -> Any:
+    """A figure of :func:`stage_metrics`'s dict (or a ``pipeline_summary.json`` stage): the
+    returned model's (best weights restored), else the last logged evaluation's."""
+    return _first(m, f"model_{metric}", f"final_{metric}")
+
+
 def headline_val_acc(m: dict[str, Any]) -> tuple[Any, bool]:
     """The validation accuracy a run is known by, from :func:`stage_metrics`'s dict (or a
     ``pipeline_summary.json`` stage): the returned model's on the whole validation split, else
@@ -78,7 +84,7 @@ def headline_val_acc(m: dict[str, Any]) -> tuple[Any, bool]:
     knn = (m.get("knn") or {}).get("knn_acc")
     if m.get("final_val_acc") is None and knn is not None:
         return knn, True
-    return _first(m, "model_val_acc", "final_val_acc"), False
+    return model_or_final(m, "val_acc"), False
 
 
 def stage_metrics(summary: dict[str, Any]) -> dict[str, Any]:
@@ -286,9 +292,9 @@ def _results_table(
             f'<tr><td class=l><a href="#{_e(name)}">{_e(name)}</a></td>'
             f"<td class='l {cls}'>{_e(status)}</td>"
             + pair(val_cell, "val_acc")
-            + pair(_pct(_first(m, "model_train_acc", "final_train_acc")), "train_acc")
-            + pair(_num(_first(m, "model_val_loss", "final_val_loss")), "val_loss", _num)
-            + pair(_num(_first(m, "model_train_loss", "final_train_loss")), "train_loss", _num)
+            + pair(_pct(model_or_final(m, "train_acc")), "train_acc")
+            + pair(_num(model_or_final(m, "val_loss")), "val_loss", _num)
+            + pair(_num(model_or_final(m, "train_loss")), "train_loss", _num)
             + pair(_num(m["iterations"]) + _budget(m["time_budget"]), "iterations", _num)
             + (pair(test_cell, "test_acc") if scored else "")
             + f"<td class='l wrap'>{_e(m['stop_reason'] or '—')}</td>"
