@@ -617,8 +617,9 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
 
 
 #: Flags that say where and how a run is run, not what it computes: the folder and the
-#: run-control switches (never stored in a run's record), and the progress bars (stored, never
-#: compared: a run started with --no-progress resumes without it).
+#: run-control switches (never stored in a run's record; pipeline and sweep set them for each
+#: run themselves), and the progress bars (stored, never compared: a run started with
+#: --no-progress resumes without it).
 RUN_CONTROL = frozenset({"out", "overwrite", "resume"})
 DISPLAY_ONLY = frozenset({"progress"})
 

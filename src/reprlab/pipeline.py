@@ -53,8 +53,6 @@ STAGES: tuple[str, ...] = ("logistic", "softmax", "cont_rep", "fine_tune_linear"
 CLASSIFIERS = frozenset({"logistic", "softmax", "fine_tune_linear", "fine_tune_nn"})
 #: Stages that load the encoder trained by the ``cont_rep`` stage.
 NEEDS_ENCODER = frozenset({"fine_tune_linear", "fine_tune_nn"})
-#: Options the pipeline sets for every stage itself (a stage's folder, resuming).
-CONTROLLED = RUN_CONTROL
 
 # Each pipeline preset maps a stage to (the mode's own preset, or None for its default;
 # per-stage overrides on top of it). The key names are the modes' config fields.
@@ -201,7 +199,7 @@ def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
         given, name = name, field_name(cls, name)
         if name is None:
             raise ReprlabError(f"--set {key}: {stage} has no option {given!r}")
-        if name in CONTROLLED:
+        if name in RUN_CONTROL:
             raise ReprlabError(f"--set {key}: set by the pipeline (use the pipeline's --out)")
         out.setdefault(stage, {})[name] = parse_value(fields[name], text, f"set {key}")
     return out
@@ -237,7 +235,7 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[s
         cls, _ = MODES[key].load()
         where = f"{path} [{key}]"
         for name in table:
-            if name.replace("-", "_") in CONTROLLED:
+            if name.replace("-", "_") in RUN_CONTROL:
                 raise ReprlabError(f"{where}: key {name!r} is set by the pipeline")
         cfg = from_mapping(cls, table, where=where)  # names an unknown key or a wrong type
         tables[key] = {n.replace("-", "_"): getattr(cfg, n.replace("-", "_")) for n in table}

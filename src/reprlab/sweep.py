@@ -53,8 +53,6 @@ from reprlab.modes import MODES
 
 #: Metrics drawn as overlays when any run logged them.
 OVERLAY_KEYS = ("val_acc", "val_loss", "train_acc", "train_loss", "knn_acc")
-#: Options the sweep sets for every run itself.
-CONTROLLED = RUN_CONTROL
 RESULT_COLUMNS = (
     "status",
     # the returned model (best weights restored) on the whole validation split, as the run
@@ -125,7 +123,7 @@ def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
         name = field_name(cls, given)
         if name is None:
             raise ReprlabError(f"--grid {key}: {mode} has no flag --{given}")
-        if name in CONTROLLED:
+        if name in RUN_CONTROL:
             raise ReprlabError(f"--grid {key}: cannot be swept (set by the sweep)")
         if name in grid:
             raise ReprlabError(f"--grid {key}: given twice")
@@ -283,7 +281,7 @@ def run_sweep(
         "mode": mode,
         "preset": preset,
         "grid": grid,
-        "base": {k: v for k, v in base.items() if k not in CONTROLLED},
+        "base": {k: v for k, v in base.items() if k not in RUN_CONTROL},
     }
     record = json.loads(to_json(record))
     sj = folder / "sweep.json"
@@ -292,11 +290,12 @@ def run_sweep(
     old = reprlab_record(sj, "sweep")
     extended = ""
     if old is not None:
-        if _only_values_changed(old, record):
+        diff = differing_keys(old, record)
+        if diff == ["grid"] and list(old["grid"]) == list(record["grid"]):
             # the same flags over other values: the runs of values in both grids are the same
             # runs (each folder's config.json still checks it), so they are kept, not redone
             extended = config_diff(old, record)
-        elif differing_keys(old, record):
+        elif diff:
             if not overwrite:
                 raise ReprlabError(
                     f"--out {folder}: holds a sweep with another configuration "
@@ -364,15 +363,6 @@ def run_sweep(
         print((folder / "by_setting.md").read_text(), end="")
     print(f"[sweep] results: {folder / 'results.csv'}", file=sys.stderr)
     return rows
-
-
-def _only_values_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """Two sweep records that differ only in the values of the same grid flags."""
-    return (
-        differing_keys(old, new) == ["grid"]
-        and isinstance(old.get("grid"), dict)
-        and list(old["grid"]) == list(new["grid"])
-    )
 
 
 def main(args: argparse.Namespace) -> int:
