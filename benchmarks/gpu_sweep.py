@@ -89,7 +89,18 @@ CEILING: list[Job] = [
     ("l_c_ab_2100", L, [], "c_ab_2100"),
     ("s_cpu_3900", F, ["--num_iters", "3900", *SUP], "i_cpu"),
 ]
-SETS = {"recipes": RECIPES, "ceiling": CEILING}
+# the third (2026-11-28, beside `pipeline --preset gpu`, which trains airbench_wide with the
+# fast recipes): the same net with 4-pixel translations (airbench96 trains with 4 + cutout),
+# and plain supervised training of it for 25 epochs, the pipeline's fine-tuning length
+WIDE_NET = ["--encoder", "airbench_wide"]
+WIDE: list[Job] = [
+    ("i_w", C, [*WIDE_NET, *R], None),
+    ("c_w_t4", C, [*WIDE_NET, "--num_iters", "4200", "--translate", "4"], None),
+    ("s_w_3900", F, ["--num_iters", "3900", *SUP], "i_w"),
+    ("l_c_w_t4", L, [], "c_w_t4"),
+    ("f_c_w_t4", F, ["--num_iters", "3900", "--translate", "4"], "c_w_t4"),
+]
+SETS = {"recipes": RECIPES, "ceiling": CEILING, "wide": WIDE}
 
 
 COMMON = {

@@ -30,6 +30,18 @@ def test_airbench_widths() -> None:
     assert [g.conv2.out_channels for g in cpu.groups] == [32, 128, 256]
     assert count_parameters(wide) == 2_003_128 and count_parameters(cpu) == 1_120_056
     assert DEFAULT_ENCODER == "airbench_cpu" and cpu.feature_dim == wide.feature_dim == 256
+    # depth 2 adds no parameters, so encoder files written before depth existed still load
+    assert not any(".more." in k for k in wide.state_dict())
+
+
+def test_airbench_wide_is_airbench96_sized() -> None:
+    """airbench_wide: widths 128/384/512 and three convolutions per group, as airbench96."""
+    net = build_encoder("airbench_wide", 128)
+    assert [g.conv2.out_channels for g in net.groups] == [128, 384, 512]
+    assert [1 + 1 + len(g.more) for g in net.groups] == [3, 3, 3]
+    assert count_parameters(net) == 9_979_320 and net.feature_dim == 512
+    with pytest.raises(ReprlabError, match="depth"):
+        build_encoder("airbench", 8, depth=1)
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))

@@ -133,7 +133,7 @@ def test_an_interrupted_stage_of_a_moved_pipeline_resumes(
 
 
 def test_presets_are_complete() -> None:
-    assert set(PRESETS) == {"smoke", "fast", "timed", "seed"}
+    assert set(PRESETS) == {"smoke", "fast", "timed", "gpu", "seed"}
     for name, preset in PRESETS.items():
         assert set(preset) == set(STAGES), name
 
@@ -506,6 +506,18 @@ def test_the_default_preset_is_fast_or_timed_by_the_cpu(tmp_path, monkeypatch, c
     assert fake.calls[0][1]["resume"] is True and "deadline" in fake.calls[0][2]
     err = capsys.readouterr().err
     assert "(preset timed by --preset auto: the preset of the pipeline in" in err
+    # on a CUDA GPU: the gpu preset (the wide encoder, no time limit)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    gpu = run("gpu", "0")
+    assert gpu["preset"] == "gpu" and gpu["time_budget_s"] == 0
+    assert fake.calls[1][1]["encoder"] == "airbench_wide"
+    assert "(preset gpu by --preset auto: the default device is a CUDA GPU" in (
+        capsys.readouterr().err
+    )
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # ... and the same command on a CPU resumes it as a gpu pipeline
+    (tmp_path / "gpu" / "cont_rep" / "summary.json").unlink()
+    assert run("gpu", "1")["preset"] == "gpu" and fake.modes == ["cont_rep"]
     # a folder of another preset is still another pipeline
     assert main([*argv, "--preset", "smoke", "--out", str(tmp_path / "s")]) == 0
     release_folder(tmp_path / "s")
