@@ -332,6 +332,30 @@ def test_early_stopping_restores_best(tmp_path: Path):
     assert all(torch.equal(m.state_dict()[k], snaps[20][k]) for k in snaps[20])
 
 
+def test_early_stopping_ignores_the_checks_before_early_stop_from() -> None:
+    """The first check is the best, then the loss rises (a warm-up dip) and falls again: from
+    the start, patience 3 stops at 40 with iteration 10's weights; from half the run, the
+    checks before 50 are ignored and the run stops at 90 with iteration 60's."""
+    vals = [0.1, 1.0, 0.9, 0.95, 0.97, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+    def run(frac: float):
+        m, left = make(), iter(vals)
+        return train(
+            m,
+            sample,
+            stepper(m),
+            cfg(num_iters=100, patience=3, ema_decay=0.0, early_stop_metric="val_loss",
+                early_stop_from=frac),
+            evaluate=lambda it: {"val_loss": next(left)},
+        )  # fmt: skip
+
+    assert (run(0.0).iterations, run(0.0).best_iter) == (40, 10)
+    late = run(0.5)
+    assert (late.stop_reason, late.iterations, late.best_iter) == ("early_stopping", 90, 60)
+    with pytest.raises(ReprlabError, match="--early_stop_from"):
+        cfg(num_iters=10, early_stop_from=1.0).validate()
+
+
 def test_default_warmup_is_a_fraction_of_the_run() -> None:
     from reprlab.contrastive import ContRepConfig
     from reprlab.finetune import FineTuneNNConfig

@@ -9,6 +9,8 @@
 
 ``patience`` counts evaluations without improvement; ``patience <= 0`` disables stopping
 (the best state is still tracked, so the best weights can be restored at the end).
+``update(..., start=N)`` ignores evaluations before step N (Keras's ``start_from_epoch``): a
+warm-up in which no improvement is expected neither counts nor is kept as the best.
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ class EarlyStopping:
             return value > self.best + self.min_delta
         return value < self.best - self.min_delta
 
-    def update(self, step: int, value: float, state: Any = None) -> bool:
-        """Record one evaluation; keep a copy of ``state`` if it is the best so far.
+    def update(self, step: int, value: float, state: Any = None, start: int = 0) -> bool:
+        """Record one evaluation; keep a copy of ``state`` if it is the best so far. An
+        evaluation before step ``start`` is ignored.
 
         Returns True when training should stop.
         """
+        if step < start:
+            return False
         if self.improved(value):
             self.best, self.best_step, self.bad_evals = float(value), step, 0
             if state is not None:

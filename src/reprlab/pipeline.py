@@ -127,9 +127,9 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
     "gpu": {
         **{stage: (None, {}) for stage in STAGES},
         "cont_rep": (None, {"encoder": "airbench_wide", "num_iters": 4200}),
-        # no early stopping: over 3900 steps the warm-up's large steps raise the validation
-        # loss for longer than fast's patience of 20 checks, which stopped the H200 run at
-        # iteration 2100 with iteration 100's weights (88.90 %, against 91.63 % run to the end)
+        # run to the end, as measured: with patience 20 counted from the start (before
+        # --early_stop_from existed) the H200 run stopped at iteration 2100 with iteration 100's
+        # weights (88.90 %, against 91.63 % run to the end)
         "fine_tune_nn": (None, {"num_iters": 3900, "patience": 0}),
     },
     # seed: the course report's hyperparameters (its Tables 1-6), for a GPU: hours on a CPU.

@@ -109,6 +109,11 @@ class NeuralRunConfig(ComputeConfig):
     lookahead: bool = arg(
         True, "airbench's lookahead: pull the weights to a slow average every 5 iterations"
     )
+    early_stop_from: float = arg(
+        0.0,
+        "early stopping ignores the checks before this fraction of --num_iters: they neither "
+        "count toward --patience nor are kept as the best",
+    )
     ema_decay: float = arg(0.0, "EMA of the weights, evaluated and kept (0: off)")
     grad_clip: float = arg(0.0, "max global gradient norm (0: off)")
     # for a machine slower (or faster) than the one the defaults were sized on: the schedule's
@@ -169,6 +174,8 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 200  # 0 = only at the end / on Ctrl-C
     patience: int = 0  # checks without improvement before stopping; 0 = off
+    # checks before this fraction of num_iters (as planned now) neither count nor are kept
+    early_stop_from: float = 0.0
     # > 0: num_iters is replaced by what fits this many seconds (see fit_time_budget)
     time_budget: float = 0.0
     # a timed run (time budget or deadline) moves its end at each evaluation to keep to it
@@ -192,7 +199,8 @@ class TrainConfig:
     MODE_FIELDS: ClassVar[tuple[str, ...]] = (
         "num_iters", "lr", "optimizer", "momentum", "weight_decay", "schedule", "warmup_iters",
         "warmup_start", "grad_clip", "ema_decay", "lookahead", "eval_every", "checkpoint_every",
-        "patience", "early_stop_metric", "autocast", "seed", "progress", "time_budget",
+        "patience", "early_stop_from", "early_stop_metric", "autocast", "seed", "progress",
+        "time_budget",
     )  # fmt: skip
 
     @classmethod
@@ -225,7 +233,7 @@ class TrainConfig:
             self, "num_iters", "weight_decay", "warmup_iters", "grad_clip", "checkpoint_every",
             "patience", "time_budget", allow_zero=True,
         )  # fmt: skip
-        for name in ("ema_decay", "momentum"):
+        for name in ("ema_decay", "momentum", "early_stop_from"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ReprlabError(f"--{name} must be in [0, 1), got {getattr(self, name)}")
         if not 0.0 <= self.warmup_start <= 1.0:
@@ -763,6 +771,12 @@ def train(
     def weights_for_best() -> dict[str, torch.Tensor]:
         return ema.state if ema is not None else model.state_dict()
 
+    def early_stop(value: float) -> bool:
+        """One check of the stopping metric at iteration ``it``; those before
+        ``early_stop_from`` of the run as now planned are ignored."""
+        start = round(cfg.early_stop_from * cfg.num_iters)
+        return stopper.update(it, value, state=weights_for_best(), start=start)
+
     def update(it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One iteration: sample, forward, backward, optimiser step."""
         mult = lr_multiplier(cfg, it)
@@ -916,7 +930,7 @@ def train(
                     last_loss = mean_loss
                     bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
                     if cfg.early_stop_metric == "train_loss":
-                        stop_now = stopper.update(it, mean_loss, state=weights_for_best())
+                        stop_now = early_stop(mean_loss)
                     if do_eval:
                         t_ev = time.perf_counter()
                         ev = run_eval(it)
@@ -928,9 +942,7 @@ def train(
                                     f"early stopping metric {cfg.early_stop_metric!r} is not "
                                     f"computed (have {sorted(ev)})"
                                 )
-                            stop_now = stopper.update(
-                                it, ev[cfg.early_stop_metric], state=weights_for_best()
-                            )
+                            stop_now = early_stop(ev[cfg.early_stop_metric])
                         if ev:
                             bar.set_postfix(
                                 loss=f"{mean_loss:.4f}",
