@@ -217,6 +217,33 @@ def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     assert ds.labels is None and len(ds) == 6
 
 
+def test_one_image_file_is_one_unlabelled_image(tmp_path: Path) -> None:
+    img = random_images(1)[0]
+    Image.fromarray(img).save(tmp_path / "cat.PNG")
+    ds = load_images(tmp_path / "cat.PNG")
+    assert ds.labels is None and ds.images.shape == (1, *img.shape)
+    assert np.array_equal(ds.images[0], img)  # PNG is lossless
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    with raises_naming(tmp_path / "broken.jpg", "not a readable image"):
+        load_images(tmp_path / "broken.jpg")
+
+
+def test_resize_images_back_to_the_original_size() -> None:
+    from reprlab.data import resize_images
+
+    # flat colours stay exactly the same at any size; a left-to-right ramp stays a ramp
+    imgs = np.zeros((3, 8, 8, 3), np.uint8)
+    imgs[0], imgs[1] = (200, 10, 90), (0, 255, 40)
+    imgs[2] = np.linspace(0, 255, 8).astype(np.uint8)[None, :, None]
+    big = imgs.repeat(4, axis=1).repeat(4, axis=2)  # each pixel a 4x4 block
+    small = resize_images(big, 8, 8)
+    assert small.shape == imgs.shape and small.dtype == np.uint8
+    assert np.array_equal(small[:2], imgs[:2])
+    assert (np.diff(small[2, 4, :, 0].astype(int)) > 0).all()
+    gray = resize_images(imgs[..., :1], 5, 7)
+    assert gray.shape == (3, 5, 7, 1) and (gray[0] == 200).all()
+
+
 def test_jpeg_and_grayscale_png_are_rgb(tmp_path: Path) -> None:
     buf = io.BytesIO()
     Image.fromarray(np.full((8, 8), 77, np.uint8), mode="L").save(buf, format="PNG")

@@ -74,6 +74,31 @@ def test_predict_reproduces_the_runs_predictions(which, request, small_test, tmp
     assert len(labels) == 64 and labels.min() >= 0 and labels.max() < 10
 
 
+def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # noqa: F811
+    """An image file is one image: its label is the run's label for the same pixels, and the
+    command says the class."""
+    from PIL import Image
+
+    with np.load(small_test) as z:
+        first = z["images"][0]
+    Image.fromarray(first).save(tmp_path / "first.png")
+    out = tmp_path / "one.csv"
+    assert main(["predict", str(softmax_run), "--data", str(tmp_path / "first.png"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    label = int((softmax_run / "predictions.csv").read_text().split()[0])
+    assert out.read_text().split() == [str(label)]
+    classes = json.loads((softmax_run / "summary.json").read_text())["classes"]
+    assert f"first.png: {label} {classes[label]} -> {out}" in capsys.readouterr().out
+    # a larger photo: refused with a hint, then resized to the training size
+    big = tmp_path / "big.jpg"
+    Image.fromarray(first).resize((96, 80), Image.Resampling.NEAREST).save(big, quality=95)
+    argv = ["predict", str(softmax_run), "--data", str(big), "--out", str(tmp_path / "b.csv")]
+    _fails(argv, "images are 80x96x3 (HxWxC)", capsys)
+    _fails(argv, "trained on 32x32x3 images (--resize resizes them)", capsys)
+    assert main([*argv, "--resize"]) == 0
+    assert len((tmp_path / "b.csv").read_text().split()) == 1
+
+
 def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run, tmp_path):  # noqa: F811
     """cont_rep config.json and fine_tune_linear model.npz files written before the option
     have no translate_tta: those runs embedded unshifted images, so they predict that way."""

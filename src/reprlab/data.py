@@ -11,7 +11,8 @@ Supported sources:
   ``cifar-10-python.tar.gz`` archive (read in place, pickles through a restricted unpickler).
 - An image folder ``<root>/<class>/*.{jpg,jpeg,png}`` or ``<root>/<split>/<class>/...`` as a
   directory or a tar (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.xz``, ``.tar.bz2``), read without
-  extracting. Class names are the sorted folder names.
+  extracting. Class names are the sorted folder names; a flat folder is unlabelled.
+- One image file (``.jpg``, ``.jpeg``, ``.png``): one unlabelled image (``reprlab predict``).
 - ``None``: the official CIFAR-10, from ``REPRLAB_DATA`` or downloaded once to the cache folder.
 
 Archives and image folders are decoded once and cached as ``.npy`` files under ``REPRLAB_CACHE``
@@ -128,9 +129,11 @@ def _load_path(path: Path, split: str) -> ImageSet:
         return load_npz(path)
     if name.endswith(TAR_SUFFIXES):
         return _cached(path, split, lambda: _load_tar(path, split))
+    if _is_image_name(name):
+        return _decode_all([(str(path), None, lambda: _read_image_file(path))], [], path)
     raise ReprlabError(
         f"{path}: unknown data format (expected an .npz, a .tar/.tar.gz/.tgz/.tar.xz archive, "
-        "a cifar-10-batches-py folder or an image folder)"
+        "a cifar-10-batches-py folder, an image folder or an image file)"
     )
 
 
@@ -1045,6 +1048,19 @@ def grayscale(x: np.ndarray) -> np.ndarray:
     if x.dtype == np.uint8:
         return np.clip(np.rint(y), 0, 255).astype(np.uint8)
     return y
+
+
+def resize_images(images: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 NHWC images resized to ``height`` x ``width`` (PIL, bicubic with antialiasing;
+    the aspect ratio is not kept)."""
+    from PIL import Image
+
+    out = np.empty((len(images), height, width, images.shape[3]), dtype=np.uint8)
+    for i, img in enumerate(images):
+        im = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img)
+        arr = np.asarray(im.resize((width, height), Image.Resampling.BICUBIC))
+        out[i] = arr.reshape(height, width, -1)
+    return out
 
 
 def flatten(x: np.ndarray) -> np.ndarray:

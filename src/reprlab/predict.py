@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="images to label: .npz (key images), image folder or tar, CIFAR python batches",
+        help="images to label: .npz (key images), image folder or tar, CIFAR python batches, "
+        "or one image file (.png, .jpg)",
     )
     parser.add_argument(
         "--out", default="predictions.csv", help="output file (default: predictions.csv)"
@@ -56,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="auto",
         help="auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps (default: auto)",
+    )
+    parser.add_argument(
+        "--resize",
+        action="store_true",
+        help="resize images of another size to the model's training size (bicubic; the aspect "
+        "ratio is not kept), e.g. a photo for a CIFAR-10 model",
     )
     parser.add_argument(
         "--tta",
@@ -128,21 +135,26 @@ def predict_labels(
     device: str = "auto",
     progress: bool = True,
     tta: str = "run",
+    resize: bool = False,
 ) -> tuple[np.ndarray, list[str], np.ndarray, ImageSet]:
     """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
-    :func:`load_predictor`), the class names they index, each class's label in the training
-    set's numbering (what the predictions file holds: ``logistic --classes cat,dog`` writes 3
-    and 5), and the images (with their own labels when the source has them)."""
-    from reprlab.data import load_images
+    :func:`load_predictor`; ``resize``: images of another height and width are resized to the
+    model's), the class names they index, each class's label in the training set's numbering
+    (what the predictions file holds: ``logistic --classes cat,dog`` writes 3 and 5), and the
+    images (with their own labels when the source has them)."""
+    from reprlab.data import load_images, resize_images
 
     mode, predictor = load_predictor(run_dir, tta)
     ds = load_images(images_path, split="test")
     shape = tuple(predictor.image_shape)
+    if resize and ds.images.shape[1:3] != shape[:2] and ds.images.shape[3] == shape[2]:
+        ds.images = resize_images(ds.images, *shape[:2])
     if tuple(ds.images.shape[1:]) != shape:
         h, w, c = ds.images.shape[1:]
         raise ReprlabError(
             f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the model of {run_dir} was "
             f"trained on {'x'.join(map(str, shape))} images"
+            + (" (--resize resizes them)" if not resize and c == shape[2] else "")
         )
     if mode in LINEAR_MODES:
         labels = predictor.predict_model_labels(ds.images)
@@ -159,12 +171,15 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
     labels, classes, ids, ds = predict_labels(
-        args.run_dir, args.data, args.batch_size, args.device, tta=args.tta
+        args.run_dir, args.data, args.batch_size, args.device, tta=args.tta, resize=args.resize
     )
     write_predictions(out, ids[labels])
-    counts = np.bincount(labels, minlength=len(classes)).tolist()
-    per_class = ", ".join(f"{ids[i]} {name}: {counts[i]}" for i, name in enumerate(classes))
-    print(f"predict: {len(labels)} labels -> {out} ({per_class})")
+    if len(labels) == 1:  # one image (an image file): say what it is
+        print(f"predict: {ds.source}: {ids[labels[0]]} {classes[labels[0]]} -> {out}")
+    else:
+        counts = np.bincount(labels, minlength=len(classes)).tolist()
+        per_class = ", ".join(f"{ids[i]} {name}: {counts[i]}" for i, name in enumerate(classes))
+        print(f"predict: {len(labels)} labels -> {out} ({per_class})")
     scores = score_test_set(labels, ds.labels, ds.classes, classes)
     if scores:  # the images carry labels: how good the predictions are
         print(f"predict: {ds.source} is labelled{score_text(scores) or ': ' + scores['test_note']}")
