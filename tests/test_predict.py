@@ -256,6 +256,15 @@ def test_grayscale_images_through_every_neural_mode(cifar_train, small_test, tmp
         assert len(out.read_text().split()) == 32
     assert main(["predict", str(cr), "--data", str(small_test), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+    # a grayscale image file (decoded as RGB with three equal channels) is its one channel
+    from PIL import Image
+
+    with np.load(test) as z:
+        Image.fromarray(z["images"][0, :, :, 0], mode="L").save(tmp_path / "g.png")
+    assert main(["predict", str(cr), "--data", str(tmp_path / "g.png"),
+                 "--out", str(tmp_path / "g.csv")]) == 0  # fmt: skip
+    first = (cr / "predictions.csv").read_text().split()[0]
+    assert (tmp_path / "g.csv").read_text().split() == [first]
     # continuing the gray encoder (its run folder) on RGB images: refused before anything is written
     rgb = ["--data", str(cifar_train), "--limit", "400", "--no-progress", "--batch_size", "32"]
     assert main(["cont_rep", *rgb, *enc, "--out", str(tmp_path / "x"), "--encoder",

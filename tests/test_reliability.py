@@ -226,7 +226,13 @@ def test_config_diff_names_what_differs() -> None:
     # a flag added since, at the value that does what earlier releases did: the same run
     assert config_diff({"lr": 0.1}, {"lr": 0.1, "time_budget": 0.0}) == ""
     assert config_diff({"base": {"lr": 0.1}}, {"base": {"reuse_embeddings": True, "lr": 0.1}}) == ""
-    assert config_diff({"lr": 0.1}, {"lr": 0.1, "time_budget": 60.0}) == "time_budget new"
+    assert config_diff({"lr": 0.1}, {"lr": 0.1, "early_stop_from": 0.0}) == ""  # v19
+    assert config_diff({"lr": 0.1}, {"lr": 0.1, "time_budget": 60.0}) == (
+        "time_budget 0.0 (earlier release) -> 60.0"
+    )
+    assert config_diff({"lr": 0.1}, {"lr": 0.1, "early_stop_from": 0.5}) == (
+        "early_stop_from 0.0 (earlier release) -> 0.5"
+    )
 
 
 def test_run_folder_of_another_configuration_names_the_difference(tmp_path: Path) -> None:

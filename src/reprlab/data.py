@@ -132,8 +132,9 @@ def _load_path(path: Path, split: str) -> ImageSet:
     if _is_image_name(name):
         return _decode_all([(str(path), None, lambda: _read_image_file(path))], [], path)
     raise ReprlabError(
-        f"{path}: unknown data format (expected an .npz, a .tar/.tar.gz/.tgz/.tar.xz archive, "
-        "a cifar-10-batches-py folder, an image folder or an image file)"
+        f"{path}: unknown data format (expected an .npz, an archive ({'/'.join(TAR_SUFFIXES)}), "
+        f"a cifar-10-batches-py folder, an image folder or an image file "
+        f"({'/'.join(IMAGE_SUFFIXES)}))"
     )
 
 

@@ -95,7 +95,8 @@ def _conv(c_in: int, c_out: int) -> nn.Conv2d:
 
 class ConvGroup(nn.Module):
     """airbench block: conv -> maxpool(2) -> BN -> GELU, then ``depth - 1`` times
-    conv -> BN -> GELU (airbench94: depth 2; airbench96: 3)."""
+    conv -> BN -> GELU (airbench94: depth 2; airbench96: 3, there with a residual connection
+    around the later convolutions, which this block does not have)."""
 
     def __init__(self, c_in: int, c_out: int, depth: int = 2) -> None:
         super().__init__()
@@ -205,8 +206,9 @@ ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "airbench": airbench_at((64, 256, 256)),
     "airbench_cpu": airbench_at((32, 128, 256)),
     "airbench_small": airbench_at((32, 128, 128)),
-    # airbench96's widths and depth (Jordan 2024): 9.9 M parameters, ~0.45 G mult-adds per
-    # image, for a GPU (on 2 CPU cores a step costs 8.6x airbench_cpu's, README)
+    # airbench96's widths and depth (Jordan 2024), without its residual connections: 9.98 M
+    # parameters, ~0.45 G mult-adds per image, for a GPU (on 2 CPU cores a step costs 8.6x
+    # airbench_cpu's, README)
     "airbench_wide": airbench_at((128, 384, 512), depth=3),
     "vgg16_bn": _vgg16_bn,
 }

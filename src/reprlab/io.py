@@ -629,7 +629,11 @@ PATH_KEYS = ("data", "test_data", "encoder_path")
 #: Flags added since runs were first stored, each with the value that does what the releases
 #: before it did: a stored configuration without the flag is the one with this value (so the
 #: same command still resumes, or finds finished, a run of an earlier release).
-ADDED_FLAGS: dict[str, Any] = {"time_budget": 0.0, "reuse_embeddings": True}
+ADDED_FLAGS: dict[str, Any] = {
+    "time_budget": 0.0,
+    "reuse_embeddings": True,
+    "early_stop_from": 0.0,  # v19
+}
 
 
 def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -674,7 +678,9 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
     parts = []
     for k in differing_keys(old, new):
         name = prefix + k
-        if k not in old:
+        if k not in old and k in ADDED_FLAGS:  # the earlier release's behaviour, by its value
+            parts.append(f"{name} {_short(ADDED_FLAGS[k])} (earlier release) -> {_short(new[k])}")
+        elif k not in old:
             parts.append(f"{name} new")
         elif k not in new:
             parts.append(f"{name} gone")

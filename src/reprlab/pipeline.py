@@ -120,10 +120,11 @@ PRESETS: dict[str, dict[str, tuple[str | None, dict[str, Any]]]] = {
         "fine_tune_nn": (None, {"time_budget": 320.0}),
     },
     # gpu: what auto runs on a CUDA GPU. fast's recipes on airbench96's widths and depth
-    # (airbench_wide, 9.9 M parameters) at twice fast's triplet steps (4200) and 25 epochs of
-    # fine-tuning (3900 steps): on a GPU a step of the wide net costs about what airbench_cpu's
-    # does (the small nets are bound by kernel launches there); ~7 hours on 2 CPU cores. On an
-    # H200 (README): kNN 90.27 %, probe 90.22 %, fine-tuning 91.63 %, in minutes.
+    # (airbench_wide, no residuals, 9.98 M parameters) at twice fast's triplet steps (4200) and
+    # 25 epochs of fine-tuning (3900 steps): on a GPU a step of the wide net costs about what
+    # airbench_cpu's does (the small nets are bound by kernel launches there); ~7 hours on 2
+    # CPU cores. On an H200 (README): kNN 90.27 %, probe 90.22 %, fine-tuning 91.63 %, in
+    # minutes.
     "gpu": {
         **{stage: (None, {}) for stage in STAGES},
         "cont_rep": (None, {"encoder": "airbench_wide", "num_iters": 4200}),

@@ -147,6 +147,9 @@ def predict_labels(
     mode, predictor = load_predictor(run_dir, tta)
     ds = load_images(images_path, split="test")
     shape = tuple(predictor.image_shape)
+    rgb = ds.images[..., :3]
+    if shape[2] == 1 and ds.images.shape[3] == 3 and (rgb == rgb[..., :1]).all():
+        ds.images = ds.images[..., :1]  # grayscale files are decoded as RGB: their one channel
     if resize and ds.images.shape[1:3] != shape[:2] and ds.images.shape[3] == shape[2]:
         ds.images = resize_images(ds.images, *shape[:2])
     if tuple(ds.images.shape[1:]) != shape:

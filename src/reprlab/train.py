@@ -174,7 +174,8 @@ class TrainConfig:
     eval_every: int = 100
     checkpoint_every: int = 200  # 0 = only at the end / on Ctrl-C
     patience: int = 0  # checks without improvement before stopping; 0 = off
-    # checks before this fraction of num_iters (as planned now) neither count nor are kept
+    # checks before this fraction of num_iters (as first planned, like the warm-up) neither
+    # count nor are kept
     early_stop_from: float = 0.0
     # > 0: num_iters is replaced by what fits this many seconds (see fit_time_budget)
     time_budget: float = 0.0
@@ -772,10 +773,9 @@ def train(
         return ema.state if ema is not None else model.state_dict()
 
     def early_stop(value: float) -> bool:
-        """One check of the stopping metric at iteration ``it``; those before
-        ``early_stop_from`` of the run as now planned are ignored."""
-        start = round(cfg.early_stop_from * cfg.num_iters)
-        return stopper.update(it, value, state=weights_for_best(), start=start)
+        """One check of the stopping metric at iteration ``it``; those before ``stop_from``
+        are ignored."""
+        return stopper.update(it, value, state=weights_for_best(), start=stop_from)
 
     def update(it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One iteration: sample, forward, backward, optimiser step."""
@@ -843,6 +843,9 @@ def train(
                 file=sys.stderr,
             )
     most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
+    # early stopping's first check: a fraction of the run as first planned (a re-plan moves the
+    # end, not this, so a best value kept before a re-plan is never behind the start)
+    stop_from = round(cfg.early_stop_from * int((budget or {}).get("planned_iters", cfg.num_iters)))
 
     def replan(it: int) -> None:
         """At an evaluation: move the end so that, at this session's pace so far (steps,
