@@ -154,6 +154,16 @@ def test_timed_preset_is_fast_with_time_budgets(tmp_path: Path) -> None:
         assert other == {k: v for k, v in fast[stage].items() if k != "time_budget"}, stage
     overridden = plan("--preset", "timed", "--set", "cont_rep.time_budget=60")
     assert overridden["cont_rep"]["time_budget"] == 60
+    # gpu: fast on the wide encoder, twice the triplet steps, 3900 fine-tuning steps run to
+    # the end (what the H200 measured), a full-size t-SNE; the linear stages are fast's
+    gpu = plan("--preset", "gpu")
+    changed = {
+        "cont_rep": {"encoder": "airbench_wide", "num_iters": 4200, "tsne_max": 10000},
+        "fine_tune_nn": {"num_iters": 3900, "patience": 0},
+    }
+    for stage in STAGES:
+        diff = {k: v for k, v in gpu[stage].items() if fast[stage].get(k) != v}
+        assert diff == changed.get(stage, {}), stage
 
 
 # ---------------------------------------------------------------------------------------------
