@@ -641,10 +641,18 @@ def fit_time_budget(
     }
 
 
+def planned_count(cfg: TrainConfig, plan: dict[str, Any] | None) -> int:
+    """The count a run was first planned for, which sizes its warm-up and early stopping's
+    start (re-plans move only its end): its plan's, else its own ``num_iters``."""
+    if plan is None:
+        return cfg.num_iters
+    return int(plan.get("planned_iters", plan["num_iters"]))
+
+
 def planned_config(cfg: TrainConfig, plan: dict[str, Any]) -> TrainConfig:
     """``cfg`` as a plan sets it: the warm-up sized by the planned count, the end where the
     latest re-plan put it."""
-    first = cfg.with_num_iters(int(plan.get("planned_iters", plan["num_iters"])))
+    first = cfg.with_num_iters(planned_count(cfg, plan))
     n = int(plan["num_iters"])
     # a run cut inside its planned warm-up (a deadline close at hand) still decays to 0 by its
     # end: half of it warms up, half decays
@@ -772,7 +780,7 @@ def train(
     def weights_for_best() -> dict[str, torch.Tensor]:
         return ema.state if ema is not None else model.state_dict()
 
-    def early_stop(value: float) -> bool:
+    def early_stop(it: int, value: float) -> bool:
         """One check of the stopping metric at iteration ``it``; those before ``stop_from``
         are ignored."""
         return stopper.update(it, value, state=weights_for_best(), start=stop_from)
@@ -845,7 +853,7 @@ def train(
     most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
     # early stopping's first check: a fraction of the run as first planned (a re-plan moves the
     # end, not this, so a best value kept before a re-plan is never behind the start)
-    stop_from = round(cfg.early_stop_from * int((budget or {}).get("planned_iters", cfg.num_iters)))
+    stop_from = round(cfg.early_stop_from * planned_count(cfg, budget))
 
     def replan(it: int) -> None:
         """At an evaluation: move the end so that, at this session's pace so far (steps,
@@ -933,7 +941,7 @@ def train(
                     last_loss = mean_loss
                     bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
                     if cfg.early_stop_metric == "train_loss":
-                        stop_now = early_stop(mean_loss)
+                        stop_now = early_stop(it, mean_loss)
                     if do_eval:
                         t_ev = time.perf_counter()
                         ev = run_eval(it)
@@ -945,7 +953,7 @@ def train(
                                     f"early stopping metric {cfg.early_stop_metric!r} is not "
                                     f"computed (have {sorted(ev)})"
                                 )
-                            stop_now = early_stop(ev[cfg.early_stop_metric])
+                            stop_now = early_stop(it, ev[cfg.early_stop_metric])
                         if ev:
                             bar.set_postfix(
                                 loss=f"{mean_loss:.4f}",
