@@ -41,6 +41,7 @@ from reprlab.data import (
     limit_images,
     load_images,
     random_translate,
+    run_images,
     select_classes,
     stratified_split,
     stratified_subset,
@@ -394,6 +395,31 @@ def test_limit_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert limit_images(ds, 30, seed=0) is ds and capsys.readouterr().err == ""
     assert limit_images(ds, 1500, seed=1) is ds  # the same note again (a pipeline's next stage)
     assert capsys.readouterr().err == ""  # is not repeated
+
+
+def test_run_images_is_every_modes_limit_split_and_test_set(tmp_path: Path) -> None:
+    """The one place the modes take their images from: the --limit subset, then the seeded
+    stratified split of it (so fine-tuning validates on images the encoder never trained on)."""
+    from types import SimpleNamespace
+
+    ds = load_images(make_npz(tmp_path / "a.npz", n=60, k=3))
+    np.savez(tmp_path / "test.npz", images=random_images(5))
+    cfg = SimpleNamespace(limit=30, seed=2, val_fraction=0.2, test_data=str(tmp_path / "test.npz"))
+    got = run_images(ds, cfg, batch_size=24)
+    sub = limit_images(ds, 30, seed=2)
+    tr, va = stratified_split(sub.labels, 0.2, seed=2)
+    np.testing.assert_array_equal(got.train.images, sub.images[tr])
+    np.testing.assert_array_equal(got.val.labels, sub.labels[va])
+    assert len(got.train) == 24 and len(got.val) == 6 and len(got.test) == 5
+    with raises_naming(tmp_path / "a.npz", "--batch_size 25"):
+        run_images(ds, cfg, batch_size=25)
+    cfg.test_data = str(tmp_path / "other.npz")
+    np.savez(cfg.test_data, images=random_images(4, 16, 16))
+    with raises_naming(tmp_path / "other.npz", "16x16x3"):
+        run_images(ds, cfg)
+    one = ds.subset(np.flatnonzero(ds.labels == 1))
+    with raises_naming(tmp_path / "a.npz", "two classes (triplets need negatives)", "only class"):
+        run_images(one, cfg, why=" (triplets need negatives)")
 
 
 def test_select_classes(tmp_path: Path) -> None:

@@ -25,11 +25,8 @@ from reprlab.config import arg, positive
 from reprlab.data import (
     ImageSet,
     Standardizer,
-    check_batch_size,
-    check_compatible,
-    limit_images,
     load_images,
-    stratified_split,
+    run_images,
     to_float,
 )
 from reprlab.embed import (
@@ -386,22 +383,8 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
 
 def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | None]:
     ds = load_images(cfg.data, require_labels=True)
-    ds = limit_images(ds, cfg.limit, cfg.seed)
-    n_cls = len(np.unique(ds.labels))
-    if n_cls < 2:
-        raise ReprlabError(
-            f"{ds.source}: has {n_cls} class; triplets need at least two classes (negatives)"
-        )
-    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
-    train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
-    if len(val_set) == 0:
-        raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")
-    check_batch_size(cfg.batch_size, train_set)
-    test_set = None
-    if cfg.test_data is not None:
-        test_set = load_images(cfg.test_data, split="test")
-        check_compatible(ds, test_set)
-    return train_set, val_set, test_set
+    images = run_images(ds, cfg, batch_size=cfg.batch_size, why=" (triplets need negatives)")
+    return images.train, images.val, images.test
 
 
 def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str, Any]:

@@ -857,6 +857,46 @@ def check_batch_size(batch_size: int, train: ImageSet) -> None:
         )
 
 
+@dataclass
+class RunImages:
+    """A run's images: ``train`` and the held-out ``val`` (a stratified ``--val_fraction`` of the
+    ``--limit`` subset), and the ``--test_data`` images to predict, if any."""
+
+    train: ImageSet
+    val: ImageSet
+    test: ImageSet | None
+
+
+def run_images(
+    ds: ImageSet,
+    cfg: Any,
+    batch_size: int | None = None,
+    why: str = "",
+) -> RunImages:
+    """What every mode does with its labelled images ``ds``, in one place: the ``--limit``
+    subset, at least two classes (``why``: what needs them), the seeded stratified split,
+    ``--batch_size`` against the training split, and the ``--test_data`` images, checked
+    against the training images' size. ``cfg`` has ``limit``, ``seed``, ``val_fraction`` and
+    ``test_data`` (a :class:`reprlab.config.RunConfig`)."""
+    assert ds.labels is not None
+    ds = limit_images(ds, cfg.limit, cfg.seed)
+    present = np.unique(ds.labels)
+    if len(present) < 2:
+        found = f"only class {ds.classes[present[0]]!r}" if len(present) else "none"
+        raise ReprlabError(
+            f"{ds.source}: needs images of at least two classes{why}, found {found}"
+        )
+    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
+    train = ds.subset(tr_idx)
+    if batch_size is not None:
+        check_batch_size(batch_size, train)
+    test = None
+    if cfg.test_data is not None:
+        test = load_images(cfg.test_data, split="test")
+        check_compatible(train, test)
+    return RunImages(train, ds.subset(va_idx), test)
+
+
 def _largest_remainder(quotas: np.ndarray, total: int, caps: np.ndarray) -> np.ndarray:
     base = np.minimum(np.floor(quotas).astype(np.int64), caps)
     order = np.argsort(-(quotas - np.floor(quotas)), kind="stable")

@@ -376,19 +376,10 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
             f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the encoder {enc_path} was trained "
             f"on {shape[0]}x{shape[1]}x{shape[2]}"
         )
-    n_images = len(ds)
-    ds = D.limit_images(ds, cfg.limit, cfg.seed)
-    if len(np.unique(ds.labels)) < 2:
-        raise ReprlabError(f"{ds.source}: needs images of at least two classes")
-    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
-    train_set, val_set = ds.subset(tr_idx), ds.subset(va_idx)
-    if len(val_set) == 0:
-        raise ReprlabError(f"--val_fraction {cfg.val_fraction} leaves no validation images")
-    test = None
-    if cfg.test_data is not None:
-        test = D.load_images(cfg.test_data, split="test")
-        D.check_compatible(train_set, test)
-    return _Splits(train_set, val_set, test, _split_mismatch(cfg, enc_path, n_images))
+    images = D.run_images(ds, cfg)
+    return _Splits(
+        images.train, images.val, images.test, _split_mismatch(cfg, enc_path, len(ds))
+    )
 
 
 def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:

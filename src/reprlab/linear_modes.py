@@ -259,19 +259,8 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
     else:
         ds = full
         class_ids = list(range(len(full.classes)))
-    assert ds.labels is not None
-    ds = D.limit_images(ds, cfg.limit, cfg.seed)
-    present = np.unique(ds.labels)
-    if len(present) < 2:
-        found = f"only class {ds.classes[present[0]]!r}" if len(present) else "none"
-        raise ReprlabError(f"{ds.source}: needs images of at least two classes, found {found}")
-    tr_idx, va_idx = D.stratified_split(ds.labels, cfg.val_fraction, cfg.seed, str(ds.source))
-    train, val = ds.subset(tr_idx), ds.subset(va_idx)
-    D.check_batch_size(cfg.batch_size, train)
-    test = None
-    if cfg.test_data is not None:
-        test = D.load_images(cfg.test_data, split="test")
-        D.check_compatible(train, test)
+    images = D.run_images(ds, cfg, batch_size=cfg.batch_size)
+    train, val, test = images.train, images.val, images.test
     if cfg.translate >= min(train.shape[:2]):
         raise ReprlabError(
             f"--translate {cfg.translate} must be smaller than the images ({train.shape[0]}x"
