@@ -229,6 +229,25 @@ def test_a_run_of_the_release_before_list_valued_gamma_is_the_same_run(
     assert "gamma 0.25 -> [0.25, 1.0]" in capsys.readouterr().err
 
 
+def test_no_progress_silences_the_bars_and_is_not_part_of_the_configuration(
+    cifar_train, tmp_path, capsys
+):
+    """``--no-progress`` works in the linear modes as in the others (v20); a run stored before
+    the linear modes had the flag, or run with the bars, is still the same run."""
+    out = tmp_path / "lr"
+    args = _quick("logistic", cifar_train, out)
+    assert main([*args, "--no-progress"]) == 0
+    assert "%|" not in capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["config"]["progress"] is False
+    del cfg["config"]["progress"]  # as the releases before v20 wrote it
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert main(args) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    assert main([*_quick("logistic", cifar_train, tmp_path / "bars")]) == 0
+    assert "%|" in capsys.readouterr().err  # the bars are on by default
+
+
 def test_several_gammas_give_each_pixel_one_feature_per_power(cifar_train, cifar_test, tmp_path):
     """``--gamma 0.5,1,2``: the model has 3x the weights, one per pixel, channel and power, in
     the layout ``data.gamma_encode`` concatenates (powers as extra channels); mirroring and

@@ -52,6 +52,7 @@ class RunConfig:
         None, "use a stratified subset of this many training images (quick runs, tests)"
     )
     overwrite: bool = arg(False, "replace an existing run folder of another configuration")
+    progress: bool = arg(True, "show progress bars (not part of the run's configuration)")
 
     def validate(self) -> None:
         """Raise :class:`ReprlabError` naming the flag for values that cannot work.

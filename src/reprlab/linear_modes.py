@@ -499,7 +499,7 @@ def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     if cfg.translate:
         shape, shift = prep.feature_shape, cfg.translate
         kwargs["augment"] = lambda X, rng: D.random_translate(X, shape, shift, rng)
-    model = make_estimator(cls, cfg, batch_size=cfg.batch_size, progress=True, **kwargs)
+    model = make_estimator(cls, cfg, batch_size=cfg.batch_size, progress=cfg.progress, **kwargs)
     X_mirror = None
     if cfg.flip_augment:  # mirrored training images as extra samples (half of each batch)
         h, w, c = prep.feature_shape

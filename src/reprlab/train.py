@@ -65,7 +65,6 @@ class ComputeConfig(RunConfig):
         "bfloat16 autocast where the hardware has bf16 (CUDA from Ampere on; CPUs with AMX or "
         "AVX512-BF16), float32 elsewhere; --no-autocast: float32 everywhere",
     )
-    progress: bool = arg(True, "show progress bars")
 
 
 @dataclass
@@ -665,6 +664,141 @@ def planned_config(cfg: TrainConfig, plan: dict[str, Any]) -> TrainConfig:
 # ---------------------------------------------------------------------------------------------
 
 
+class _LossMeter:
+    """The training loss and a step's extras, summed on the device between two logged rows:
+    one host sync a row. Its sums are part of a checkpoint (a resumed run logs the same rows)."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        loss_sum: torch.Tensor | None = None,
+        count: int = 0,
+        extra_sums: dict[str, torch.Tensor] | None = None,
+    ):
+        self.device = device
+        self.loss_sum = (
+            loss_sum if loss_sum is not None
+            else torch.zeros((), device=device, dtype=torch.float32)
+        )  # fmt: skip
+        self.count = count
+        self.extra_sums = dict(extra_sums or {})
+
+    def add(self, loss: torch.Tensor, extras: dict[str, torch.Tensor]) -> None:
+        self.loss_sum += loss.detach().float()
+        self.count += 1
+        for k, v in extras.items():
+            v = torch.as_tensor(v, device=self.device).detach().float()
+            self.extra_sums[k] = self.extra_sums[k] + v if k in self.extra_sums else v.clone()
+
+    def take(self, it: int) -> tuple[float, dict[str, float]]:
+        """The means since the last row (then start again); a NaN or Inf loss raises."""
+        mean = float(self.loss_sum) / max(1, self.count)
+        if not math.isfinite(mean):
+            raise _NonFinite(it, mean)
+        extras = {k: float(v) / self.count for k, v in self.extra_sums.items()}
+        self.loss_sum.zero_()
+        self.count, self.extra_sums = 0, {}
+        return mean, extras
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "loss_sum": self.loss_sum.detach().cpu(),
+            "loss_count": self.count,
+            "extra_sums": {k: v.detach().cpu() for k, v in self.extra_sums.items()},
+        }
+
+
+class _Plan:
+    """Where a run should end, by the clock: the end of its ``--time_budget`` (which counts the
+    timing and the training seconds of earlier sessions of the run) and the caller's
+    ``deadline`` less its work after training, whichever comes first (``perf_counter`` times).
+
+    ``budget`` is the plan kept in the checkpoint: :func:`fit_time_budget`'s measurements, the
+    count first planned (``planned_iters``, which sizes the warm-up and early stopping's start)
+    and the latest end (``num_iters``, which re-plans move), with a record of each re-plan.
+    """
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        budget: dict[str, Any] | None,
+        it0: int,
+        elapsed0: float,
+        deadline_pc: float | None,
+        after_evals: float,
+    ):
+        self.unplanned = cfg  # every plan and re-plan is applied to it (planned_config)
+        self.budget = budget
+        self.it0 = it0
+        self.t_start = time.perf_counter()
+        self.budget_end = (
+            self.t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
+            if budget is not None and budget.get("budget_s")
+            else None
+        )
+        # an evaluation's seconds: timed at the start, then the latest one
+        self.eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
+        self.deadline_pc, self.after_evals = deadline_pc, after_evals
+        self.most: int | None = None  # a counted run never grows (set by config())
+        self.pace = 0.0  # seconds an iteration, at the latest re-plan
+
+    def end_by(self) -> float | None:
+        ends = [self.budget_end]
+        if self.deadline_pc is not None:
+            ends.append(self.deadline_pc - self.after_evals * self.eval_s)
+        return min((e for e in ends if e is not None), default=None)
+
+    def first(self, eval_every: int) -> None:
+        """Size a freshly timed run: its steps, with an evaluation every ``eval_every`` of them
+        and one more at the end, fill the time to its end."""
+        budget, end = self.budget, self.end_by()
+        assert budget is not None and end is not None
+        n = iterations_that_fit(
+            end - self.t_start - self.eval_s, budget["step_s"] + self.eval_s / eval_every
+        )
+        budget.update(num_iters=n, planned_iters=n, replans=[])
+        if self.deadline_pc is not None:  # seconds left to the deadline when the timing began
+            left = self.deadline_pc - self.t_start + budget["calibration_s"]
+            budget.update(deadline_s=left, after_s=self.after_evals * self.eval_s)
+
+    def config(self) -> TrainConfig:
+        """The run's configuration as planned (the count, the warm-up)."""
+        cfg = self.unplanned if self.budget is None else planned_config(self.unplanned, self.budget)
+        if self.most is None and self.budget_end is None:
+            self.most = cfg.num_iters
+        return cfg
+
+    def replan(self, it: int, num_iters: int) -> int | None:
+        """At an evaluation: the new end, if the run should move it so that, at this session's
+        pace so far (steps, evaluations and checkpoints; the mean, which rides out the
+        minute-long swings of a shared machine), it ends when it should; else None."""
+        now, target = time.perf_counter(), self.end_by()
+        if target is None or it >= num_iters:
+            return None
+        pace = self.pace = (now - self.t_start) / max(1, it - self.it0)
+        projected = now + (num_iters - it) * pace + self.eval_s  # and the final evaluation
+        # a move smaller than one step of the rounding is noise (on a short budget, where
+        # BUDGET_ROUND iterations exceed the tolerance, the end would swing back and forth)
+        tolerance = max(REPLAN_TOLERANCE * max(1e-9, target - self.t_start), BUDGET_ROUND * pace)
+        if abs(projected - target) <= tolerance:
+            return None
+        # the new end: the last multiple of BUDGET_ROUND that fits (never before this
+        # iteration); rounded once, the end itself, not the count from here
+        last = it + int(max(0.0, target - now - self.eval_s) / max(pace, 1e-9))
+        n = max(it, last - last % BUDGET_ROUND)
+        n = n if self.most is None else min(n, self.most)
+        if n == num_iters:
+            return None
+        if self.budget is None:  # a counted run the deadline shortens
+            self.budget = {"budget_s": 0.0, "num_iters": num_iters,
+                           "planned_iters": num_iters, "replans": []}  # fmt: skip
+        self.budget["num_iters"] = n
+        self.budget.setdefault("replans", []).append(
+            {"iter": it, "iter_s": round(pace, 4), "num_iters": n}
+        )
+        return n
+
+
 def train(
     model: torch.nn.Module,
     sample: Callable[[int, StepRNG], Any],
@@ -692,7 +826,7 @@ def train(
     Timed runs: ``cfg.time_budget`` sizes ``num_iters`` by the clock (:func:`fit_time_budget`);
     ``deadline`` (a ``time.time()``) is when the caller must be done, ``after_evals`` evaluations
     after training included. Either way the run re-plans its end at each evaluation
-    (``cfg.replan``); a counted run under a deadline only ever shortens.
+    (``cfg.replan``; :class:`_Plan`); a counted run under a deadline only ever shortens.
     """
     cfg.validate()
     # the deadline on this process's monotonic clock
@@ -714,14 +848,12 @@ def train(
 
     it0, rows, elapsed0 = 0, [], 0.0
     budget: dict[str, Any] | None = None  # a timed run's plan (fit_time_budget)
-    loss_sum = torch.zeros((), device=device, dtype=torch.float32)
-    loss_count = 0
-    extra_sums: dict[str, torch.Tensor] = {}
+    meter = _LossMeter(device)
     resumed_from = None
     if resume and ckpt_path is not None and ckpt_path.exists():
-        it0, rows, elapsed0, loss_sum, loss_count, extra_sums, budget = _restore(
-            ckpt_path, meta, cfg, device, model, optimizer, ema, slow, stopper
-        )
+        r = _restore(ckpt_path, meta, cfg, device, model, optimizer, ema, slow, stopper)
+        it0, rows, elapsed0, budget = r.it, r.rows, r.elapsed_s, r.budget
+        meter = _LossMeter(device, r.loss_sum, r.loss_count, r.extra_sums)
         resumed_from = it0
     elif resume and ckpt_path is not None and cfg.progress:
         tqdm.write(f"{cfg.desc}: no checkpoint in {ckpt_path.parent}: starting from the "
@@ -751,13 +883,11 @@ def train(
                 "early_stopping": stopper.state_dict(),
                 "best_state": stopper.best_state,
                 "rows": rows,
-                "elapsed_s": elapsed0 + (time.perf_counter() - t_start),
-                "loss_sum": loss_sum.detach().cpu(),
-                "loss_count": loss_count,
-                "extra_sums": {k: v.detach().cpu() for k, v in extra_sums.items()},
+                "elapsed_s": elapsed0 + (time.perf_counter() - plan.t_start),
+                **meter.state(),
                 "rng": rng_state(device),
                 "train_config": _plain(asdict(cfg)),
-                "time_budget": budget,
+                "time_budget": plan.budget,
             },
         )
         if metrics_path is not None:
@@ -777,13 +907,11 @@ def train(
             model.load_state_dict(saved)
         return out
 
-    def weights_for_best() -> dict[str, torch.Tensor]:
-        return ema.state if ema is not None else model.state_dict()
-
     def early_stop(it: int, value: float) -> bool:
         """One check of the stopping metric at iteration ``it``; those before ``stop_from``
         are ignored."""
-        return stopper.update(it, value, state=weights_for_best(), start=stop_from)
+        best = ema.state if ema is not None else model.state_dict()
+        return stopper.update(it, value, state=best, start=stop_from)
 
     def update(it: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One iteration: sample, forward, backward, optimiser step."""
@@ -814,83 +942,19 @@ def train(
 
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t_start = time.perf_counter()
-    # ---- where the run should end (perf_counter): the end of its budget (which counts the
-    # timing and the training seconds of earlier sessions of the run), and the deadline less
-    # the caller's work after training. The first plan and every re-plan aim at it.
-    budget_end = (
-        t_start + budget["budget_s"] - budget["calibration_s"] - elapsed0
-        if budget is not None and budget.get("budget_s")
-        else None
-    )
-    eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
-
-    def end_by() -> float | None:
-        ends = [budget_end]
-        if deadline_pc is not None:
-            ends.append(deadline_pc - after_evals * eval_s)
-        return min((e for e in ends if e is not None), default=None)
-
+    plan = _Plan(cfg, budget, it0, elapsed0, deadline_pc, after_evals)  # starts the clock
     if timed_now:
-        # every eval_every iterations an evaluation, and one more at the end
-        n = iterations_that_fit(
-            end_by() - t_start - eval_s, budget["step_s"] + eval_s / cfg.eval_every
+        plan.first(cfg.eval_every)
+    cfg = plan.config()
+    if cfg.progress and budget is not None and "step_s" in budget:  # timed (not only cut
+        tqdm.write(  # by a deadline)
+            f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {budget['step_s']:.3f} s a "
+            f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
+            file=sys.stderr,
         )
-        # planned_iters: the count the warm-up is sized by; re-plans move num_iters
-        budget.update(num_iters=n, planned_iters=n, replans=[])
-        if deadline_pc is not None:  # seconds left to the deadline when the timing began
-            left = deadline_pc - t_start + budget["calibration_s"]
-            budget.update(deadline_s=left, after_s=after_evals * eval_s)
-    unplanned = cfg  # every plan and re-plan is applied to it (planned_config)
-    if budget is not None:
-        cfg = planned_config(cfg, budget)
-        if cfg.progress and "step_s" in budget:  # timed (not only cut by a deadline)
-            tqdm.write(
-                f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {budget['step_s']:.3f} s a "
-                f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
-                file=sys.stderr,
-            )
-    most = None if budget_end is not None else cfg.num_iters  # a counted run never grows
     # early stopping's first check: a fraction of the run as first planned (a re-plan moves the
     # end, not this, so a best value kept before a re-plan is never behind the start)
-    stop_from = round(cfg.early_stop_from * planned_count(cfg, budget))
-
-    def replan(it: int) -> None:
-        """At an evaluation: move the end so that, at this session's pace so far (steps,
-        evaluations and checkpoints; the mean, which rides out the minute-long swings of a
-        shared machine), the run ends when it should. Keeps the warm-up; the decay and
-        lookahead follow the new end."""
-        nonlocal cfg, budget
-        now, target = time.perf_counter(), end_by()
-        if target is None or not cfg.replan or it >= cfg.num_iters:
-            return
-        pace = (now - t_start) / max(1, it - it0)
-        projected = now + (cfg.num_iters - it) * pace + eval_s  # and the final evaluation
-        # a move smaller than one step of the rounding is noise (on a short budget, where
-        # BUDGET_ROUND iterations exceed the tolerance, the end would swing back and forth)
-        tolerance = max(REPLAN_TOLERANCE * max(1e-9, target - t_start), BUDGET_ROUND * pace)
-        if abs(projected - target) <= tolerance:
-            return
-        # the new end: the last multiple of BUDGET_ROUND that fits (never before this
-        # iteration); rounded once, the end itself, not the count from here
-        last = it + int(max(0.0, target - now - eval_s) / max(pace, 1e-9))
-        n = max(it, last - last % BUDGET_ROUND)
-        n = n if most is None else min(n, most)
-        if n == cfg.num_iters:
-            return
-        if budget is None:  # a counted run the deadline shortens
-            budget = {"budget_s": 0.0, "num_iters": cfg.num_iters,
-                      "planned_iters": cfg.num_iters, "replans": []}  # fmt: skip
-        budget["num_iters"] = n
-        cfg = planned_config(unplanned, budget)
-        budget.setdefault("replans", []).append(
-            {"iter": it, "iter_s": round(pace, 4), "num_iters": n}
-        )
-        bar.total = n
-        bar.refresh()
-        if cfg.progress:
-            tqdm.write(f"{cfg.desc}: {pace:.3f} s an iteration at {it}: to end in time, "
-                       f"{n} iterations", file=sys.stderr)  # fmt: skip
+    stop_from = round(cfg.early_stop_from * planned_count(cfg, plan.budget))
 
     stop_reason, it = "num_iters", it0
     # a resumed finished run does no iteration: its last logged loss is the checkpoint's
@@ -903,6 +967,20 @@ def train(
         leave=False,
         dynamic_ncols=True,
     )
+
+    def replan(it: int) -> TrainConfig:
+        """At an evaluation: the configuration with its end moved where the pace says (the
+        decay and lookahead follow the new end), or as it is."""
+        n = plan.replan(it, cfg.num_iters)
+        if n is None:
+            return cfg
+        bar.total = n
+        bar.refresh()
+        if cfg.progress:
+            tqdm.write(f"{cfg.desc}: {plan.pace:.3f} s an iteration at {it}: to end in time, "
+                       f"{n} iterations", file=sys.stderr)  # fmt: skip
+        return plan.config()
+
     stop_now = stopper.should_stop
     try:
         with (
@@ -915,38 +993,29 @@ def train(
                     ema.update(model)
                 if slow is not None and (it + 1) % 5 == 0:
                     slow.pull(model, lookahead_decay(it + 1, cfg.num_iters))
-                loss_sum += loss.detach().float()
-                loss_count += 1
-                for k, v in extras.items():
-                    v = torch.as_tensor(v, device=device).detach().float()
-                    extra_sums[k] = extra_sums[k] + v if k in extra_sums else v.clone()
+                meter.add(loss, extras)
                 it += 1
                 bar.update(1)
 
                 # ---- logging (one host sync every log_every iterations) ------------------
                 do_eval = it % cfg.eval_every == 0 or it == cfg.num_iters
-                do_log = it % cfg.log_every == 0 or do_eval
-                if do_log:
-                    mean_loss = float(loss_sum) / max(1, loss_count)
-                    if not math.isfinite(mean_loss):
-                        raise _NonFinite(it, mean_loss)
+                if it % cfg.log_every == 0 or do_eval:
+                    last_loss, means = meter.take(it)
                     row: dict[str, Any] = {
                         "iter": it,
-                        "train_loss": mean_loss,
+                        "train_loss": last_loss,
                         "lr": optimizer.param_groups[0]["lr"],
+                        **means,
                     }
-                    row.update({k: float(v) / loss_count for k, v in extra_sums.items()})
-                    loss_sum.zero_()
-                    loss_count, extra_sums = 0, {}
-                    last_loss = mean_loss
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", refresh=False)
+                    shown = {"loss": f"{last_loss:.4f}"}
                     if cfg.early_stop_metric == "train_loss":
-                        stop_now = early_stop(it, mean_loss)
+                        stop_now = early_stop(it, last_loss)
                     if do_eval:
                         t_ev = time.perf_counter()
                         ev = run_eval(it)
-                        eval_s = time.perf_counter() - t_ev
+                        plan.eval_s = time.perf_counter() - t_ev
                         row.update(ev)
+                        shown.update({k: f"{v:.4f}" for k, v in ev.items()})
                         if cfg.early_stop_metric != "train_loss":
                             if cfg.early_stop_metric not in ev:
                                 raise ReprlabError(
@@ -954,18 +1023,14 @@ def train(
                                     f"computed (have {sorted(ev)})"
                                 )
                             stop_now = early_stop(it, ev[cfg.early_stop_metric])
-                        if ev:
-                            bar.set_postfix(
-                                loss=f"{mean_loss:.4f}",
-                                **{k: f"{v:.4f}" for k, v in ev.items()},
-                                refresh=False,
-                            )
-                    row["elapsed_s"] = round(elapsed0 + time.perf_counter() - t_start, 3)
+                    bar.set_postfix(shown, refresh=False)
+                    row["elapsed_s"] = round(elapsed0 + time.perf_counter() - plan.t_start, 3)
                     rows.append(row)
                     if do_eval:
                         if metrics_path is not None:
                             write_jsonl(metrics_path, rows)
-                        replan(it)
+                        if cfg.replan:
+                            cfg = replan(it)
                 # every checkpoint_every iterations, logged or not (the partial loss sums are
                 # part of the checkpoint); NaN weights are refused by checkpoint() itself
                 if cfg.checkpoint_every and it % cfg.checkpoint_every == 0:
@@ -1003,8 +1068,7 @@ def train(
     elif cfg.restore_best and stopper.best_state is not None:
         model.load_state_dict(stopper.best_state)
         weights = "best"
-    wall = elapsed0 + time.perf_counter() - t_start
-    done = it - it0
+    wall = elapsed0 + time.perf_counter() - plan.t_start
     return TrainResult(
         status="finished",
         stop_reason=stop_reason,
@@ -1016,10 +1080,10 @@ def train(
         final_loss=last_loss,
         resumed_from=resumed_from,
         earlier_s=elapsed0,
-        steps_per_s=done / max(1e-9, time.perf_counter() - t_start),
+        steps_per_s=(it - it0) / max(1e-9, time.perf_counter() - plan.t_start),
         peak_memory_mib=peak_memory_mib(device),
         precision="bfloat16" if bf16 else "float32",
-        time_budget=budget,
+        time_budget=plan.budget,
         weights=weights,
     )
 
