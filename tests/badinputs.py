@@ -80,6 +80,12 @@ def good_npz32(root: Path) -> Path:
     return good_npz(root / "d32", size=32)
 
 
+def _npy_bytes() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.zeros(3))
+    return buf.getvalue()
+
+
 def npz_bytes(**arrays: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -530,6 +536,21 @@ _FLAGS: list[BadInput] = [
              _cont(extra=lambda r: ["--encoder_path", str(write(r, "evil2.pt",
                                                                  payload_pickle(r)))]),
              ("evil2.pt",), payload=True),
+    # v20, found by an audit helper: clearer refusals
+    BadInput("cont_encoder_is_npy", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(write(r, "emb.npy", _npy_bytes()))]),
+             ("emb.npy", "a NumPy .npy array")),
+    BadInput("cont_encoder_is_text", "cont_rep",
+             _cont(extra=lambda r: ["--encoder_path", str(write(r, "notes.pt", b"my notes\n"))]),
+             ("notes.pt", "it is text")),
+    BadInput("cont_knn_k_above_the_training_split", "cont_rep", _cont("--knn_k", "1000"),
+             ("--knn_k 1000", "training split")),
+    BadInput("linear_patience_negative", "softmax", _flags("softmax", "--patience", "-1"),
+             ("--patience", ">= 0")),
+    BadInput("toml_unknown_preset_overridden", "pipeline",
+             _pipeline(lambda r: ["--preset", "smoke",
+                                  "--config", str(toml(r, 'preset = "nope"\n'))]),
+             ("config.toml", "'nope'")),
     # --- pipeline: config files and --set ------------------------------------------------------
     BadInput("toml_invalid", "pipeline",
              _pipeline(lambda r: ["--config", str(toml(r, "limit = [1,\n[softmax\n"))]),

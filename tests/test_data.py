@@ -713,6 +713,20 @@ def test_hidden_files_and_folders_are_not_data(tmp_path: Path) -> None:
         assert np.array_equal(ds.images, images) and np.array_equal(ds.labels, labels)
 
 
+def test_a_pipe_or_a_broken_link_in_an_image_folder_is_refused(tmp_path: Path) -> None:
+    """Reading a named pipe would wait forever, and a dangling link said only "No such file"
+    with exit 1 (v20; found by an audit helper): both are one line naming the entry."""
+    root = tmp_path / "imgs"
+    write_dir(root, image_folder_files(2, ["cat", "dog"])[0])
+    os.mkfifo(root / "cat" / "pipe.png")
+    with raises_naming(root / "cat" / "pipe.png", "not a regular file"):
+        load_images(root)
+    (root / "cat" / "pipe.png").unlink()
+    (root / "dog" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with raises_naming(root / "dog" / "gone.png", "a broken link"):
+        load_images(root)
+
+
 def test_an_image_file_of_absurd_size_is_refused(tmp_path: Path, monkeypatch) -> None:
     """A damaged or hostile archive (a sparse member of 100 GB) is refused by its declared
     size before anything is read."""

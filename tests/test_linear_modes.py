@@ -156,6 +156,15 @@ def test_single_class_data_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_an_out_folder_below_a_file_is_one_line(cifar_train, tmp_path, capsys):
+    """``--out notes.txt/run`` was "Not a directory" with exit 1 (v20): now the file is named."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    assert main(_quick("softmax", cifar_train, notes / "run")) == 2
+    assert f"{notes} is a file, not a folder" in capsys.readouterr().err
+    assert notes.read_text() == "keep me\n"
+
+
 def test_load_linear_model_rejects_other_files(tmp_path):
     from reprlab.errors import ReprlabError
 

@@ -174,6 +174,69 @@ def test_model_file_with_a_malformed_flag_is_one_line_error(
     assert not (tmp_path / "p.csv").exists()
 
 
+def _damaged_arrays(f: dict) -> dict[str, tuple[dict, str]]:
+    """Edits of a softmax model.npz's arrays, each with what the refusal must say."""
+    return {
+        "few_ids": ({"class_ids": f["class_ids"][:5]}, "class_ids must be 10 different"),
+        "same_ids": ({"class_ids": np.zeros(10, np.int64)}, "class_ids must be 10 different"),
+        "few_names": ({"classes": f["classes"][:5]}, "10 output(s) and 5 class names"),
+        "binary": ({"binary": np.array(True)}, "a binary model needs 1 output"),
+        "nan_W": ({"W": f["W"] * np.nan}, "W holds NaN"),
+        "zero_std": ({"std": f["std"] * 0}, "std must be positive"),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["few_ids", "same_ids", "few_names", "binary", "nan_W", "zero_std"]
+)
+def test_a_linear_model_whose_arrays_do_not_fit_together_is_refused(
+    case, softmax_run, ftl_run, small_test, tmp_path, capsys  # noqa: F811
+):
+    """A damaged or hand-edited model.npz (class names, class ids and outputs of different
+    counts, NaN weights, a zero std) is one line and exit 2, not a traceback or labels without
+    names (v20; found by an audit helper)."""
+    from reprlab.io import read_npz, save_npz
+
+    run = tmp_path / "run"
+    shutil.copytree(softmax_run, run)
+    f = read_npz(run / "model.npz")
+    edit, needle = _damaged_arrays(f)[case]
+    save_npz(run / "model.npz", **{**f, **edit})
+    out = tmp_path / "p.csv"
+    _fails(["predict", str(run), "--data", str(small_test), "--out", str(out)], needle, capsys)
+    assert not out.exists()
+    if case == "few_names":  # fine_tune_linear's model file is checked by the same function
+        ftl = tmp_path / "ftl"
+        shutil.copytree(ftl_run[0], ftl)
+        g = read_npz(ftl / "model.npz")
+        save_npz(ftl / "model.npz", **{**g, "classes": g["classes"][:5]})
+        _fails(["predict", str(ftl), "--data", str(small_test), "--out", str(out)],
+               "5 class names", capsys)  # fmt: skip
+
+
+def test_neural_models_with_nan_weights_or_impossible_labels_are_refused(
+    nn_run, tiny_encoder, small_test, tmp_path, capsys  # noqa: F811
+):
+    import torch
+
+    out = tmp_path / "p.csv"
+    nn = tmp_path / "nn"
+    shutil.copytree(nn_run[0], nn)
+    ck = torch.load(nn / "model.pt", weights_only=True)
+    name = next(k for k, v in ck["state_dict"].items() if v.is_floating_point())
+    ck["state_dict"][name] = ck["state_dict"][name] * float("nan")
+    torch.save(ck, nn / "model.pt")
+    _fails(["predict", str(nn), "--data", str(small_test), "--out", str(out)],
+           "weights hold NaN", capsys)  # fmt: skip
+    knn = tmp_path / "knn"
+    shutil.copytree(tiny_encoder, knn)
+    labels = np.load(knn / "train_labels.npy")
+    np.save(knn / "train_labels.npy", labels + 10)
+    _fails(["predict", str(knn), "--data", str(small_test), "--out", str(out)],
+           "train_labels.npy: labels must be in 0..9", capsys)  # fmt: skip
+    assert not out.exists()
+
+
 def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, capsys):  # noqa: F811
     run = nn_run[0]
     with np.load(small_test) as z:
@@ -200,6 +263,8 @@ def test_predict_bad_input(nn_run, ftl_run, tiny_encoder, small_test, tmp_path, 
         ([str(run), "--data", str(gray), "--out", str(out)], "gray.npz"),
         ([str(ftl_run[0]), "--data", str(small), "--out", str(out)], "small.npz"),
         ([str(run), "--data", str(small_test), "--out", str(existing)], "exists.csv"),
+        ([str(run), "--data", str(small_test), "--out", str(existing / "o.csv")],
+         "exists.csv is a file, not a folder"),
         ([str(no_model), "--data", str(small_test), "--out", str(out)], "model.npz"),
         ([str(no_model_nn), "--data", str(small_test), "--out", str(out)], "model.pt"),
         ([str(no_index), "--data", str(small_test), "--out", str(out)], "train_embeddings.npy"),

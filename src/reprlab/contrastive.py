@@ -50,6 +50,7 @@ from reprlab.encoders import (
 from reprlab.errors import ReprlabError, TrainingFailed, one_line
 from reprlab.io import (
     RunDir,
+    check_finite_weights,
     check_model_meta,
     file_digest,
     load_checkpoint,
@@ -285,6 +286,7 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
         enc.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
         raise ReprlabError(f"{path}: encoder does not load ({one_line(e, 200)})") from None
+    check_finite_weights(ck["state_dict"], path)
     enc.eval()
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return enc, meta
@@ -355,6 +357,13 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
         or len(emb) == 0
     ):
         raise ReprlabError(f"{run_dir}: training embeddings and labels do not match the encoder")
+    if labels.min() < 0 or labels.max() >= len(meta["classes"]):
+        raise ReprlabError(
+            f"{files[2]}: labels must be in 0..{len(meta['classes']) - 1} (the encoder's "
+            f"{len(meta['classes'])} classes), found {labels.min()}..{labels.max()}"
+        )
+    if not np.all(np.isfinite(emb)):
+        raise ReprlabError(f"{files[1]}: holds NaN or infinite values")
     # the vote and the embedding exactly as the run recorded them (no second set of defaults)
     cfg_file = run_dir / "config.json"
     cfg = read_json(cfg_file).get("config") or {}
@@ -384,6 +393,11 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
 def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | None]:
     ds = load_images(cfg.data, require_labels=True)
     images = run_images(ds, cfg, batch_size=cfg.batch_size, why=" (triplets need negatives)")
+    if cfg.knn_k > len(images.train):  # the vote would count every training image
+        raise ReprlabError(
+            f"--knn_k {cfg.knn_k} is larger than the training split ({len(images.train)} images "
+            f"of {ds.source}); pass a smaller --knn_k"
+        )
     return images.train, images.val, images.test
 
 

@@ -28,6 +28,7 @@ import lzma
 import os
 import pickle
 import re
+import stat
 import sys
 import tarfile
 import urllib.error
@@ -518,7 +519,17 @@ def _load_image_dir(path: Path, split: str) -> ImageSet:
 
 
 def _read_image_file(file: Path) -> bytes:
-    _refuse_if_larger(str(file), file.stat().st_size, MAX_IMAGE_BYTES)
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        if not file.is_symlink():
+            raise
+        raise ReprlabError(
+            f"{file}: a broken link (to {os.readlink(file)}, which does not exist)"
+        ) from None
+    if not stat.S_ISREG(st.st_mode):  # reading a pipe would wait forever
+        raise ReprlabError(f"{file}: not a regular file (a pipe, socket or device)")
+    _refuse_if_larger(str(file), st.st_size, MAX_IMAGE_BYTES)
     return file.read_bytes()
 
 
@@ -611,7 +622,10 @@ def _source_key(path: Path, split: str) -> str:
     h = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{path}|{split}".encode())
     if path.is_dir():  # the files the reader reads, linked class folders included
         for full in walk_files(path):
-            st = os.stat(full)
+            try:
+                st = os.stat(full)
+            except OSError:  # a dangling link: the reader reports it, if it is an image
+                st = os.lstat(full)
             rel = os.path.relpath(full, path)
             h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
     else:

@@ -573,6 +573,9 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
     dim = int(meta["z_dim"]) if str(f["features"]) == "z" else int(getattr(enc, "feature_dim", -1))
     if W.ndim != 2 or W.shape[0] != dim or f["b"].shape != (W.shape[1],):
         raise ReprlabError(f"{path}: weights do not fit the encoder {enc_file}")
+    io.check_linear_arrays(path, W, f["b"], f["feat_mean"], f["feat_std"], len(f["classes"]))
+    if f["feat_mean"].size not in (1, dim):
+        raise ReprlabError(f"{path}: feat_mean and feat_std do not fit the encoder {enc_file}")
     return EmbeddingLinearPredictor(
         enc,
         meta,
@@ -921,6 +924,7 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
         model.load_state_dict(ck["state_dict"])
     except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
         raise ReprlabError(f"{path}: model does not load ({one_line(e, 200)})") from None
+    io.check_finite_weights(ck["state_dict"], path)
     meta = {k: v for k, v in ck.items() if k != "state_dict"}
     return NNPredictor(model, meta, source=str(path))
 

@@ -40,8 +40,19 @@ _FILE_MODE = 0o666 & ~_UMASK  # what open() would give; mkstemp alone makes file
 _TEMP_MARK = "reprlab-"
 
 
+def check_parents(path: Path) -> None:
+    """Refuse a path below a file (``--out notes.txt/run``) in one line naming that file, before
+    anything is written (``mkdir`` would say "File exists" or "Not a directory")."""
+    for parent in path.parents:  # the nearest first
+        if parent.exists():
+            if not parent.is_dir():
+                raise ReprlabError(f"{path}: {parent} is a file, not a folder")
+            return
+
+
 def _temporary(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file next to ``path`` (its errors name ``path``, not the temporary)."""
+    check_parents(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TEMP_MARK}", suffix=suffix,
@@ -206,6 +217,40 @@ def npz_flag(arrays: dict[str, np.ndarray], key: str, path: str | Path, default:
     return bool(v)
 
 
+def check_linear_arrays(
+    path: str | Path,
+    W: np.ndarray,
+    b: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    n_classes: int,
+    binary: bool = False,
+) -> None:
+    """Refuse a linear model file (``W`` inputs x outputs, ``b``, the inputs' standardising
+    ``mean`` and ``std``) whose outputs do not match its ``n_classes`` class names (a binary
+    model: one output, two classes), whose mean and std differ in length, or whose numbers are
+    not finite, or not positive for ``std``: a damaged or hand-edited file would otherwise give
+    labels without names, or the same label for every image."""
+    arrays = {"W": W, "b": b, "mean": mean, "std": std}
+    for k, v in arrays.items():
+        if np.asarray(v).dtype.kind not in "fiu":
+            raise ReprlabError(f"{path}: {k} must hold numbers, got {np.asarray(v).dtype}")
+    outputs = W.shape[1] if W.ndim == 2 else -1
+    if outputs != (1 if binary else n_classes) or n_classes < 2 or (binary and n_classes != 2):
+        want = "1 output for 2 classes" if binary else "one output for each of its classes"
+        raise ReprlabError(
+            f"{path}: the model has {outputs} output(s) and {n_classes} class names "
+            f"(a {'binary' if binary else 'multi-class'} model needs {want})"
+        )
+    if np.shape(mean) != np.shape(std):
+        raise ReprlabError(f"{path}: mean and std differ in shape")
+    for k, v in arrays.items():
+        if not np.all(np.isfinite(v)):
+            raise ReprlabError(f"{path}: {k} holds NaN or infinite values")
+    if not np.all(np.asarray(std) > 0):
+        raise ReprlabError(f"{path}: std must be positive")
+
+
 def save_npy(path: str | Path, array: np.ndarray) -> None:
     with atomic_open(path, "wb") as f:
         np.save(f, np.asarray(array), allow_pickle=False)
@@ -231,6 +276,7 @@ def load_npy(path: str | Path) -> np.ndarray:
 def check_output_file(path: Path, overwrite: bool) -> None:
     """Refuse an ``--out`` file name that names a folder, or a file the user already has unless
     ``--overwrite`` (``predict``, ``report``)."""
+    check_parents(path)
     if path.is_dir():
         raise ReprlabError(f"{path}: is a folder (--out needs a file name)")
     if path.is_file() and not overwrite:  # a device or pipe (/dev/stdout) is written to
@@ -275,6 +321,16 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ReprlabError(f"{path}: checkpoint not found")
+    with path.open("rb") as fh:
+        head = fh.read(8)
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):  # torch's zip, or a pickle
+        kind = (
+            "the file is empty" if not head
+            else "it is a NumPy .npy array" if head.startswith(b"\x93NUMPY")
+            else "it is text" if head.isascii() and head.decode().isprintable()
+            else "not a PyTorch file"
+        )  # fmt: skip
+        raise ReprlabError(f"{path}: not a readable reprlab checkpoint ({kind})")
     try:
         with warnings.catch_warnings():  # torch warns about legacy formats before refusing them
             warnings.simplefilter("ignore")
@@ -324,6 +380,19 @@ def check_model_meta(ck: dict[str, Any], path: str | Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Run folders
 # ---------------------------------------------------------------------------------------------
+
+
+def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a model file whose floating-point weights hold NaN or infinite values (a
+    damaged file, or one saved from a diverged run): its every prediction would be one class."""
+    import torch
+
+    bad = [
+        k for k, v in state.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(v.isfinite().all())
+    ]  # fmt: skip
+    if bad:
+        raise ReprlabError(f"{path}: weights hold NaN or infinite values ({bad[0]})")
 
 
 def environment() -> dict[str, Any]:
@@ -469,6 +538,7 @@ class RunDir:
     ) -> RunDir:
         path = Path(path) if path is not None else default_run_dir(mode)
         cfg_file = path / "config.json"
+        check_parents(path)
         if path.exists() and not path.is_dir():
             raise ReprlabError(f"{path}: exists and is not a folder")
         if holds_files(path):

@@ -78,7 +78,7 @@ class _LinearConfig(RunConfig):
     translate: int = arg(0, _TRANSLATE_HELP)
     gamma: tuple[float, ...] = arg((1.0,), _GAMMA_HELP)
     patience: int = arg(
-        0, "stop after this many evaluations without improvement (<= 0: never stop early)"
+        0, "stop after this many evaluations without improvement (0: never stop early)"
     )
     early_stop_metric: str = arg(
         "val_loss", "validation metric watched by early stopping", choices=list(STOP_METRICS)
@@ -88,7 +88,7 @@ class _LinearConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         positive(self, "num_iters", "lr", "batch_size", "eval_every")
-        positive(self, "l2_lambda", "translate", allow_zero=True)
+        positive(self, "l2_lambda", "translate", "patience", allow_zero=True)
         if not self.gamma or not all(0 < g < math.inf for g in self.gamma):
             raise ReprlabError(
                 "--gamma must be positive finite numbers, got "
@@ -411,6 +411,19 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         or len(f["mean"]) != shape[2] * len(gammas)
     ):
         raise ReprlabError(f"{path}: inconsistent shapes in the linear model")
+    classes, class_ids = f["classes"].reshape(-1), f["class_ids"].reshape(-1)
+    binary = io.npz_flag(f, "binary", path, default=False)  # present: checked above
+    io.check_linear_arrays(path, W, b, f["mean"], f["std"], len(classes), binary)
+    if (
+        len(class_ids) != len(classes)
+        or class_ids.dtype.kind not in "iu"
+        or len(np.unique(class_ids)) != len(class_ids)
+        or class_ids.min() < 0
+    ):
+        raise ReprlabError(
+            f"{path}: class_ids must be {len(classes)} different non-negative integers, one "
+            "for each class name"
+        )
     return LinearPredictor(
         W,
         b,
@@ -418,7 +431,7 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         [str(c) for c in f["classes"]],
         [int(c) for c in f["class_ids"]],
         shape,  # type: ignore[arg-type]
-        io.npz_flag(f, "binary", path, default=False),  # present: checked above
+        binary,
         source=str(path),
         gamma=gammas,
     )

@@ -34,6 +34,7 @@ from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RUN_CONTROL,
+    check_parents,
     comparable,
     config_diff,
     default_run_dir,
@@ -274,16 +275,25 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
     def where(key: str) -> str:  # name the option where the user wrote it
         return f"{ns.config}: key {key!r}" if key in file_opts and key not in cli else f"--{key}"
 
-    if opts.preset != AUTO and opts.preset not in PRESETS:
-        raise ReprlabError(
-            f"{where('preset')}: unknown preset {opts.preset!r} "
-            f"(choose from {[AUTO, *sorted(PRESETS)]})"
-        )
-    unknown = [s for s in opts.stages if s not in STAGES]
-    if unknown:
-        raise ReprlabError(
-            f"{where('stages')}: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
-        )
+    # the file's preset and stages too where the command line overrides them: a typo in a
+    # file is refused, not silently kept for the next run without the flag
+    presets = [(where("preset"), opts.preset)]
+    stage_lists = [(where("stages"), opts.stages)]
+    if "preset" in file_opts and "preset" in cli:
+        presets.append((f"{ns.config}: key 'preset'", PipelineOptions(**file_opts).preset))
+    if "stages" in file_opts and "stages" in cli:
+        stage_lists.append((f"{ns.config}: key 'stages'", PipelineOptions(**file_opts).stages))
+    for place, preset in presets:
+        if preset != AUTO and preset not in PRESETS:
+            raise ReprlabError(
+                f"{place}: unknown preset {preset!r} (choose from {[AUTO, *sorted(PRESETS)]})"
+            )
+    for place, stages in stage_lists:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise ReprlabError(
+                f"{place}: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
+            )
     if not opts.stages:
         raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
@@ -420,6 +430,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     stages = {s.name: _portable(s.config, folder) for s in plan}
     record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
+    check_parents(folder)
     if folder.exists() and not folder.is_dir():
         raise ReprlabError(f"--out {folder}: exists and is not a folder")
     old = reprlab_record(pj, "pipeline")
