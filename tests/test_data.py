@@ -305,6 +305,19 @@ def test_corrupt_cache_is_rebuilt(tmp_path: Path) -> None:
     np.testing.assert_array_equal(load_images(tar).images, imgs2)
 
 
+def test_a_cache_folder_that_cannot_be_made_is_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The cache is optional: a ``REPRLAB_CACHE`` below a file warns and loads anyway (an audit
+    of v20 caught a change that made it an error)."""
+    (tmp_path / "afile").write_text("not a folder\n")
+    monkeypatch.setenv("REPRLAB_CACHE", str(tmp_path / "afile" / "cache"))
+    files, images, _ = image_folder_files(2)
+    ds = load_images(write_dir(tmp_path / "imgs", files))
+    np.testing.assert_array_equal(ds.images, images)
+    assert "could not write the data cache" in capsys.readouterr().err
+
+
 def test_cache_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REPRLAB_CACHE", "off")
     files, _, _ = image_folder_files(per_class=1)

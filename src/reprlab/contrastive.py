@@ -393,7 +393,8 @@ def load_knn_classifier(run_dir: str | Path) -> KNNPredictor:
 def _prepare_data(cfg: ContRepConfig) -> tuple[ImageSet, ImageSet, ImageSet | None]:
     ds = load_images(cfg.data, require_labels=True)
     images = run_images(ds, cfg, batch_size=cfg.batch_size, why=" (triplets need negatives)")
-    if cfg.knn_k > len(images.train):  # the vote would count every training image
+    # knn_predict would take every training image, and the summary name a k it never used
+    if cfg.knn_k > len(images.train):
         raise ReprlabError(
             f"--knn_k {cfg.knn_k} is larger than the training split ({len(images.train)} images "
             f"of {ds.source}); pass a smaller --knn_k"

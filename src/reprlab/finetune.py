@@ -573,7 +573,8 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
     dim = int(meta["z_dim"]) if str(f["features"]) == "z" else int(getattr(enc, "feature_dim", -1))
     if W.ndim != 2 or W.shape[0] != dim or f["b"].shape != (W.shape[1],):
         raise ReprlabError(f"{path}: weights do not fit the encoder {enc_file}")
-    io.check_linear_arrays(path, W, f["b"], f["feat_mean"], f["feat_std"], len(f["classes"]))
+    classes = f["classes"].reshape(-1)
+    io.check_linear_arrays(path, W, f["b"], f["feat_mean"], f["feat_std"], len(classes))
     if f["feat_mean"].size not in (1, dim):
         raise ReprlabError(f"{path}: feat_mean and feat_std do not fit the encoder {enc_file}")
     return EmbeddingLinearPredictor(
@@ -587,7 +588,7 @@ def load_fine_tune_linear(run_dir: str | Path) -> EmbeddingLinearPredictor:
         str(f["features"]),
         io.npz_flag(f, "flip_tta", path, default=False),
         io.npz_flag(f, "translate_tta", path, default=False),  # files before the option: off
-        [str(c) for c in f["classes"]],
+        [str(c) for c in classes],
         tuple(int(v) for v in meta["image_shape"]),  # type: ignore[arg-type]
         source=str(path),
     )

@@ -52,7 +52,6 @@ def check_parents(path: Path) -> None:
 
 def _temporary(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file next to ``path`` (its errors name ``path``, not the temporary)."""
-    check_parents(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_TEMP_MARK}", suffix=suffix,

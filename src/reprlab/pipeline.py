@@ -280,9 +280,9 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
     presets = [(where("preset"), opts.preset)]
     stage_lists = [(where("stages"), opts.stages)]
     if "preset" in file_opts and "preset" in cli:
-        presets.append((f"{ns.config}: key 'preset'", PipelineOptions(**file_opts).preset))
+        presets.append((f"{ns.config}: key 'preset'", file_opts["preset"]))
     if "stages" in file_opts and "stages" in cli:
-        stage_lists.append((f"{ns.config}: key 'stages'", PipelineOptions(**file_opts).stages))
+        stage_lists.append((f"{ns.config}: key 'stages'", file_opts["stages"]))
     for place, preset in presets:
         if preset != AUTO and preset not in PRESETS:
             raise ReprlabError(

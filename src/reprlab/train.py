@@ -739,8 +739,13 @@ class _Plan:
         # an evaluation's seconds: timed at the start, then the latest one
         self.eval_s = float(budget["eval_s"]) if budget is not None and "eval_s" in budget else 0.0
         self.deadline_pc, self.after_evals = deadline_pc, after_evals
-        self.most: int | None = None  # a counted run never grows (set by config())
-        self.pace = 0.0  # seconds an iteration, at the latest re-plan
+        # a counted run (no budget's end) never grows past its count, as planned so far
+        self.most = (
+            None if self.budget_end is not None
+            else int(budget["num_iters"]) if budget is not None
+            else cfg.num_iters
+        )  # fmt: skip
+        self.pace = 0.0  # seconds an iteration, at the latest re-plan check
 
     def end_by(self) -> float | None:
         ends = [self.budget_end]
@@ -763,10 +768,9 @@ class _Plan:
 
     def config(self) -> TrainConfig:
         """The run's configuration as planned (the count, the warm-up)."""
-        cfg = self.unplanned if self.budget is None else planned_config(self.unplanned, self.budget)
-        if self.most is None and self.budget_end is None:
-            self.most = cfg.num_iters
-        return cfg
+        if self.budget is None:
+            return self.unplanned
+        return planned_config(self.unplanned, self.budget)
 
     def replan(self, it: int, num_iters: int) -> int | None:
         """At an evaluation: the new end, if the run should move it so that, at this session's
@@ -946,10 +950,11 @@ def train(
     if timed_now:
         plan.first(cfg.eval_every)
     cfg = plan.config()
-    if cfg.progress and budget is not None and "step_s" in budget:  # timed (not only cut
-        tqdm.write(  # by a deadline)
-            f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {budget['step_s']:.3f} s a "
-            f"step, {budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
+    timed = plan.budget is not None and "step_s" in plan.budget  # not only cut by a deadline
+    if cfg.progress and timed:
+        tqdm.write(
+            f"{cfg.desc}: --time_budget {cfg.time_budget:g} s: {plan.budget['step_s']:.3f} s a "
+            f"step, {plan.budget['eval_s']:.2f} s an evaluation -> {cfg.num_iters} iterations",
             file=sys.stderr,
         )
     # early stopping's first check: a fraction of the run as first planned (a re-plan moves the
