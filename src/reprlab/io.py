@@ -50,6 +50,14 @@ def check_parents(path: Path) -> None:
             return
 
 
+def check_out_folder(path: Path, shown: str | None = None) -> None:
+    """Refuse an ``--out`` folder that cannot be one: a file, or a path below a file
+    (``shown``: how the error names it, by default the path)."""
+    check_parents(path)
+    if path.exists() and not path.is_dir():
+        raise ReprlabError(f"{shown or path}: exists and is not a folder")
+
+
 def _temporary(path: Path, suffix: str) -> tuple[int, str]:
     """A new temporary file next to ``path`` (its errors name ``path``, not the temporary)."""
     try:
@@ -537,9 +545,7 @@ class RunDir:
     ) -> RunDir:
         path = Path(path) if path is not None else default_run_dir(mode)
         cfg_file = path / "config.json"
-        check_parents(path)
-        if path.exists() and not path.is_dir():
-            raise ReprlabError(f"{path}: exists and is not a folder")
+        check_out_folder(path)
         if holds_files(path):
             old = reprlab_record(cfg_file, "run")
             if old is None:  # never deleted, even with --overwrite: not ours

@@ -428,8 +428,8 @@ def load_linear_model(path: str | Path) -> LinearPredictor:
         W,
         b,
         D.Standardizer(f["mean"], f["std"]),
-        [str(c) for c in f["classes"]],
-        [int(c) for c in f["class_ids"]],
+        [str(c) for c in classes],
+        [int(c) for c in class_ids],
         shape,  # type: ignore[arg-type]
         binary,
         source=str(path),

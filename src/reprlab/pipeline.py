@@ -24,6 +24,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from reprlab.data import check_inputs
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RUN_CONTROL,
-    check_parents,
+    check_out_folder,
     comparable,
     config_diff,
     default_run_dir,
@@ -259,7 +260,26 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[s
         tables[key] = {n.replace("-", "_"): getattr(cfg, n.replace("-", "_")) for n in table}
     opts = from_mapping(PipelineOptions, top, where=str(path))
     given = {k.replace("-", "_"): getattr(opts, k.replace("-", "_")) for k in top}
+    # checked here too, so that a typo in the file is refused even where the command line
+    # overrides the key, not kept for the next run without the flag
+    _check_names(lambda key: f"{path}: key {key!r}", given.get("preset"), given.get("stages"))
     return given, tables
+
+
+def _check_names(
+    where: Callable[[str], str], preset: str | None, stages: Sequence[str] | None
+) -> None:
+    """Refuse an unknown preset or stage; ``where(key)`` names the option as the user wrote it."""
+    if preset is not None and preset != AUTO and preset not in PRESETS:
+        raise ReprlabError(
+            f"{where('preset')}: unknown preset {preset!r} "
+            f"(choose from {[AUTO, *sorted(PRESETS)]})"
+        )
+    unknown = [s for s in stages or () if s not in STAGES]
+    if unknown:
+        raise ReprlabError(
+            f"{where('stages')}: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
+        )
 
 
 def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, dict[str, Any]]]:
@@ -275,25 +295,7 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
     def where(key: str) -> str:  # name the option where the user wrote it
         return f"{ns.config}: key {key!r}" if key in file_opts and key not in cli else f"--{key}"
 
-    # the file's preset and stages too where the command line overrides them: a typo in a
-    # file is refused, not silently kept for the next run without the flag
-    presets = [(where("preset"), opts.preset)]
-    stage_lists = [(where("stages"), opts.stages)]
-    if "preset" in file_opts and "preset" in cli:
-        presets.append((f"{ns.config}: key 'preset'", file_opts["preset"]))
-    if "stages" in file_opts and "stages" in cli:
-        stage_lists.append((f"{ns.config}: key 'stages'", file_opts["stages"]))
-    for place, preset in presets:
-        if preset != AUTO and preset not in PRESETS:
-            raise ReprlabError(
-                f"{place}: unknown preset {preset!r} (choose from {[AUTO, *sorted(PRESETS)]})"
-            )
-    for place, stages in stage_lists:
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise ReprlabError(
-                f"{place}: unknown stage {unknown[0]!r} (choose from {', '.join(STAGES)})"
-            )
+    _check_names(where, opts.preset, opts.stages)
     if not opts.stages:
         raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
@@ -430,9 +432,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     stages = {s.name: _portable(s.config, folder) for s in plan}
     record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
-    check_parents(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ReprlabError(f"--out {folder}: exists and is not a folder")
+    check_out_folder(folder, f"--out {folder}")
     old = reprlab_record(pj, "pipeline")
     if old is not None:
         # records of earlier releases name the encoder by its path in this very folder

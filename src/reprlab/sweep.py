@@ -36,7 +36,7 @@ from reprlab.data import check_inputs, default_cifar10
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RUN_CONTROL,
-    check_parents,
+    check_out_folder,
     config_diff,
     default_run_dir,
     differing_keys,
@@ -286,9 +286,7 @@ def run_sweep(
     }
     record = json.loads(to_json(record))
     sj = folder / "sweep.json"
-    check_parents(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ReprlabError(f"--out {folder}: exists and is not a folder")
+    check_out_folder(folder, f"--out {folder}")
     old = reprlab_record(sj, "sweep")
     extended = ""
     if old is not None:

@@ -701,11 +701,21 @@ class _LossMeter:
         return mean, extras
 
     def state(self) -> dict[str, Any]:
+        """The checkpoint's keys for the sums (read back by :meth:`from_state`)."""
         return {
             "loss_sum": self.loss_sum.detach().cpu(),
             "loss_count": self.count,
             "extra_sums": {k: v.detach().cpu() for k, v in self.extra_sums.items()},
         }
+
+    @classmethod
+    def from_state(cls, ck: dict[str, Any], device: torch.device) -> _LossMeter:
+        return cls(
+            device,
+            ck["loss_sum"].to(device),
+            int(ck["loss_count"]),
+            {k: v.to(device) for k, v in ck["extra_sums"].items()},
+        )
 
 
 class _Plan:
@@ -856,8 +866,7 @@ def train(
     resumed_from = None
     if resume and ckpt_path is not None and ckpt_path.exists():
         r = _restore(ckpt_path, meta, cfg, device, model, optimizer, ema, slow, stopper)
-        it0, rows, elapsed0, budget = r.it, r.rows, r.elapsed_s, r.budget
-        meter = _LossMeter(device, r.loss_sum, r.loss_count, r.extra_sums)
+        it0, rows, elapsed0, meter, budget = r
         resumed_from = it0
     elif resume and ckpt_path is not None and cfg.progress:
         tqdm.write(f"{cfg.desc}: no checkpoint in {ckpt_path.parent}: starting from the "
@@ -1099,9 +1108,7 @@ class _Restored(NamedTuple):
     it: int
     rows: list[dict[str, Any]]
     elapsed_s: float  # training seconds of the sessions before
-    loss_sum: torch.Tensor  # the partial sums of the loss since the last logged row
-    loss_count: int
-    extra_sums: dict[str, torch.Tensor]
+    meter: _LossMeter  # the partial sums of the loss since the last logged row
     budget: dict[str, Any] | None  # a timed run's plan, as started and re-planned
 
 
@@ -1137,9 +1144,7 @@ def _restore(
             int(ck["iter"]),
             list(ck["rows"]),
             float(ck["elapsed_s"]),
-            ck["loss_sum"].to(device),
-            int(ck["loss_count"]),
-            {k: v.to(device) for k, v in ck["extra_sums"].items()},
+            _LossMeter.from_state(ck, device),
             # the count the run was started with (and re-planned to), not a new timing
             ck.get("time_budget"),
         )
