@@ -409,6 +409,86 @@ def test_encoder_folder_accepted_and_other_split_warned(
     assert "reprlab: warning:" in capsys.readouterr().err
 
 
+def test_the_split_flags_default_to_the_encoder_runs(cifar_train, tiny_encoder, tmp_path, capsys):
+    """An encoder trained with --seed 1 on a --limit, run from another folder: fine-tuning it with
+    only --encoder_path splits as that run did (its data read from where it was, not relative
+    to here), with no split warning; a flag that is given still wins, and warns."""
+    enc = tmp_path / "cr-seed1"
+    enc.mkdir()
+    shutil.copy(tiny_encoder / "encoder.pt", enc / "encoder.pt")
+    record = json.loads((tiny_encoder / "config.json").read_text())
+    assert record["inputs"]["data"]["path"] == str(cifar_train.resolve())
+    record["config"].update(seed=1, data="../elsewhere/" + cifar_train.name)  # its cwd's path
+    (enc / "config.json").write_text(json.dumps(record))
+
+    from reprlab.modes import with_inherited
+
+    given = with_inherited("fine_tune_linear", {"encoder_path": str(enc)})
+    assert given == {"encoder_path": str(enc), "seed": 1, "limit": LIMIT, "val_fraction": 0.2,
+                     "data": str(cifar_train.resolve())}  # fmt: skip
+    assert with_inherited("fine_tune_nn", {"encoder_path": str(enc), "seed": 0})["seed"] == 0
+    kept = with_inherited("fine_tune_nn", {"encoder_path": str(enc), "limit": None})
+    assert kept["limit"] is None  # given (--limit none): all the images
+
+    out = tmp_path / "ftl"
+    argv = ["fine_tune_linear", "--encoder_path", str(enc), "--out", str(out),
+            "--num_iters", "20", "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["split_warning"] is None and s["n_val"] == 120
+    assert "warning" not in capsys.readouterr().err
+    assert main([*argv[:-3], "--seed", "2", "--out", str(tmp_path / "ftl2"), *argv[-3:]]) == 0
+    assert "--seed 2 (encoder run: 1)" in capsys.readouterr().err
+    # a sweep takes them too (and so reads no default CIFAR-10)
+    assert main(["sweep", "fine_tune_linear", "--encoder_path", str(enc), "--grid",
+                 "l2_lambda=0,0.001", "--num_iters", "20", "--no-progress",
+                 "--out", str(tmp_path / "sw")]) == 0  # fmt: skip
+    for run in ("l2_lambda=0", "l2_lambda=0.001"):
+        rec = json.loads((tmp_path / "sw" / run / "config.json").read_text())["config"]
+        assert (rec["seed"], rec["limit"]) == (1, LIMIT), run
+    # --limit none on the command line is a flag given (all the images, not the encoder's 600)
+    from reprlab.cli import _parser
+    from reprlab.config import explicit_args
+    from reprlab.finetune import FineTuneLinearConfig
+
+    ns = _parser("fine_tune_linear").parse_args([*argv, "--limit", "none"])
+    assert explicit_args(ns, FineTuneLinearConfig)["limit"] is None
+    assert "seed" not in explicit_args(ns, FineTuneLinearConfig)
+
+
+def test_the_encoders_run_record_is_checked_where_its_split_is_taken(
+    tiny_encoder, tmp_path, capsys
+) -> None:
+    """Values of the wrong type or out of range in the encoder's config.json: one line naming
+    the file, exit 2. A damaged record, or another mode's (a fine_tune_linear folder keeps a
+    copy of its encoder): a warning, and the usual defaults."""
+    shutil.copy(tiny_encoder / "encoder.pt", tmp_path / "encoder.pt")
+    record = json.loads((tiny_encoder / "config.json").read_text())
+    argv = ["fine_tune_linear", "--encoder_path", str(tmp_path), "--num_iters", "5",
+            "--no-progress"]  # fmt: skip
+    for key, value, needle in [
+        ("seed", "abc", "key 'seed': expected int, got 'abc'"),
+        ("seed", True, "key 'seed': expected int"),
+        ("limit", 600.5, "key 'limit': expected int or none"),
+        ("val_fraction", 2, "--val_fraction must be in (0, 1), got 2"),
+        ("limit", -5, "--limit must be >= 2, got -5"),
+    ]:
+        bad = {**record, "config": {**record["config"], key: value}}
+        (tmp_path / "config.json").write_text(json.dumps(bad))
+        _fails([*argv, "--out", str(tmp_path / "x")], needle, capsys)
+        where = f"{tmp_path / 'config.json'} (the encoder's run"
+        _fails([*argv, "--out", str(tmp_path / "x")], where, capsys)
+        assert not (tmp_path / "x").exists()
+    from reprlab.finetune import FineTuneLinearConfig
+
+    ftl_record = json.dumps({**record, "mode": "fine_tune_linear"})
+    for text, what in [("{not json", "not a readable run record"),
+                       (ftl_record, "a fine_tune_linear run's")]:  # fmt: skip
+        (tmp_path / "config.json").write_text(text)
+        assert FineTuneLinearConfig.inherited_defaults({"encoder_path": str(tmp_path)}) == {}
+        assert what in capsys.readouterr().err
+
+
 def test_heads_and_bad_flags(cifar_train, tiny_encoder, tmp_path, capsys):
     from reprlab.encoders import build_encoder
     from reprlab.finetune import Classifier
@@ -532,6 +612,7 @@ def test_a_limit_larger_than_the_data_is_the_same_split(tmp_path) -> None:
     enc.mkdir()
     (enc / "config.json").write_text(json.dumps(
         {"mode": "cont_rep", "config": {"seed": 0, "val_fraction": 0.2, "limit": 1500}}))
+    (enc / "encoder.pt").write_bytes(b"")  # only its record is read here
     cfg = FineTuneLinearConfig(encoder_path=str(enc), seed=0, val_fraction=0.2)
     assert _split_mismatch(cfg, enc / "encoder.pt", n_images=600) is None
     assert "--limit None (encoder run: 1500)" in _split_mismatch(cfg, enc / "encoder.pt", 2000)

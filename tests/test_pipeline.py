@@ -259,6 +259,36 @@ def test_precedence(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()  # planning writes nothing
 
 
+def test_fine_tuning_stages_split_as_their_encoders_run(tmp_path: Path) -> None:
+    """A split flag set for the cont_rep stage alone reaches the fine-tuning stages that use its
+    encoder, in the plan itself, so a rerun after cont_rep ran plans the same; an encoder of
+    another run lends its run's split; a flag set for the stage itself wins."""
+    import json
+
+    from reprlab.cli import _parser
+    from reprlab.pipeline import plan_stages, resolve_options
+
+    def plan(*argv: str) -> dict[str, dict]:
+        ns = _parser("pipeline").parse_args(["pipeline", "--preset", "smoke", *argv])
+        return {s.name: s.config for s in plan_stages(*resolve_options(ns), tmp_path / "p")}
+
+    own = plan("--set", "cont_rep.seed=5", "--set", "cont_rep.val_fraction=0.25",
+               "--set", "fine_tune_nn.seed=2")  # fmt: skip
+    assert (own["fine_tune_linear"]["seed"], own["fine_tune_linear"]["val_fraction"]) == (5, 0.25)
+    assert (own["fine_tune_nn"]["seed"], own["fine_tune_nn"]["val_fraction"]) == (2, 0.25)
+    assert own["softmax"]["seed"] == 0 and own["softmax"]["val_fraction"] == 0.2
+    enc = tmp_path / "elsewhere"  # another pipeline's cont_rep run, on record
+    enc.mkdir()
+    record = {"mode": "cont_rep", "config": {"seed": 3, "val_fraction": 0.3, "limit": 900,
+                                              "data": None}}  # fmt: skip
+    (enc / "config.json").write_text(json.dumps(record))
+    (enc / "encoder.pt").write_bytes(b"")  # planning only checks that it is there
+    other = plan("--preset", "fast", "--stages", "fine_tune_linear",  # smoke sets a --limit
+                 "--set", f"fine_tune_linear.encoder_path={enc}")  # fmt: skip
+    ftl = other["fine_tune_linear"]
+    assert (ftl["seed"], ftl["val_fraction"], ftl["limit"]) == (3, 0.3, 900)
+
+
 def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) -> None:
     """The seed preset reproduces the report: no pixel encoding, mirroring or translation,
     and no test-time averaging, whatever the modes' own (fast) defaults are."""

@@ -97,6 +97,27 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
     _fails(argv, "trained on 32x32x3 images (--resize resizes them)", capsys)
     assert main([*argv, "--resize"]) == 0
     assert len((tmp_path / "b.csv").read_text().split()) == 1
+    # a folder of photos of different sizes: refused, then each resized as it is decoded (the
+    # same labels as one file at a time; the 32x32 one is left as it is)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (tmp_path / "first.png").rename(photos / "a.png")
+    big.rename(photos / "b.jpg")
+    Image.fromarray(first).resize((40, 48)).save(photos / "c.png")
+    argv = ["predict", str(softmax_run), "--data", str(photos), "--out", str(tmp_path / "p.csv")]
+    _fails(argv, "all images must share a size", capsys)
+    assert main([*argv, "--resize"]) == 0
+    one_by_one = []
+    for name in ("a.png", "b.jpg", "c.png"):
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", str(softmax_run), "--data", str(photos / name), "--resize",
+                     "--no-progress", "--out", str(out)]) == 0  # fmt: skip
+        one_by_one += out.read_text().split()
+    assert (tmp_path / "p.csv").read_text().split() == one_by_one
+    assert one_by_one[0] == str(label)
+    (tmp_path / "empty.png").write_bytes(b"")
+    argv = ["predict", str(softmax_run), "--data", str(tmp_path / "empty.png"), "--out", "e.csv"]
+    _fails(argv, "empty.png: an empty file, not an image", capsys)
 
 
 def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run, tmp_path):  # noqa: F811

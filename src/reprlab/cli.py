@@ -30,7 +30,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
                     choices=sorted(cls.PRESETS),
                     help=f"starting configuration (default: {cls.DEFAULT_PRESET})",
                 )
-            add_arguments(sp, cls)
+            add_arguments(sp, cls, getattr(cls, "FLAG_HELP", None))
     for name, (help_, module) in TOOLS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         if name == command:
@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.command in TOOLS:
             return int(importlib.import_module(TOOLS[ns.command][1]).main(ns) or 0)
         cls, _ = MODES[ns.command].load()
-        modes.run_mode(ns.command, explicit_args(ns, cls), getattr(ns, "preset", None))
+        given = modes.with_inherited(ns.command, explicit_args(ns, cls))
+        modes.run_mode(ns.command, given, getattr(ns, "preset", None))
         return 0
     except ReprlabError as e:
         print(f"reprlab: error: {one_line(e)}", file=sys.stderr)

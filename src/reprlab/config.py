@@ -225,7 +225,8 @@ class ArgParser(argparse.ArgumentParser):
 def add_arguments(
     parser: argparse.ArgumentParser, cls: type, helps: dict[str, str] | None = None
 ) -> None:
-    """Add one flag per field of ``cls``; defaults stay None so explicit flags can be told apart.
+    """Add one flag per field of ``cls``; a flag that is not given leaves no attribute, so that
+    explicit flags can be told apart (``--limit none`` included).
 
     ``helps`` replaces the help text of some fields (a command that gives them another meaning).
     """
@@ -247,14 +248,14 @@ def add_arguments(
                 *names,
                 dest=f.name,
                 action=argparse.BooleanOptionalAction,
-                default=None,
+                default=argparse.SUPPRESS,
                 help=help_,
             )
         else:
             parser.add_argument(
                 *names,
                 dest=f.name,
-                default=None,
+                default=argparse.SUPPRESS,
                 metavar="{" + ",".join(map(str, choices)) + "}" if choices else f.name.upper(),
                 type=lambda s, tp=tp, n=f.name: parse_value(tp, s, n),
                 choices=choices,
@@ -271,9 +272,9 @@ def _show(v: Any) -> str:
 
 
 def explicit_args(ns: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields the user actually gave on the command line."""
+    """The fields the user actually gave on the command line (``--limit none`` too)."""
     names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in vars(ns).items() if k in names and v is not None}
+    return {k: v for k, v in vars(ns).items() if k in names}
 
 
 def build(cls: type[C], overrides: dict[str, Any], base: C | None = None) -> C:

@@ -98,22 +98,29 @@ class ImageSet:
 
 
 def load_images(
-    source: str | Path | None, *, require_labels: bool = False, split: str = "train"
+    source: str | Path | None,
+    *,
+    require_labels: bool = False,
+    split: str = "train",
+    size: tuple[int, int] | None = None,
 ) -> ImageSet:
     """Load images (and labels when the source has them) from any supported source.
 
     ``split`` picks ``train``/``test`` for CIFAR python batches and the ``<split>/`` folder of an
     image folder that has one; ``.npz`` files ignore it. ``require_labels`` raises
-    :class:`ReprlabError` if the source has no labels.
+    :class:`ReprlabError` if the source has no labels. ``size`` (height, width): image files
+    (a folder, an archive of them, one file) are each resized to it as they are decoded, so
+    they need not share a size (``predict --resize``; cached apart); arrays are left as they
+    are.
     """
     path = default_cifar10(split) if source is None else Path(source).expanduser()
-    ds = _load_path(path, split)
+    ds = _load_path(path, split, size)
     if require_labels and ds.labels is None:
         raise ReprlabError(f"{ds.source}: has no labels (a labelled training set is needed)")
     return ds
 
 
-def _load_path(path: Path, split: str) -> ImageSet:
+def _load_path(path: Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
     if not path.exists():
         raise ReprlabError(f"{path}: file not found")
     name = path.name.lower()
@@ -124,14 +131,14 @@ def _load_path(path: Path, split: str) -> ImageSet:
         # e.g. --data ~/.cache/reprlab/datasets, or this project's shared CIFAR-10 folder
         for known in (CIFAR10_ARCHIVE, _shared_name(split)):
             if (path / known).is_file():
-                return _load_path(path / known, split)
-        return _cached(path, split, lambda: _load_image_dir(path, split))
+                return _load_path(path / known, split, size)
+        return _cached(path, split, lambda: _load_image_dir(path, split, size), size)
     if name.endswith(".npz"):
         return load_npz(path)
     if name.endswith(TAR_SUFFIXES):
-        return _cached(path, split, lambda: _load_tar(path, split))
+        return _cached(path, split, lambda: _load_tar(path, split, size), size)
     if _is_image_name(name):
-        return _decode_all([(str(path), None, lambda: _read_image_file(path))], [], path)
+        return _decode_all([(str(path), None, lambda: _read_image_file(path))], [], path, size)
     raise ReprlabError(
         f"{path}: unknown data format (expected an .npz, an archive ({'/'.join(TAR_SUFFIXES)}), "
         f"a cifar-10-batches-py folder, an image folder or an image file "
@@ -478,7 +485,7 @@ def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int)
         raise _corrupt_tar(path, e) from None
 
 
-def _load_tar(path: Path, split: str) -> ImageSet:
+def _load_tar(path: Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
     from tqdm import tqdm
 
     images: dict[PurePosixPath, bytes] = {}
@@ -500,10 +507,12 @@ def _load_tar(path: Path, split: str) -> ImageSet:
     if batches or meta is not None:
         return _assemble_cifar(batches, meta, split, str(path))
     entries, classes = _layout(list(images), split, path)
-    return _decode_all([(str(p), lab, lambda p=p: images[p]) for p, lab in entries], classes, path)
+    return _decode_all(
+        [(str(p), lab, lambda p=p: images[p]) for p, lab in entries], classes, path, size
+    )
 
 
-def _load_image_dir(path: Path, split: str) -> ImageSet:
+def _load_image_dir(path: Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
     rels = [
         rel
         for f in walk_files(path)  # class folders may be links
@@ -515,6 +524,7 @@ def _load_image_dir(path: Path, split: str) -> ImageSet:
         [(str(path / p), lab, lambda p=p: _read_image_file(path / p)) for p, lab in entries],
         classes,
         path,
+        size,
     )
 
 
@@ -574,8 +584,12 @@ def _layout(
 
 
 def _decode_all(
-    entries: list[tuple[str, int | None, Any]], classes: list[str], source: Path
+    entries: list[tuple[str, int | None, Any]],
+    classes: list[str],
+    source: Path,
+    size: tuple[int, int] | None = None,
 ) -> ImageSet:
+    """Decode every entry (name, label, read) to RGB, each resized to ``size`` when given."""
     from PIL import Image
     from tqdm import tqdm
 
@@ -585,11 +599,16 @@ def _decode_all(
         tqdm(entries, desc=f"decoding {source.name}", unit=" img", disable=None, file=sys.stderr)
     ):
         where = f"{source}: {name}" if not name.startswith(str(source)) else name
+        data = read()
+        if not data:
+            raise ReprlabError(f"{where}: an empty file, not an image")
         try:
-            with Image.open(io.BytesIO(read())) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ReprlabError(f"{where}: not a readable image ({first_line(e)})") from None
+        if size is not None and arr.shape[:2] != tuple(size):
+            arr = resize_images(arr[None], *size)[0]
         if out is None:
             out = np.empty((len(entries), *arr.shape), dtype=np.uint8)
             first = name
@@ -597,7 +616,8 @@ def _decode_all(
             h, w = out.shape[1:3]
             raise ReprlabError(
                 f"{where}: image is {arr.shape[1]}x{arr.shape[0]}, but {first} and the images "
-                f"before it are {w}x{h} (all images must share a size)"
+                f"before it are {w}x{h} (all images must share a size; predict --resize "
+                "resizes each)"
             )
         out[i] = arr
     labels = None if entries[0][1] is None else np.array([e[1] for e in entries], dtype=np.int64)
@@ -634,13 +654,17 @@ def _source_key(path: Path, split: str) -> str:
     return h.hexdigest()[:24]
 
 
-def _cached(path: Path, split: str, load: Any) -> ImageSet:
-    """Load from the decoded-array cache, or call ``load()`` and store its result."""
+def _cached(
+    path: Path, split: str, load: Any, size: tuple[int, int] | None = None
+) -> ImageSet:
+    """Load from the decoded-array cache, or call ``load()`` and store its result (images
+    resized to ``size`` as they were decoded are kept apart from the images as they are)."""
     root = cache_dir()
     if root is None:
         return load()
     key = _source_key(path, split)
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:60] + f"-{split}-{key}"
+    resized = "" if size is None else f"-{size[0]}x{size[1]}"
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:60] + f"-{split}{resized}-{key}"
     base = root / "decoded"
     meta_f, img_f, lab_f = (base / f"{stem}.{x}" for x in ("json", "images.npy", "labels.npy"))
     try:

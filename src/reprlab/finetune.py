@@ -20,9 +20,10 @@
   ends on the lookahead's slow weights, ``returned_weights``), atomic checkpoints, ``--resume``.
   The run folder holds ``model.pt`` (architecture + weights + normalisation).
 
-Both modes split the labelled data exactly as ``cont_rep`` does (same ``--seed``,
-``--val_fraction``, ``--limit``), so the validation images are ones the encoder never trained
-on; a warning is printed when the encoder's run used another split.
+Both modes split the labelled data exactly as ``cont_rep`` does, and take ``--data``,
+``--seed``, ``--val_fraction`` and ``--limit`` from the encoder's run when they are not given,
+so the validation images are ones the encoder never trained on; a warning is printed when
+flags that are given make another split.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from torch import nn
 from reprlab import data as D
 from reprlab import io, plots
 from reprlab.augment import random_crop_flip
-from reprlab.config import arg, positive
+from reprlab.config import RunConfig, arg, check_value, field_types, positive
 from reprlab.contrastive import load_encoder, resolve_encoder_path
 from reprlab.embed import (
     embed,
@@ -76,6 +77,9 @@ NN_FORMAT = "reprlab-classifier"
 NN_VERSION = 1
 FEATURES = ("z", "features")
 NN_STOP_METRICS = ("val_loss", "val_acc", "train_loss")
+#: the flags that choose a run's images and its validation split; a fine-tuning run takes those
+#: it is not given from the encoder's run (``_EncoderConfig.inherited_defaults``)
+SPLIT_FLAGS = ("data", "seed", "val_fraction", "limit")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +92,9 @@ class _EncoderConfig(ComputeConfig):
     """Flags shared by both fine-tuning modes."""
 
     encoder_path: str | None = arg(
-        None, "encoder.pt of a finished cont_rep run, or that run's folder (required)"
+        None,
+        "encoder.pt of a finished cont_rep run, or that run's folder (required); that run's "
+        "--data, --seed, --val_fraction and --limit are the defaults, so the split is its own",
     )
     z_dim: int | None = arg(
         None, "expected embedding size; an error if the encoder's differs (default: the encoder's)"
@@ -102,6 +108,18 @@ class _EncoderConfig(ComputeConfig):
     )
     embed_batch_size: int = arg(512, "images per forward pass when embedding / evaluating")
 
+    # the split flags' defaults come from the encoder's run (inherited_defaults); --help says so
+    FLAG_HELP: ClassVar[dict[str, str]] = {
+        "data": "training images (formats: see cont_rep --help); default: the file the "
+        "encoder's cont_rep run read, else CIFAR-10, downloaded once",
+        "seed": "seed for the split, initialisation and sampling (default: the encoder's run's, "
+        "else 0)",
+        "val_fraction": "fraction of the training set held out, stratified (default: the "
+        "encoder's run's, else 0.2)",
+        "limit": "use a stratified subset of this many training images (default: the "
+        "encoder's run's, else all)",
+    }
+
     def validate(self) -> None:
         super().validate()
         if self.encoder_path is None:
@@ -109,6 +127,27 @@ class _EncoderConfig(ComputeConfig):
                 "--encoder_path is required (the encoder.pt written by a cont_rep run)"
             )
         positive(self, "z_dim", "embed_batch_size")
+
+    @classmethod
+    def inherited_defaults(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The split flags (:data:`SPLIT_FLAGS`) that ``given`` leaves out, as the cont_rep run
+        that trained ``given["encoder_path"]`` set them: by default a fine-tuning run holds out
+        the validation images the encoder never trained on. Checked like a config file (the
+        error names the encoder's config.json); empty when that run is not on record."""
+        path = given.get("encoder_path")
+        run = None if path is None else _encoder_run(resolve_encoder_path(path))
+        if run is None:
+            return {}
+        where = f"{run['record']} (the encoder's run, whose split this run takes)"
+        types, out = field_types(cls), {}
+        for k in SPLIT_FLAGS:
+            if k not in given and k in run:
+                out[k] = check_value(types[k], run[k], f"{where}: key {k!r}")
+        try:
+            RunConfig(**out).validate()
+        except ReprlabError as e:
+            raise ReprlabError(f"{where}: {e}") from None
+        return out
 
 
 @dataclass
@@ -382,20 +421,40 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
     )
 
 
-def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
-    """Compare the split flags with the encoder's run (its config.json), when there is one. A
-    ``--limit`` of at least the ``n_images`` of the data is no limit (the same split)."""
-    record = io.reprlab_record(enc_path.parent / "config.json", "run")
-    if record is None:
+def _encoder_run(enc_path: Path) -> dict[str, Any] | None:
+    """The configuration of the cont_rep run that wrote ``enc_path`` (the config.json beside
+    it; ``data`` as the file it read, ``record`` that file's path), or None where none is on
+    record: an encoder.pt copied alone, or one in another mode's folder (a fine_tune_linear
+    run keeps a copy, and its own split says nothing of the encoder's), which is warned."""
+    file = enc_path.parent / "config.json"
+    if not enc_path.is_file():  # loading it says what is wrong
         return None
-    other = record["config"]
+    record = io.reprlab_record(file, "run")
+    if record is None or record["mode"] != "cont_rep":
+        if file.exists() or record is not None:
+            what = "not a readable run record" if record is None else f"a {record['mode']} run's"
+            D.note_once(
+                f"reprlab: warning: {file}: {what}, not the encoder's cont_rep run: the split "
+                "flags take their usual defaults and cannot be checked against the encoder's"
+            )
+        return None
+    return {**record["config"], "data": _data_read(record), "record": str(file)}
+
+
+def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
+    """Compare the split flags with the encoder's run, when it is on record. A ``--limit`` of
+    at least the ``n_images`` of the data is no limit (the same split)."""
+    other = _encoder_run(enc_path)
+    if other is None:
+        return None
+
     def setting(k: str, v: Any) -> Any:
         return None if k == "limit" and isinstance(v, int) and v >= n_images else v
 
     diff = [
         k
-        for k in ("seed", "val_fraction", "limit")
-        if k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
+        for k in SPLIT_FLAGS
+        if k != "data" and k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
     ]
     if other.get("data") is not None and cfg.data is not None and _differ(other["data"], cfg.data):
         diff.append("data")
@@ -406,6 +465,17 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str |
         f"the encoder's run used another split ({what}): validation images may have been "
         "seen by the encoder, so validation accuracy may be optimistic"
     )
+
+
+def _data_read(record: dict[str, Any]) -> Any:
+    """A run's ``--data`` as the file it read (recorded as an absolute path; also the
+    ``REPRLAB_DATA`` of a run without ``--data``), so that it means the same from any folder
+    and any environment; the flag's own value where that is not on record."""
+    inputs = record.get("inputs")
+    recorded = inputs.get("data") if isinstance(inputs, dict) else None
+    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
+        return recorded["path"]
+    return record["config"].get("data")
 
 
 def _differ(a: Any, b: Any) -> bool:

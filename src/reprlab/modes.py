@@ -92,6 +92,15 @@ def config_for(mode: str, overrides: dict[str, Any], preset: str | None = None) 
     return build(cls, overrides, base)
 
 
+def with_inherited(mode: str, given: dict[str, Any]) -> dict[str, Any]:
+    """``given`` (flags a user set) and the defaults the mode takes from its inputs where they
+    leave them out (``inherited_defaults``: a fine-tuning run, the split of the encoder's run).
+    The commands apply it where the user's flags are known, before a run is planned."""
+    cls, _ = MODES[mode].load()
+    inherited = getattr(cls, "inherited_defaults", None)
+    return given if inherited is None else {**inherited(given), **given}
+
+
 def run_mode(
     mode: str, overrides: dict[str, Any], preset: str | None = None, **runtime: Any
 ) -> dict[str, Any]:

@@ -349,10 +349,13 @@ def plan_stages(
     opts: PipelineOptions, overrides: dict[str, dict[str, Any]], folder: Path
 ) -> list[Stage]:
     """Every selected stage's validated configuration (nothing is written)."""
-    from reprlab.modes import config_for
+    from reprlab.finetune import SPLIT_FLAGS
+    from reprlab.modes import config_for, with_inherited
 
     preset = concrete_preset(opts, folder)[0]
     plan = []
+    own_encoder = str(folder / "cont_rep" / "encoder.pt")
+    encoder_cfg = None  # the cont_rep stage's, when this run plans it
     for name in STAGES:
         if name not in opts.stages:
             continue
@@ -371,11 +374,19 @@ def plan_stages(
         vals["out"] = str(folder / name)
         vals["overwrite"] = False
         if name in NEEDS_ENCODER and "encoder_path" in fields and "encoder_path" not in vals:
-            vals["encoder_path"] = str(folder / "cont_rep" / "encoder.pt")
+            vals["encoder_path"] = own_encoder
         try:
+            # a fine-tuning stage splits as its encoder's run: this pipeline's cont_rep stage as
+            # planned (the same on every rerun, before and after it ran), or another run's
+            if name in NEEDS_ENCODER and vals.get("encoder_path") == own_encoder and encoder_cfg:
+                vals = {k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS} | vals
+            elif name in NEEDS_ENCODER:
+                vals = with_inherited(name, vals)
             cfg = config_for(name, vals, mode_preset)
         except ReprlabError as e:  # say which stage (--set STAGE.FIELD or a [STAGE] table)
             raise ReprlabError(f"stage {name}: {e}") from None
+        if name == "cont_rep":
+            encoder_cfg = cfg
         plan.append(Stage(name, mode_preset, vals, comparable(cfg.to_dict())))
     return plan
 

@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace the output file if it exists"
     )
     parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="show a progress bar (neural models; default: on)",
+    )
+    parser.add_argument(
         "--batch_size",
         "--batch-size",
         type=int,
@@ -62,7 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resize",
         action="store_true",
         help="resize images of another size to the model's training size (bicubic; the aspect "
-        "ratio is not kept), e.g. a photo for a CIFAR-10 model",
+        "ratio is not kept), e.g. a photo for a CIFAR-10 model; a folder's photos may differ "
+        "in size",
     )
     parser.add_argument(
         "--tta",
@@ -145,8 +152,9 @@ def predict_labels(
     from reprlab.data import load_images, resize_images
 
     mode, predictor = load_predictor(run_dir, tta)
-    ds = load_images(images_path, split="test")
     shape = tuple(predictor.image_shape)
+    # image files are resized one by one as they are decoded, so photos of any sizes mix
+    ds = load_images(images_path, split="test", size=shape[:2] if resize else None)
     rgb = ds.images[..., :3]
     if shape[2] == 1 and ds.images.shape[3] == 3 and (rgb == rgb[..., :1]).all():
         ds.images = ds.images[..., :1]  # grayscale files are decoded as RGB: their one channel
@@ -174,8 +182,9 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
     labels, classes, ids, ds = predict_labels(
-        args.run_dir, args.data, args.batch_size, args.device, tta=args.tta, resize=args.resize
-    )
+        args.run_dir, args.data, args.batch_size, args.device, args.progress, args.tta,
+        args.resize,
+    )  # fmt: skip
     write_predictions(out, ids[labels])
     if len(labels) == 1:  # one image (an image file): say what it is
         print(f"predict: {ds.source}: {ids[labels[0]]} {classes[labels[0]]} -> {out}")

@@ -107,7 +107,7 @@ def _mode_parser(mode: str) -> argparse.ArgumentParser:
         "(default: runs/sweep-<mode>-<time>)",
         "overwrite": "replace an existing sweep folder of another configuration",
     }
-    add_config_arguments(p, cls, helps)
+    add_config_arguments(p, cls, {**getattr(cls, "FLAG_HELP", {}), **helps})
     return p
 
 
@@ -261,7 +261,7 @@ def run_sweep(
     overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every combination of ``grid`` over ``base`` (typed overrides); return the rows."""
-    from reprlab.modes import config_for, run_mode
+    from reprlab.modes import config_for, run_mode, with_inherited
     from reprlab.plots import plot_overlay
     from reprlab.report import render_report
 
@@ -275,6 +275,7 @@ def run_sweep(
         if any(name == other for other, _, _ in runs):
             raise ReprlabError(f"--grid: two settings share the run folder name {name!r}")
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
+        vals = with_inherited(mode, vals)  # a fine-tuning run: the encoder's split
         config_for(mode, vals, preset)
         runs.append((name, combo, vals))
     check_inputs([v for _, _, v in runs])  # bad data: error before the folder is made
