@@ -229,6 +229,47 @@ def test_one_image_file_is_one_unlabelled_image(tmp_path: Path) -> None:
         load_images(tmp_path / "broken.jpg")
 
 
+def test_every_image_format_pil_reads_losslessly_is_the_same_image(tmp_path: Path) -> None:
+    """A folder of .png, .bmp, .gif, .webp (lossless) and .tif files of the same 16-colour
+    pixels: five images of one class, each the same array (a GIF's palette holds 16 colours
+    exactly)."""
+    from PIL import Image
+
+    from reprlab.data import load_images
+
+    rng = np.random.default_rng(0)
+    palette = rng.integers(0, 256, (16, 3), dtype=np.uint8)
+    pixels = palette[rng.integers(0, 16, (8, 8))]
+    folder = tmp_path / "imgs" / "cls"
+    folder.mkdir(parents=True)
+    for suffix in ("png", "bmp", "gif", "webp", "tif"):
+        Image.fromarray(pixels).save(folder / f"x.{suffix}", lossless=True)
+    ds = load_images(tmp_path / "imgs")
+    assert len(ds) == 5 and ds.classes == ["cls"]
+    for img in ds.images:
+        assert np.array_equal(img, pixels)
+
+
+def test_images_of_folders_and_archives_keep_their_file_names(tmp_path: Path, monkeypatch) -> None:
+    """Each image's file, relative to the folder (or the archive's member path), in the order
+    of the images; kept through the data cache and a subset; arrays have none."""
+    from reprlab.data import load_images
+
+    files, _, _ = image_folder_files(per_class=3, classes=["cat", "dog"], prefix="imgs/")
+    write_dir(tmp_path / "d", files)
+    monkeypatch.setenv("REPRLAB_CACHE", str(tmp_path / "cache"))
+    names = [f"imgs/{c}/{i:04d}.png" for c in ("cat", "dog") for i in range(3)]
+    for _ in range(2):  # decoded, then from the cache
+        ds = load_images(tmp_path / "d")
+        assert ds.names == [n.replace("/", os.sep) for n in names]
+        assert list(ds.labels) == [0, 0, 0, 1, 1, 1]
+    assert ds.subset(np.array([4, 0])).names == [ds.names[4], ds.names[0]]
+    assert load_images(write_tar(tmp_path / "d.tar", files)).names == names
+    assert load_images(tmp_path / "d" / "imgs" / "dog" / "0002.png").names == ["0002.png"]
+    np.savez(tmp_path / "a.npz", images=np.zeros((2, 4, 4, 3), np.uint8))
+    assert load_images(tmp_path / "a.npz").names is None
+
+
 def test_resize_images_back_to_the_original_size() -> None:
     from reprlab.data import resize_images
 

@@ -479,6 +479,11 @@ def test_the_encoders_run_record_is_checked_where_its_split_is_taken(
         where = f"{tmp_path / 'config.json'} (the encoder's run"
         _fails([*argv, "--out", str(tmp_path / "x")], where, capsys)
         assert not (tmp_path / "x").exists()
+    gone = {"mode": "cont_rep", "config": {**record["config"], "data": str(tmp_path / "gone.npz")},
+            "inputs": {"data": {"path": str(tmp_path / "gone.npz"), "bytes": 1}}}  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(gone))
+    _fails([*argv, "--out", str(tmp_path / "x")], "gone.npz is not there any more (give --data)",
+           capsys)  # fmt: skip
     from reprlab.finetune import FineTuneLinearConfig
 
     ftl_record = json.dumps({**record, "mode": "fine_tune_linear"})

@@ -296,6 +296,8 @@ def test_test_scores_match_labels_by_name_then_by_index() -> None:
     s = score_test_set(pred, np.array([0, 1, 0, 0, 1]), ["0", "1"], run_classes)
     assert s["test_matched_by"].startswith("label index") and s["test_acc"] == pytest.approx(0.8)
     assert "matched by index" in score_text(s)
+    # a named class the run does not have (an image folder's "mixed/"): not scored by index
+    assert "test_acc" not in score_test_set(pred, np.zeros(5, np.int64), ["mixed"], run_classes)
     # more test classes than the run's and none in common: not scored
     s = score_test_set(pred, np.array([0, 1, 2, 0, 1]), ["a", "b", "c"], run_classes)
     assert "test_acc" not in s and "not scored" in s["test_note"]

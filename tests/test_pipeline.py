@@ -259,34 +259,62 @@ def test_precedence(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()  # planning writes nothing
 
 
-def test_fine_tuning_stages_split_as_their_encoders_run(tmp_path: Path) -> None:
+def test_fine_tuning_stages_split_as_their_encoders_run(tmp_path: Path, monkeypatch) -> None:
     """A split flag set for the cont_rep stage alone reaches the fine-tuning stages that use its
-    encoder, in the plan itself, so a rerun after cont_rep ran plans the same; an encoder of
-    another run lends its run's split; a flag set for the stage itself wins."""
+    encoder, however the path is written, in the plan itself: a rerun of some stages after
+    cont_rep ran plans the same. An encoder of another run lends its run's split, over the
+    pipeline-wide options (the smoke preset's --limit) but under the stage's own flags."""
     import json
 
     from reprlab.cli import _parser
     from reprlab.pipeline import plan_stages, resolve_options
 
+    monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "default.npz"))  # the default data
+    (tmp_path / "default.npz").write_bytes(b"")
+
     def plan(*argv: str) -> dict[str, dict]:
         ns = _parser("pipeline").parse_args(["pipeline", "--preset", "smoke", *argv])
         return {s.name: s.config for s in plan_stages(*resolve_options(ns), tmp_path / "p")}
 
-    own = plan("--set", "cont_rep.seed=5", "--set", "cont_rep.val_fraction=0.25",
-               "--set", "fine_tune_nn.seed=2")  # fmt: skip
-    assert (own["fine_tune_linear"]["seed"], own["fine_tune_linear"]["val_fraction"]) == (5, 0.25)
-    assert (own["fine_tune_nn"]["seed"], own["fine_tune_nn"]["val_fraction"]) == (2, 0.25)
-    assert own["softmax"]["seed"] == 0 and own["softmax"]["val_fraction"] == 0.2
-    enc = tmp_path / "elsewhere"  # another pipeline's cont_rep run, on record
-    enc.mkdir()
+    argv = ["--set", "cont_rep.seed=5", "--set", "cont_rep.val_fraction=0.25",
+            "--set", "fine_tune_nn.seed=2",
+            "--set", f"fine_tune_linear.encoder_path={tmp_path / 'p' / 'cont_rep'}"]  # fmt: skip
+    first = plan(*argv)
+    assert (first["fine_tune_linear"]["seed"], first["fine_tune_linear"]["val_fraction"]) == (
+        5, 0.25)  # fmt: skip
+    assert (first["fine_tune_nn"]["seed"], first["fine_tune_nn"]["val_fraction"]) == (2, 0.25)
+    assert first["softmax"]["seed"] == 0 and first["softmax"]["val_fraction"] == 0.2
+    # cont_rep ran (its record as a run writes it), then a rerun of the fine-tuning stages
+    enc = tmp_path / "p" / "cont_rep"
+    enc.mkdir(parents=True)
+    (enc / "encoder.pt").write_bytes(b"")
+    record = {"mode": "cont_rep", "config": first["cont_rep"],
+              "inputs": {"data": {"path": str(tmp_path / "default.npz"), "bytes": 0}}}  # fmt: skip
+    (enc / "config.json").write_text(json.dumps(record))
+    again = plan(*argv, "--stages", "fine_tune_linear,fine_tune_nn")
+    assert again == {k: first[k] for k in ("fine_tune_linear", "fine_tune_nn")}
+
+    other = tmp_path / "elsewhere"  # another pipeline's cont_rep run, on record
+    other.mkdir()
     record = {"mode": "cont_rep", "config": {"seed": 3, "val_fraction": 0.3, "limit": 900,
                                               "data": None}}  # fmt: skip
-    (enc / "config.json").write_text(json.dumps(record))
-    (enc / "encoder.pt").write_bytes(b"")  # planning only checks that it is there
-    other = plan("--preset", "fast", "--stages", "fine_tune_linear",  # smoke sets a --limit
-                 "--set", f"fine_tune_linear.encoder_path={enc}")  # fmt: skip
-    ftl = other["fine_tune_linear"]
-    assert (ftl["seed"], ftl["val_fraction"], ftl["limit"]) == (3, 0.3, 900)
+    (other / "config.json").write_text(json.dumps(record))
+    (other / "encoder.pt").write_bytes(b"")  # planning only checks that it is there
+    ext = ["--stages", "fine_tune_linear", "--set", f"fine_tune_linear.encoder_path={other}"]
+    ftl = plan(*ext)["fine_tune_linear"]
+    assert (ftl["seed"], ftl["val_fraction"], ftl["limit"], ftl["data"]) == (3, 0.3, 900, None)
+    assert plan(*ext, "--set", "fine_tune_linear.limit=700")["fine_tune_linear"]["limit"] == 700
+
+
+def test_a_none_on_the_command_line_beats_the_config_file(tmp_path: Path) -> None:
+    from reprlab.cli import _parser
+    from reprlab.pipeline import resolve_options
+
+    toml = tmp_path / "p.toml"
+    toml.write_text("limit = 1000\nseed = 4\n")
+    ns = _parser("pipeline").parse_args(["pipeline", "--config", str(toml), "--limit", "none"])
+    opts, _ = resolve_options(ns)
+    assert opts.limit is None and opts.seed == 4
 
 
 def test_seed_preset_linear_stages_use_the_reports_plain_pixels(tmp_path: Path) -> None:

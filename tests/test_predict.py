@@ -107,6 +107,8 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
     argv = ["predict", str(softmax_run), "--data", str(photos), "--out", str(tmp_path / "p.csv")]
     _fails(argv, "all images must share a size", capsys)
     assert main([*argv, "--resize"]) == 0
+    argv[-1] = str(tmp_path / "p2.csv")
+    _fails(argv, "all images must share a size", capsys)  # the cache keeps them apart
     one_by_one = []
     for name in ("a.png", "b.jpg", "c.png"):
         out = tmp_path / f"{name}.csv"
@@ -115,8 +117,19 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
         one_by_one += out.read_text().split()
     assert (tmp_path / "p.csv").read_text().split() == one_by_one
     assert one_by_one[0] == str(label)
+    # --names: which photo each label is for
+    named = tmp_path / "named.csv"
+    assert main([*argv, "--resize", "--names", "--out", str(named)]) == 0
+    rows = [line.split(",") for line in named.read_text().splitlines()]
+    assert rows[0] == ["file", "label", "class"]
+    files = ("a.png", "b.jpg", "c.png")
+    assert rows[1:] == [[f, v, classes[int(v)]] for f, v in zip(files, one_by_one, strict=True)]
+    argv = ["predict", str(softmax_run), "--data", str(small_test), "--names",
+            "--out", str(tmp_path / "n.csv")]  # fmt: skip
+    _fails(argv, "--names: an array file, whose images have no names", capsys)
     (tmp_path / "empty.png").write_bytes(b"")
-    argv = ["predict", str(softmax_run), "--data", str(tmp_path / "empty.png"), "--out", "e.csv"]
+    argv = ["predict", str(softmax_run), "--data", str(tmp_path / "empty.png"),
+            "--out", str(tmp_path / "e.csv")]  # fmt: skip
     _fails(argv, "empty.png: an empty file, not an image", capsys)
 
 

@@ -426,7 +426,7 @@ def test_time_budget_times_the_machine_then_runs_as_num_iters_would(
     # one torch thread and steps of 10 ms or more, 2 s: 30 of them or more fit even while other
     # work slows the machine (two threads at the machine's own pace and 1.2 s once fitted 10)
     budget = 2.0
-    r = train(a, Pace(0.01, 0.01, 1 << 40), stepper(a), cfg(**kw, time_budget=budget),
+    r = train(a, Pace(0.01, 0.01, 0), stepper(a), cfg(**kw, time_budget=budget),
               evaluate=evaluator(a), run_dir=tmp_path / "a")  # fmt: skip
     tb = r.time_budget
     n = int(tb["num_iters"])
@@ -448,7 +448,7 @@ def test_time_budget_times_the_machine_then_runs_as_num_iters_would(
     # steps again, so that the 2 s budget plans past 25 on a busy machine)
     c = make()
     with pytest.raises(KeyboardInterrupt):
-        train(c, Pace(0.01, 0.01, 1 << 40, crash_at=25), stepper(c), cfg(**kw, time_budget=2.0),
+        train(c, Pace(0.01, 0.01, 0, crash_at=25), stepper(c), cfg(**kw, time_budget=2.0),
               evaluate=evaluator(c), run_dir=tmp_path / "c")  # fmt: skip
     n_c = int(load_checkpoint(tmp_path / "c" / "checkpoint.pt")["time_budget"]["num_iters"])
     resumed = make(seed=5)

@@ -53,13 +53,14 @@ CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR10_FOLDER = "cifar-10-batches-py"
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")  # PIL reads
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".tbz2")
 SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: Refuse arrays whose header declares more than this (a zip-bomb-like .npz).
 MAX_ARRAY_BYTES = 8 << 30
 #: Bump when the cached arrays' meaning changes: old cache entries are then ignored.
-CACHE_FORMAT_VERSION = 2  # 2 (v17): hidden folders and files are no longer read as data
+CACHE_FORMAT_VERSION = 3  # 2 (v17): hidden folders and files are no longer read as data;
+# 3 (v21): .bmp, .gif (its first frame), .webp and .tif files are read as images too
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,15 +76,18 @@ class ImageSet:
     labels: np.ndarray | None  # int64 (N,), values in [0, len(classes)), or None (unlabelled)
     classes: list[str]  # class names in label order
     source: str  # file/folder it came from (used in error messages)
+    # each image's file, relative to ``source`` (image folders and archives); None for arrays
+    names: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, idx: np.ndarray) -> ImageSet:
-        """The images (and labels) at ``idx``, same classes and source."""
+        """The images (and labels, names) at ``idx``, same classes and source."""
         idx = np.asarray(idx)
         labels = None if self.labels is None else self.labels[idx]
-        return ImageSet(self.images[idx], labels, list(self.classes), self.source)
+        names = None if self.names is None else [self.names[i] for i in idx.tolist()]
+        return ImageSet(self.images[idx], labels, list(self.classes), self.source, names)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -621,7 +625,14 @@ def _decode_all(
             )
         out[i] = arr
     labels = None if entries[0][1] is None else np.array([e[1] for e in entries], dtype=np.int64)
-    return _check(out, labels, classes if labels is not None else [], str(source))
+    ds = _check(out, labels, classes if labels is not None else [], str(source))
+    if source.is_dir():  # a folder: each file relative to it
+        ds.names = [os.path.relpath(name, source) for name, _, _ in entries]
+    elif _is_image_name(source.name):  # one image file
+        ds.names = [source.name]
+    else:  # an archive: its members' paths
+        ds.names = [name for name, _, _ in entries]
+    return ds
 
 
 # ---------------------------------------------------------------------------------------------
@@ -662,9 +673,8 @@ def _cached(
     root = cache_dir()
     if root is None:
         return load()
-    key = _source_key(path, split)
-    resized = "" if size is None else f"-{size[0]}x{size[1]}"
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:60] + f"-{split}{resized}-{key}"
+    key = _source_key(path, split) + ("" if size is None else f"-{size[0]}x{size[1]}")
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", path.name)[:60] + f"-{split}-{key}"
     base = root / "decoded"
     meta_f, img_f, lab_f = (base / f"{stem}.{x}" for x in ("json", "images.npy", "labels.npy"))
     try:
@@ -682,7 +692,10 @@ def _cached(
             )
         ):
             raise ValueError("inconsistent")
-        return ImageSet(images, labels, list(meta["classes"]), str(path))
+        names = meta.get("names")
+        if names is not None and (not isinstance(names, list) or len(names) != len(images)):
+            raise ValueError("inconsistent")
+        return ImageSet(images, labels, list(meta["classes"]), str(path), names)
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         pass  # missing, stale or corrupt: rebuild
     ds = load()
@@ -700,6 +713,7 @@ def _cached(
                 "shape": list(ds.images.shape),
                 "labelled": ds.labels is not None,
                 "classes": ds.classes,
+                "names": ds.names,
             },
         )
     except OSError as e:
@@ -977,7 +991,8 @@ def select_classes(ds: ImageSet, classes: Sequence[int | str]) -> ImageSet:
     keep = np.flatnonzero(new >= 0)
     if len(keep) == 0:
         raise ReprlabError(f"{ds.source}: no images of the selected classes")
-    return ImageSet(ds.images[keep], new[keep], [ds.classes[i] for i in chosen], ds.source)
+    kept = ds.subset(keep)
+    return ImageSet(kept.images, new[keep], [ds.classes[i] for i in chosen], ds.source, kept.names)
 
 
 def check_inputs(configs: Sequence[dict[str, Any]]) -> None:

@@ -147,6 +147,9 @@ class _EncoderConfig(ComputeConfig):
             RunConfig(**out).validate()
         except ReprlabError as e:
             raise ReprlabError(f"{where}: {e}") from None
+        data = out.get("data")
+        if data is not None and not Path(data).expanduser().exists():
+            raise ReprlabError(f"{where}: key 'data': {data} is not there any more (give --data)")
         return out
 
 
@@ -456,7 +459,7 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str |
         for k in SPLIT_FLAGS
         if k != "data" and k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
     ]
-    if other.get("data") is not None and cfg.data is not None and _differ(other["data"], cfg.data):
+    if _differ(other.get("data"), cfg.data):
         diff.append("data")
     if not diff:
         return None
@@ -468,17 +471,22 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str |
 
 
 def _data_read(record: dict[str, Any]) -> Any:
-    """A run's ``--data`` as the file it read (recorded as an absolute path; also the
-    ``REPRLAB_DATA`` of a run without ``--data``), so that it means the same from any folder
-    and any environment; the flag's own value where that is not on record."""
+    """A run's ``--data`` as the file it read (recorded as an absolute path), so that it means
+    the same from any folder; the flag's own value where that is not on record, and None for
+    a run that read the default data (``REPRLAB_DATA``, else CIFAR-10), which passes the
+    default on (runs of earlier releases were planned so, and resume so)."""
+    data = record["config"].get("data")
     inputs = record.get("inputs")
     recorded = inputs.get("data") if isinstance(inputs, dict) else None
-    if isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
+    if data is not None and isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
         return recorded["path"]
-    return record["config"].get("data")
+    return data
 
 
 def _differ(a: Any, b: Any) -> bool:
+    """Whether two ``--data`` values name other images (None: the default data)."""
+    if a is None or b is None:
+        return (a is None) != (b is None)
     return Path(str(a)).expanduser().resolve() != Path(str(b)).expanduser().resolve()
 
 

@@ -299,6 +299,21 @@ def write_predictions(path: str | Path, labels: np.ndarray) -> None:
     write_text(path, "".join(f"{int(v)}\n" for v in labels))
 
 
+def write_named_predictions(
+    path: str | Path, names: list[str], labels: np.ndarray, classes: list[str]
+) -> None:
+    """``predict --names``: CSV rows ``file,label,class`` under a header, one per image in the
+    order of the leaderboard format (``labels`` as there, ``classes`` their names)."""
+    import csv
+    import io
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["file", "label", "class"])
+    writer.writerows(zip(names, (int(v) for v in labels), classes, strict=True))
+    write_text(path, text.getvalue())
+
+
 def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> None:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt

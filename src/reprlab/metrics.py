@@ -91,15 +91,21 @@ def score_test_set(
     to them by name, so a logistic run (two classes) is scored on the test images of its two
     classes. When no name is shared (an ``.npz`` of bare integer labels against an image folder's
     class names) and the test set has no more classes than the run, label i is taken for the
-    run's class i, and ``test_matched_by`` says so. Returns ``test_acc``, ``test_n`` (images
-    scored), ``test_matched_by`` and ``test_classification_report``.
+    run's class i, and ``test_matched_by`` says so; names that mean something (an image
+    folder's ``mixed/``, a set of other classes) are never matched by index: not scored.
+    Returns ``test_acc``, ``test_n`` (images scored), ``test_matched_by`` and
+    ``test_classification_report``.
     """
+    from reprlab.data import CIFAR10_CLASSES
+
     if test_labels is None or len(test_labels) == 0:
         return {}
     index = {name: i for i, name in enumerate(classes)}
     to_run = np.array([index.get(name, -1) for name in test_classes], dtype=np.int64)
     matched_by = "class name"
-    if (to_run < 0).all() and len(test_classes) <= len(classes):
+    # the names a loader gives bare integer labels: 0..9 are CIFAR-10's, others their digits
+    bare = all(n.isdigit() for n in test_classes) or list(test_classes) == list(CIFAR10_CLASSES)
+    if (to_run < 0).all() and bare and len(test_classes) <= len(classes):
         to_run, matched_by = np.arange(len(test_classes)), "label index (no class name in common)"
     y_true = to_run[np.asarray(test_labels, dtype=np.int64)]
     keep = y_true >= 0

@@ -285,11 +285,9 @@ def _check_names(
 def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, dict[str, Any]]]:
     """Pipeline options (defaults < config file < command line) and per-stage overrides."""
     file_opts, tables = load_config_file(ns.config) if ns.config else ({}, {})
-    cli = {
-        f.name: getattr(ns, f.name)
-        for f in dataclasses.fields(PipelineOptions)
-        if getattr(ns, f.name, None) is not None
-    }
+    # a flag given on the command line, "none" included, beats the config file
+    names = [f.name for f in dataclasses.fields(PipelineOptions)]
+    cli = {name: getattr(ns, name) for name in names if hasattr(ns, name)}
     opts = PipelineOptions(**{**file_opts, **cli})
 
     def where(key: str) -> str:  # name the option where the user wrote it
@@ -348,17 +346,20 @@ class Stage:
 def plan_stages(
     opts: PipelineOptions, overrides: dict[str, dict[str, Any]], folder: Path
 ) -> list[Stage]:
-    """Every selected stage's validated configuration (nothing is written)."""
+    """Every selected stage's validated configuration (nothing is written).
+
+    A stage's flags: its preset's, then the pipeline-wide options, then its own (``--set``, a
+    ``[stage]`` table). A fine-tuning stage splits as the run of its encoder, over the
+    pipeline-wide options but under its own: this pipeline's ``cont_rep`` stage as planned
+    (selected or not, so every rerun plans the same, before and after it ran), or the run on
+    record beside an encoder from elsewhere."""
     from reprlab.finetune import SPLIT_FLAGS
     from reprlab.modes import config_for, with_inherited
 
     preset = concrete_preset(opts, folder)[0]
-    plan = []
-    own_encoder = str(folder / "cont_rep" / "encoder.pt")
-    encoder_cfg = None  # the cont_rep stage's, when this run plans it
-    for name in STAGES:
-        if name not in opts.stages:
-            continue
+    own_encoder = folder / "cont_rep" / "encoder.pt"
+
+    def stage_config(name: str) -> tuple[str | None, dict[str, Any], Any]:
         mode_preset, preset_over = PRESETS[preset][name]
         cls, _ = MODES[name].load()
         fields = _fields(name)
@@ -370,24 +371,30 @@ def plan_stages(
             value = getattr(opts, key)
             if value is not None and key in fields:
                 vals[key] = value
-        vals.update(overrides.get(name, {}))
+        own = overrides.get(name, {})
+        vals.update(own)
         vals["out"] = str(folder / name)
         vals["overwrite"] = False
-        if name in NEEDS_ENCODER and "encoder_path" in fields and "encoder_path" not in vals:
-            vals["encoder_path"] = own_encoder
         try:
-            # a fine-tuning stage splits as its encoder's run: this pipeline's cont_rep stage as
-            # planned (the same on every rerun, before and after it ran), or another run's
-            if name in NEEDS_ENCODER and vals.get("encoder_path") == own_encoder and encoder_cfg:
-                vals = {k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS} | vals
-            elif name in NEEDS_ENCODER:
-                vals = with_inherited(name, vals)
-            cfg = config_for(name, vals, mode_preset)
+            if name in NEEDS_ENCODER and "encoder_path" in fields:
+                vals.setdefault("encoder_path", str(own_encoder))
+                # this pipeline's, as a file or its folder (which need not exist yet)
+                enc = Path(vals["encoder_path"]).expanduser().resolve()
+                if enc in (own_encoder.resolve(), own_encoder.parent.resolve()):
+                    split = {k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS}
+                else:
+                    split = with_inherited(name, {**own, "encoder_path": vals["encoder_path"]})
+                vals.update({k: split[k] for k in SPLIT_FLAGS if k in split and k not in own})
+            return mode_preset, vals, config_for(name, vals, mode_preset)
         except ReprlabError as e:  # say which stage (--set STAGE.FIELD or a [STAGE] table)
             raise ReprlabError(f"stage {name}: {e}") from None
-        if name == "cont_rep":
-            encoder_cfg = cfg
-        plan.append(Stage(name, mode_preset, vals, comparable(cfg.to_dict())))
+
+    encoder_cfg = stage_config("cont_rep")[2]
+    plan = []
+    for name in STAGES:
+        if name in opts.stages:
+            mode_preset, vals, cfg = stage_config(name)
+            plan.append(Stage(name, mode_preset, vals, comparable(cfg.to_dict())))
     return plan
 
 

@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from reprlab.errors import ReprlabError
-from reprlab.io import check_output_file, read_json, write_predictions
+from reprlab.io import (
+    check_output_file,
+    read_json,
+    write_named_predictions,
+    write_predictions,
+)
 from reprlab.metrics import score_test_set, score_text
 
 if TYPE_CHECKING:
@@ -38,13 +43,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data",
         required=True,
         help="images to label: .npz (key images), image folder or tar, CIFAR python batches, "
-        "or one image file (.png, .jpg)",
+        "or one image file (.png, .jpg, .bmp, .gif, .webp, .tif)",
     )
     parser.add_argument(
         "--out", default="predictions.csv", help="output file (default: predictions.csv)"
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the output file if it exists"
+    )
+    parser.add_argument(
+        "--names",
+        action="store_true",
+        help="write file,label,class rows under a header instead of one label per line "
+        "(image folders, archives and image files, whose files have names)",
     )
     parser.add_argument(
         "--progress",
@@ -182,10 +193,20 @@ def main(args: argparse.Namespace) -> int:
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
     labels, classes, ids, ds = predict_labels(
-        args.run_dir, args.data, args.batch_size, args.device, args.progress, args.tta,
-        args.resize,
-    )  # fmt: skip
-    write_predictions(out, ids[labels])
+        args.run_dir,
+        args.data,
+        batch_size=args.batch_size,
+        device=args.device,
+        progress=args.progress,
+        tta=args.tta,
+        resize=args.resize,
+    )
+    if args.names:
+        if ds.names is None:
+            raise ReprlabError(f"{ds.source}: --names: an array file, whose images have no names")
+        write_named_predictions(out, ds.names, ids[labels], [classes[i] for i in labels])
+    else:
+        write_predictions(out, ids[labels])
     if len(labels) == 1:  # one image (an image file): say what it is
         print(f"predict: {ds.source}: {ids[labels[0]]} {classes[labels[0]]} -> {out}")
     else:
