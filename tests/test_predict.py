@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,38 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
     argv = ["predict", str(softmax_run), "--data", str(tmp_path / "empty.png"),
             "--out", str(tmp_path / "e.csv")]  # fmt: skip
     _fails(argv, "empty.png: an empty file, not an image", capsys)
+
+
+def test_sigterm_outside_training_is_one_line_and_exit_130(
+    softmax_run, small_test, tmp_path  # noqa: F811
+) -> None:
+    """SIGTERM while loading or predicting ends as Ctrl-C does (training handles its own):
+    one line, exit 130, no output file; the handler is put back afterwards. (In a child
+    process: without the handler, SIGTERM would end the test session itself.)"""
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.csv"
+    code = f"""
+import os, signal, sys, time
+import reprlab.predict
+from reprlab.cli import main
+
+def killed(*args, **kw):
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)  # the handler interrupts this
+
+reprlab.predict.predict_labels = killed
+before = signal.getsignal(signal.SIGTERM)
+rc = main(["predict", {str(softmax_run)!r}, "--data", {str(small_test)!r}, "--out", {str(out)!r}])
+assert signal.getsignal(signal.SIGTERM) is before, "handler not put back"
+sys.exit(rc)
+"""
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 130, (p.returncode, p.stderr[-500:])
+    assert time.perf_counter() - t0 < 25 and not out.exists()
+    assert p.stderr.strip().splitlines()[-1] == "reprlab: interrupted (nothing was written)"
 
 
 def test_runs_from_before_translate_tta_predict_without_shifts(knn_run, ftl_run, tmp_path):  # noqa: F811

@@ -95,6 +95,8 @@ def test_sweep_logistic_with_preset_flags(tmp_path: Path, cifar_train: Path) -> 
         (["--grid", "batch_size"], "FLAG=V1"),
         (["--grid", "batch_size=32,32"], "repeated"),
         (["--grid", "out=a,b"], "out"),
+        (["--grid", "progress=true,false"], "changes no result"),
+        (["--grid", "preset=fast,seed"], "presets are not swept"),
         (["--grid", "batch_size=32", "--nope", "3"], "--nope"),
         (["--grid", "batch_size=0,32"], "batch_size"),
         ([], "--grid"),
@@ -171,6 +173,13 @@ def test_sweep_over_seeds_writes_mean_and_spread(tmp_path: Path, cifar_train: Pa
         summary = json.loads((out / r["run"] / "summary.json").read_text())
         assert float(r["val_acc"]) == pytest.approx(summary["val_acc"])
     assert "over seeds" in (out / "report.html").read_text()
+    # the same sweep on one seed: the runs it has are kept, and neither the statistics of three
+    # seeds nor the runs of the other seeds stay in its files or its report
+    one = [a if a != "seed=0,1,2" else "seed=0" for a in argv]
+    assert main(one) == 0
+    assert not (out / "by_setting.csv").exists() and not (out / "by_setting.md").exists()
+    report = (out / "report.html").read_text()
+    assert "over seeds" not in report and "seed=1" not in report and "seed=0" in report
 
 
 def test_by_setting_counts_only_finished_runs() -> None:

@@ -467,6 +467,22 @@ def test_time_budget_times_the_machine_then_runs_as_num_iters_would(
               resume=True)  # fmt: skip
 
 
+def test_a_resumed_run_says_so_and_counts_its_pace_over_every_session(
+    tmp_path: Path, capsys
+) -> None:
+    """Resuming prints where, progress bars or not; steps_per_s is the whole run's (the
+    iterations over every session's seconds), not the last session's."""
+    kw = dict(num_iters=40, checkpoint_every=10, progress=False)
+    a = make()
+    with pytest.raises(KeyboardInterrupt):
+        train(a, crashing_at_25, stepper(a), cfg(**kw), run_dir=tmp_path / "r")
+    capsys.readouterr()
+    r = train(a, sample, stepper(a), cfg(**kw), run_dir=tmp_path / "r", resume=True)
+    assert "resuming at iteration 20 of 40" in capsys.readouterr().err
+    assert r.resumed_from == 20 and r.earlier_s > 0
+    assert r.steps_per_s == pytest.approx(40 / r.wall_time_s)
+
+
 class Pace:
     """``sample`` that takes ``fast`` seconds a batch, then ``slow`` from iteration ``at`` on
     (the timing's far iterations run at ``fast``): a machine that slows down mid-run."""

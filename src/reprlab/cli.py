@@ -38,11 +38,25 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
     return p
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, a job scheduler) ends a command as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    # SIGTERM while loading data or predicting, as in training (where the loop saves first):
+    # one line and exit 130, no half-written file
+    old_term = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
         ns = _parser(command).parse_args(argv)

@@ -708,10 +708,11 @@ def remove_stale_temporaries(folder: Path) -> list[str]:
 
 #: Flags that say where and how a run is run, not what it computes: the folder and the
 #: run-control switches (never stored in a run's record; pipeline and sweep set them for each
-#: run themselves), and the progress bars (stored, never compared: a run started with
-#: --no-progress resumes without it).
+#: run themselves), and the progress bars and checkpoint interval (stored, never compared: a
+#: run started with --no-progress resumes without it, and one checkpointed every 100
+#: iterations resumes, to the same weights, checkpointing every 50).
 RUN_CONTROL = frozenset({"out", "overwrite", "resume"})
-DISPLAY_ONLY = frozenset({"progress"})
+DISPLAY_ONLY = frozenset({"progress", "checkpoint_every"})
 
 #: Flags that name a file or folder: two spellings of one path are one setting.
 PATH_KEYS = ("data", "test_data", "encoder_path")
@@ -730,7 +731,8 @@ def differing_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The keys in which two stored configurations differ, in order. Not differences: a number
     that an earlier release stored where a one-item list stands now, and two spellings of one
     existing path in ``PATH_KEYS``, and a flag of ``ADDED_FLAGS`` absent on one side and at
-    its neutral value on the other, nor the progress bars (``DISPLAY_ONLY``)."""
+    its neutral value on the other, nor the progress bars and checkpoint interval
+    (``DISPLAY_ONLY``)."""
     return [
         k
         for k in dict.fromkeys([*old, *new])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reprlab.errors import ReprlabError
-from reprlab.io import check_output_file, read_json, to_json, write_text
+from reprlab.io import check_output_file, read_json, reprlab_record, to_json, write_text
 
 #: Stage order of the pipeline (also the order of the report's sections).
 STAGE_ORDER = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
@@ -130,10 +130,18 @@ def _read_json_or_none(path: Path) -> Any:
 
 
 def _stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:
-    """(name, folder) of each run in ``run_dir``: its stage sub-folders, or itself."""
+    """(name, folder) of each run in ``run_dir``: its stage sub-folders, or itself; a sweep's
+    runs of its grid, in the grid's order (a folder of an earlier, wider grid is not one)."""
     if (run_dir / "config.json").is_file() and not (run_dir / "pipeline.json").is_file():
         cfg = _read_json_or_none(run_dir / "config.json") or {}
         return [(str(cfg.get("mode", run_dir.name)), run_dir)]
+    sweep = reprlab_record(run_dir / "sweep.json", "sweep")
+    grid = sweep["grid"] if sweep is not None else None
+    if grid and all(isinstance(v, list) for v in grid.values()):  # else: every sub-folder
+        from reprlab.sweep import grid_runs
+
+        runs = [(name, run_dir / name) for name, _ in grid_runs(grid)]
+        return [(name, p) for name, p in runs if (p / "config.json").is_file()]
     subs = [p for p in sorted(run_dir.iterdir()) if (p / "config.json").is_file()]
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     subs.sort(key=lambda p: (order.get(p.name, len(order)), p.name))

@@ -35,6 +35,7 @@ from reprlab.config import add_arguments as add_config_arguments
 from reprlab.data import check_inputs, default_cifar10
 from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
+    DISPLAY_ONLY,
     RUN_CONTROL,
     check_out_folder,
     config_diff,
@@ -122,10 +123,15 @@ def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
         if not eq or not given:
             raise ReprlabError(f"--grid {item!r}: expected FLAG=V1,V2,...")
         name = field_name(cls, given)
+        if name is None and given == "preset":
+            raise ReprlabError(f"--grid {key}: presets are not swept (one sweep per --preset)")
         if name is None:
             raise ReprlabError(f"--grid {key}: {mode} has no flag --{given}")
         if name in RUN_CONTROL:
             raise ReprlabError(f"--grid {key}: cannot be swept (set by the sweep)")
+        if name in DISPLAY_ONLY:
+            raise ReprlabError(f"--grid {key}: changes no result (how a run shows or saves "
+                               "its progress), so there is nothing to compare")  # fmt: skip
         if name in grid:
             raise ReprlabError(f"--grid {key}: given twice")
         tp = fields[name]
@@ -150,6 +156,12 @@ def _show(v: Any) -> str:
         short = f"{v:g}"
         return short if float(short) == v else repr(v)  # 0.1000001 is not 0.1
     return str(v)
+
+
+def grid_runs(grid: dict[str, list[Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """(folder name, setting) of every combination of ``grid``, in the grid's order."""
+    combos = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
+    return [(run_name(c), c) for c in combos]
 
 
 def run_name(combo: dict[str, Any]) -> str:
@@ -268,10 +280,8 @@ def run_sweep(
     folder = Path(out) if out else default_run_dir(f"sweep-{mode}")
     cls, _ = MODES[mode].load()
     has_resume = "resume" in field_types(cls)
-    combos = [dict(zip(grid, vals, strict=True)) for vals in itertools.product(*grid.values())]
     runs = []
-    for combo in combos:  # validate every combination before anything is written
-        name = run_name(combo)
+    for name, combo in grid_runs(grid):  # validate every combination before anything is written
         if any(name == other for other, _, _ in runs):
             raise ReprlabError(f"--grid: two settings share the run folder name {name!r}")
         vals = {**base, **combo, "out": str(folder / name), "overwrite": False}
@@ -356,6 +366,9 @@ def run_sweep(
     write_results(folder, grid, rows)
     if len(grid.get("seed", [])) > 1:
         write_by_setting(folder, grid, by_setting(grid, rows))
+    else:  # a grid that no longer sweeps seeds: no statistics of an earlier one stay behind
+        for name in ("by_setting.csv", "by_setting.md"):
+            (folder / name).unlink(missing_ok=True)
     if any((folder / name / "config.json").is_file() for name, _, _ in runs):
         render_report(folder)
     print((folder / "results.md").read_text(), end="")

@@ -1094,7 +1094,7 @@ def train(
         final_loss=last_loss,
         resumed_from=resumed_from,
         earlier_s=elapsed0,
-        steps_per_s=(it - it0) / max(1e-9, time.perf_counter() - plan.t_start),
+        steps_per_s=it / max(1e-9, wall),  # of the whole run, resumed sessions included
         peak_memory_mib=peak_memory_mib(device),
         precision="bfloat16" if bf16 else "float32",
         time_budget=plan.budget,
@@ -1161,9 +1161,9 @@ def _restore(
         ) from None
     if cfg.time_budget > 0 and (restored.budget is None or not restored.budget.get("budget_s")):
         raise ReprlabError(f"{path}: was not started with a --time_budget")
-    if cfg.progress:
-        tqdm.write(f"{cfg.desc}: resuming at iteration {restored.it} of {end} from {path}",
-                   file=sys.stderr)  # fmt: skip
+    # said with progress bars or without (a log of a --no-progress run shows where it resumed)
+    tqdm.write(f"{cfg.desc}: resuming at iteration {restored.it} of {end} from {path}",
+               file=sys.stderr)  # fmt: skip
     return restored
 
 
