@@ -264,6 +264,7 @@ def test_images_of_folders_and_archives_keep_their_file_names(tmp_path: Path, mo
         assert ds.names == [n.replace("/", os.sep) for n in names]
         assert list(ds.labels) == [0, 0, 0, 1, 1, 1]
     assert ds.subset(np.array([4, 0])).names == [ds.names[4], ds.names[0]]
+    assert ds.subset(np.arange(6) >= 4).names == ds.names[4:]  # a mask
     assert load_images(write_tar(tmp_path / "d.tar", files)).names == names
     assert load_images(tmp_path / "d" / "imgs" / "dog" / "0002.png").names == ["0002.png"]
     np.savez(tmp_path / "a.npz", images=np.zeros((2, 4, 4, 3), np.uint8))

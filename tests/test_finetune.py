@@ -608,6 +608,27 @@ def test_a_passed_deadline_ends_training_at_the_first_evaluation(cifar_train, ti
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "summary.json").is_file()
 
 
+def test_the_data_compared_is_the_file_each_run_read(tmp_path, monkeypatch) -> None:
+    """An encoder run without --data read REPRLAB_DATA's file: a fine-tuning run given that
+    file is the same split, one under another REPRLAB_DATA is not."""
+    from reprlab.finetune import FineTuneLinearConfig, _split_mismatch
+
+    enc = tmp_path / "cont_rep"
+    enc.mkdir()
+    (enc / "encoder.pt").write_bytes(b"")  # only its record is read here
+    (tmp_path / "x.npz").write_bytes(b"x")
+    (tmp_path / "y.npz").write_bytes(b"y")
+    (enc / "config.json").write_text(json.dumps({
+        "mode": "cont_rep", "config": {"seed": 0, "val_fraction": 0.2, "limit": None, "data": None},
+        "inputs": {"data": {"path": str(tmp_path / "x.npz"), "bytes": 1}}}))  # fmt: skip
+    given_x = FineTuneLinearConfig(encoder_path=str(enc), data=str(tmp_path / "x.npz"))
+    assert _split_mismatch(given_x, enc / "encoder.pt", 100) is None
+    monkeypatch.setenv("REPRLAB_DATA", str(tmp_path / "y.npz"))
+    default = FineTuneLinearConfig(encoder_path=str(enc))
+    what = _split_mismatch(default, enc / "encoder.pt", 100)
+    assert f"--data '{tmp_path / 'y.npz'}' (encoder run: '{tmp_path / 'x.npz'}')" in what
+
+
 def test_a_limit_larger_than_the_data_is_the_same_split(tmp_path) -> None:
     """The encoder's run had --limit 1500 on 600 images (all of them): no split warning for a
     run without --limit on the same images; on 2,000 images the limit did cut, and it warns."""

@@ -304,6 +304,7 @@ def test_fine_tuning_stages_split_as_their_encoders_run(tmp_path: Path, monkeypa
     ftl = plan(*ext)["fine_tune_linear"]
     assert (ftl["seed"], ftl["val_fraction"], ftl["limit"], ftl["data"]) == (3, 0.3, 900, None)
     assert plan(*ext, "--set", "fine_tune_linear.limit=700")["fine_tune_linear"]["limit"] == 700
+    assert plan(*ext, "--seed", "7")["fine_tune_linear"]["seed"] == 7  # given: it wins (warned)
 
 
 def test_a_none_on_the_command_line_beats_the_config_file(tmp_path: Path) -> None:

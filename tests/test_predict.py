@@ -127,7 +127,7 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
     assert rows[1:] == [[f, v, classes[int(v)]] for f, v in zip(files, one_by_one, strict=True)]
     argv = ["predict", str(softmax_run), "--data", str(small_test), "--names",
             "--out", str(tmp_path / "n.csv")]  # fmt: skip
-    _fails(argv, "--names: an array file, whose images have no names", capsys)
+    _fails(argv, "--names: its images have no file names (an .npz or CIFAR batches)", capsys)
     (tmp_path / "empty.png").write_bytes(b"")
     argv = ["predict", str(softmax_run), "--data", str(tmp_path / "empty.png"),
             "--out", str(tmp_path / "e.csv")]  # fmt: skip

@@ -9,6 +9,7 @@ import argparse
 import importlib
 import signal
 import sys
+import threading
 
 from reprlab import __version__, modes
 from reprlab.config import ArgParser, add_arguments, explicit_args, field_types
@@ -30,7 +31,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
                     choices=sorted(cls.PRESETS),
                     help=f"starting configuration (default: {cls.DEFAULT_PRESET})",
                 )
-            add_arguments(sp, cls, getattr(cls, "FLAG_HELP", None))
+            add_arguments(sp, cls)
     for name, (help_, module) in TOOLS.items():
         sp = sub.add_parser(name, help=help_, description=help_)
         if name == command:
@@ -45,10 +46,12 @@ def _terminated(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
-    if hasattr(signal, "SIGXFSZ"):
+    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    if threading.current_thread() is not threading.main_thread():  # signals: main thread only
+        return _main(argv)
     # SIGTERM while loading data or predicting, as in training (where the loop saves first):
-    # one line and exit 130, no half-written file
+    # one line and exit 130 (Ctrl-C's), no half-written file
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _main(argv)

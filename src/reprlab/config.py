@@ -228,8 +228,10 @@ def add_arguments(
     """Add one flag per field of ``cls``; a flag that is not given leaves no attribute, so that
     explicit flags can be told apart (``--limit none`` included).
 
-    ``helps`` replaces the help text of some fields (a command that gives them another meaning).
+    ``helps`` replaces the help text of some fields (a command that gives them another meaning),
+    over the class's own ``FLAG_HELP`` (flags whose defaults come from elsewhere).
     """
+    helps = {**getattr(cls, "FLAG_HELP", {}), **(helps or {})}
     for f, tp in _resolved_fields(cls):
         names = []
         for name in (f.name, *f.metadata.get("aliases", ())):
@@ -238,8 +240,8 @@ def add_arguments(
                 names.append(f"--{name.replace('_', '-')}")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         # None defaults are explained by the help text itself ("default: CIFAR-10, ...")
-        help_ = (helps or {}).get(f.name, f.metadata.get("help", ""))
-        if default is not None and f.name not in (helps or {}):
+        help_ = helps.get(f.name, f.metadata.get("help", ""))
+        if default is not None and f.name not in helps:
             help_ += f" (default: {_show(default)})"
         inner, _ = _unwrap_optional(tp)
         choices = f.metadata.get("choices")

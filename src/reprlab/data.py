@@ -83,8 +83,11 @@ class ImageSet:
         return len(self.images)
 
     def subset(self, idx: np.ndarray) -> ImageSet:
-        """The images (and labels, names) at ``idx``, same classes and source."""
+        """The images (and labels, names) at ``idx`` (indices or a mask), same classes and
+        source."""
         idx = np.asarray(idx)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
         labels = None if self.labels is None else self.labels[idx]
         names = None if self.names is None else [self.names[i] for i in idx.tolist()]
         return ImageSet(self.images[idx], labels, list(self.classes), self.source, names)

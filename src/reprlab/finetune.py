@@ -28,6 +28,7 @@ flags that are given make another split.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -441,7 +442,11 @@ def _encoder_run(enc_path: Path) -> dict[str, Any] | None:
                 "flags take their usual defaults and cannot be checked against the encoder's"
             )
         return None
-    return {**record["config"], "data": _data_read(record), "record": str(file)}
+    inputs = record.get("inputs")
+    read = inputs.get("data") if isinstance(inputs, dict) else None
+    read = read.get("path") if isinstance(read, dict) else None  # the file it read, if on record
+    return {**record["config"], "data": _data_read(record), "data_read": read,
+            "record": str(file)}  # fmt: skip
 
 
 def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
@@ -459,11 +464,16 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str |
         for k in SPLIT_FLAGS
         if k != "data" and k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
     ]
-    if _differ(other.get("data"), cfg.data):
+    # the files read: a run without --data read REPRLAB_DATA's (else CIFAR-10)
+    mine = {k: getattr(cfg, k) for k in SPLIT_FLAGS}
+    if mine["data"] is None:
+        mine["data"] = os.environ.get("REPRLAB_DATA") or None
+    theirs = {**other, "data": other.get("data_read") or other.get("data")}
+    if _differ(theirs["data"], mine["data"]):
         diff.append("data")
     if not diff:
         return None
-    what = ", ".join(f"--{k} {getattr(cfg, k)!r} (encoder run: {other.get(k)!r})" for k in diff)
+    what = ", ".join(f"--{k} {mine[k]!r} (encoder run: {theirs.get(k)!r})" for k in diff)
     return (
         f"the encoder's run used another split ({what}): validation images may have been "
         "seen by the encoder, so validation accuracy may be optimistic"

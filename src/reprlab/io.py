@@ -19,6 +19,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from io import StringIO
 from pathlib import Path
 from typing import IO, Any
 
@@ -305,9 +306,8 @@ def write_named_predictions(
     """``predict --names``: CSV rows ``file,label,class`` under a header, one per image in the
     order of the leaderboard format (``labels`` as there, ``classes`` their names)."""
     import csv
-    import io
 
-    text = io.StringIO()
+    text = StringIO()
     writer = csv.writer(text, lineterminator="\n")
     writer.writerow(["file", "label", "class"])
     writer.writerows(zip(names, (int(v) for v in labels), classes, strict=True))

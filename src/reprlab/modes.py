@@ -104,7 +104,9 @@ def with_inherited(mode: str, given: dict[str, Any]) -> dict[str, Any]:
 def run_mode(
     mode: str, overrides: dict[str, Any], preset: str | None = None, **runtime: Any
 ) -> dict[str, Any]:
-    """Run ``mode``; ``runtime`` (e.g. the pipeline's ``deadline``) goes to its run function."""
+    """Run ``mode``; ``runtime`` (e.g. the pipeline's ``deadline``) goes to its run function.
+    ``overrides`` are taken as they are: a caller that wants a fine-tuning run to split as its
+    encoder's run passes them through :func:`with_inherited` first, as the commands do."""
     cfg = config_for(mode, overrides, preset)
     _, run = MODES[mode].load()
     return run(cfg, **runtime)

@@ -349,10 +349,11 @@ def plan_stages(
     """Every selected stage's validated configuration (nothing is written).
 
     A stage's flags: its preset's, then the pipeline-wide options, then its own (``--set``, a
-    ``[stage]`` table). A fine-tuning stage splits as the run of its encoder, over the
-    pipeline-wide options but under its own: this pipeline's ``cont_rep`` stage as planned
-    (selected or not, so every rerun plans the same, before and after it ran), or the run on
-    record beside an encoder from elsewhere."""
+    ``[stage]`` table). A fine-tuning stage splits as the run of its encoder where its flags
+    leave the split open: this pipeline's ``cont_rep`` stage as planned (selected or not, so
+    every rerun plans the same, before and after it ran; it has the pipeline-wide options
+    too), or the run on record beside an encoder from elsewhere (which a pipeline-wide option
+    the user gave still overrides, with the fine-tuning run's split warning)."""
     from reprlab.finetune import SPLIT_FLAGS
     from reprlab.modes import config_for, with_inherited
 
@@ -367,12 +368,12 @@ def plan_stages(
         if preset_over:  # checked like a config file, so a typo in PRESETS is caught
             base = from_mapping(cls, preset_over, where=f"pipeline preset {preset!r} [{name}]")
             vals.update({k: getattr(base, k) for k in preset_over})
-        for key in SHARED:
-            value = getattr(opts, key)
-            if value is not None and key in fields:
-                vals[key] = value
-        own = overrides.get(name, {})
+        own = overrides.get(name, {})  # the stage's own flags
+        shared = {k: getattr(opts, k) for k in SHARED if k in fields}
+        shared = {k: v for k, v in shared.items() if v is not None}  # None: each stage's own
+        vals.update(shared)
         vals.update(own)
+        given = {**shared, **own}  # what the user set for this stage, not the preset
         vals["out"] = str(folder / name)
         vals["overwrite"] = False
         try:
@@ -382,18 +383,20 @@ def plan_stages(
                 enc = Path(vals["encoder_path"]).expanduser().resolve()
                 if enc in (own_encoder.resolve(), own_encoder.parent.resolve()):
                     split = {k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS}
-                else:
-                    split = with_inherited(name, {**own, "encoder_path": vals["encoder_path"]})
-                vals.update({k: split[k] for k in SPLIT_FLAGS if k in split and k not in own})
+                    vals.update({k: split[k] for k in SPLIT_FLAGS if k not in own})
+                else:  # another run's: its split where the user set none (a preset's is not)
+                    full = with_inherited(name, {**given, "encoder_path": vals["encoder_path"]})
+                    vals.update({k: full[k] for k in SPLIT_FLAGS if k in full and k not in given})
             return mode_preset, vals, config_for(name, vals, mode_preset)
         except ReprlabError as e:  # say which stage (--set STAGE.FIELD or a [STAGE] table)
             raise ReprlabError(f"stage {name}: {e}") from None
 
-    encoder_cfg = stage_config("cont_rep")[2]
+    planned = {"cont_rep": stage_config("cont_rep")}  # the encoder's, needed selected or not
+    encoder_cfg = planned["cont_rep"][2]
     plan = []
     for name in STAGES:
         if name in opts.stages:
-            mode_preset, vals, cfg = stage_config(name)
+            mode_preset, vals, cfg = planned.get(name) or stage_config(name)
             plan.append(Stage(name, mode_preset, vals, comparable(cfg.to_dict())))
     return plan
 

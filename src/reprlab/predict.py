@@ -154,6 +154,7 @@ def predict_labels(
     progress: bool = True,
     tta: str = "run",
     resize: bool = False,
+    names: bool = False,
 ) -> tuple[np.ndarray, list[str], np.ndarray, ImageSet]:
     """Labels of the images in ``images_path`` by the model of ``run_dir`` (``tta``: see
     :func:`load_predictor`; ``resize``: images of another height and width are resized to the
@@ -166,6 +167,9 @@ def predict_labels(
     shape = tuple(predictor.image_shape)
     # image files are resized one by one as they are decoded, so photos of any sizes mix
     ds = load_images(images_path, split="test", size=shape[:2] if resize else None)
+    if names and ds.names is None:  # before any prediction is computed
+        raise ReprlabError(f"{ds.source}: --names: its images have no file names (an .npz or "
+                           "CIFAR batches)")  # fmt: skip
     rgb = ds.images[..., :3]
     if shape[2] == 1 and ds.images.shape[3] == 3 and (rgb == rgb[..., :1]).all():
         ds.images = ds.images[..., :1]  # grayscale files are decoded as RGB: their one channel
@@ -200,10 +204,10 @@ def main(args: argparse.Namespace) -> int:
         progress=args.progress,
         tta=args.tta,
         resize=args.resize,
+        names=args.names,
     )
     if args.names:
-        if ds.names is None:
-            raise ReprlabError(f"{ds.source}: --names: an array file, whose images have no names")
+        assert ds.names is not None  # checked by predict_labels
         write_named_predictions(out, ds.names, ids[labels], [classes[i] for i in labels])
     else:
         write_predictions(out, ids[labels])

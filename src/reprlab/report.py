@@ -141,7 +141,9 @@ def _stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:
         from reprlab.sweep import grid_runs
 
         runs = [(name, run_dir / name) for name, _ in grid_runs(grid)]
-        return [(name, p) for name, p in runs if (p / "config.json").is_file()]
+        runs = [(name, p) for name, p in runs if (p / "config.json").is_file()]
+        if runs:  # else (folders named by an earlier release): every sub-folder
+            return runs
     subs = [p for p in sorted(run_dir.iterdir()) if (p / "config.json").is_file()]
     order = {s: i for i, s in enumerate(STAGE_ORDER)}
     subs.sort(key=lambda p: (order.get(p.name, len(order)), p.name))

@@ -108,7 +108,7 @@ def _mode_parser(mode: str) -> argparse.ArgumentParser:
         "(default: runs/sweep-<mode>-<time>)",
         "overwrite": "replace an existing sweep folder of another configuration",
     }
-    add_config_arguments(p, cls, {**getattr(cls, "FLAG_HELP", {}), **helps})
+    add_config_arguments(p, cls, helps)
     return p
 
 
