@@ -307,6 +307,15 @@ def test_fine_tuning_stages_split_as_their_encoders_run(tmp_path: Path, monkeypa
     assert plan(*ext, "--seed", "7")["fine_tune_linear"]["seed"] == 7  # given: it wins (warned)
 
 
+def test_no_progress_reaches_every_stage(tmp_path: Path) -> None:
+    from reprlab.cli import _parser
+    from reprlab.pipeline import plan_stages, resolve_options
+
+    ns = _parser("pipeline").parse_args(["pipeline", "--preset", "smoke", "--no-progress"])
+    plan = plan_stages(*resolve_options(ns), tmp_path / "p")
+    assert [s.config["progress"] for s in plan] == [False] * len(STAGES)
+
+
 def test_a_none_on_the_command_line_beats_the_config_file(tmp_path: Path) -> None:
     from reprlab.cli import _parser
     from reprlab.pipeline import resolve_options

@@ -172,6 +172,7 @@ class PipelineOptions:
     )
     seed: int | None = arg(None, "seed for every stage (none: each mode's own)")
     limit: int | None = arg(None, "stratified subset of this many training images, every stage")
+    progress: bool | None = arg(None, "progress bars in every stage (none: on)")
     overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
     preset: str = arg(
         DEFAULT_PRESET,
@@ -188,7 +189,7 @@ class PipelineOptions:
     )
 
 
-SHARED = ("data", "test_data", "seed", "limit")
+SHARED = ("data", "test_data", "seed", "limit", "progress")
 
 
 # ---------------------------------------------------------------------------------------------
