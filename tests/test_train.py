@@ -521,7 +521,9 @@ def test_a_timed_run_replans_when_the_machine_slows_down(tmp_path: Path, one_thr
     # re-planned at the evaluations after it (and maybe at 20: checkpoints cost time too)
     assert any(p["iter"] >= 30 and p["num_iters"] < planned for p in tb["replans"])
     assert r.iterations == tb["num_iters"] < 0.6 * planned
-    assert tb["calibration_s"] + r.wall_time_s < 2.5 * 1.15  # kept to the budget
+    # kept to the budget: within 30 % (a clean CI run once ended 21 % over, 3.02 s, as the mean
+    # pace lags a 5x slowdown by an evaluation or two); without re-planning it would take ~9 s
+    assert tb["calibration_s"] + r.wall_time_s < 2.5 * 1.3
     lrs = [row["lr"] for row in r.rows]  # the warm-up is the planned run's 25 %
     peak = max(range(len(lrs)), key=lrs.__getitem__)  # rows every 10 iterations
     assert abs((peak + 1) * 10 - round(0.25 * planned)) <= 10
@@ -558,7 +560,7 @@ def test_a_deadline_shortens_a_counted_run_and_never_lengthens_it(tmp_path: Path
     r = train(m, Pace(0.01, 0.01, 0), stepper(m), cfg(num_iters=300), evaluate=evaluator(m),
               deadline=t0 + 1.0)  # fmt: skip
     assert r.iterations < 300 and r.iterations % 10 == 0
-    assert time.time() - t0 < 1.0 * 1.2
+    assert time.time() - t0 < 1.0 * 1.3  # 300 steps would take 3 s
     assert r.time_budget["budget_s"] == 0 and r.time_budget["planned_iters"] == 300
     assert r.time_budget["replans"][0]["iter"] == 10
 
@@ -569,7 +571,7 @@ def test_a_deadline_shortens_a_counted_run_and_never_lengthens_it(tmp_path: Path
                 evaluate=evaluator(c), deadline=t1 + 1.0)  # fmt: skip
     tb = r_c.time_budget
     assert tb["budget_s"] == 100 and 0.5 < tb["deadline_s"] <= 1.0 and tb["after_s"] == 0
-    assert 10 <= tb["planned_iters"] < 100 and time.time() - t1 < 1.0 * 1.2
+    assert 10 <= tb["planned_iters"] < 100 and time.time() - t1 < 1.0 * 1.3
 
 
 def test_a_run_cut_inside_its_warm_up_still_decays_to_zero() -> None:
