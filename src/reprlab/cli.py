@@ -45,11 +45,11 @@ def _terminated(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
-    if hasattr(signal, "SIGXFSZ") and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     if threading.current_thread() is not threading.main_thread():  # signals: main thread only
         return _main(argv)
+    # A file-size limit (ulimit -f) should raise an OSError we can report, not kill us.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # SIGTERM while loading data or predicting, as in training (where the loop saves first):
     # one line and exit 130 (Ctrl-C's), no half-written file
     old_term = signal.signal(signal.SIGTERM, _terminated)

@@ -80,7 +80,7 @@ FEATURES = ("z", "features")
 NN_STOP_METRICS = ("val_loss", "val_acc", "train_loss")
 #: the flags that choose a run's images and its validation split; a fine-tuning run takes those
 #: it is not given from the encoder's run (``_EncoderConfig.inherited_defaults``)
-SPLIT_FLAGS = ("data", "seed", "val_fraction", "limit")
+SPLIT_FLAGS = ("seed", "val_fraction", "limit", "data")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -427,9 +427,15 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
 
 def _encoder_run(enc_path: Path) -> dict[str, Any] | None:
     """The configuration of the cont_rep run that wrote ``enc_path`` (the config.json beside
-    it; ``data`` as the file it read, ``record`` that file's path), or None where none is on
-    record: an encoder.pt copied alone, or one in another mode's folder (a fine_tune_linear
-    run keeps a copy, and its own split says nothing of the encoder's), which is warned."""
+    it, ``record`` that file's path), or None where none is on record: an encoder.pt copied
+    alone, or one in another mode's folder (a fine_tune_linear run keeps a copy, and its own
+    split says nothing of the encoder's), which is warned.
+
+    ``data_read`` is the file the run read (its absolute path, recorded also for a run without
+    ``--data`` that read ``REPRLAB_DATA``'s), or None. ``data`` is the run's ``--data`` as that
+    file, so that it means the same from any folder; a run that read the default data keeps
+    None there and passes the default on (runs of earlier releases were planned so, and resume
+    so)."""
     file = enc_path.parent / "config.json"
     if not enc_path.is_file():  # loading it says what is wrong
         return None
@@ -444,9 +450,11 @@ def _encoder_run(enc_path: Path) -> dict[str, Any] | None:
         return None
     inputs = record.get("inputs")
     read = inputs.get("data") if isinstance(inputs, dict) else None
-    read = read.get("path") if isinstance(read, dict) else None  # the file it read, if on record
-    return {**record["config"], "data": _data_read(record), "data_read": read,
-            "record": str(file)}  # fmt: skip
+    read = read.get("path") if isinstance(read, dict) else None
+    read = read if isinstance(read, str) else None
+    data = record["config"].get("data")
+    return {**record["config"], "data": read if data is not None and read else data,
+            "data_read": read, "record": str(file)}  # fmt: skip
 
 
 def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str | None:
@@ -455,42 +463,27 @@ def _split_mismatch(cfg: _EncoderConfig, enc_path: Path, n_images: int) -> str |
     other = _encoder_run(enc_path)
     if other is None:
         return None
+    # data: the files read (a run without --data reads REPRLAB_DATA's, else CIFAR-10)
+    mine = {k: getattr(cfg, k) for k in SPLIT_FLAGS}
+    mine["data"] = mine["data"] or os.environ.get("REPRLAB_DATA") or None
+    theirs = {**other, "data": other["data_read"] or other.get("data")}
 
-    def setting(k: str, v: Any) -> Any:
+    def setting(k: str, v: Any) -> Any:  # a --limit of at least the data's images is no limit
         return None if k == "limit" and isinstance(v, int) and v >= n_images else v
 
-    diff = [
-        k
-        for k in SPLIT_FLAGS
-        if k != "data" and k in other and setting(k, other.get(k)) != setting(k, getattr(cfg, k))
-    ]
-    # the files read: a run without --data read REPRLAB_DATA's (else CIFAR-10)
-    mine = {k: getattr(cfg, k) for k in SPLIT_FLAGS}
-    if mine["data"] is None:
-        mine["data"] = os.environ.get("REPRLAB_DATA") or None
-    theirs = {**other, "data": other.get("data_read") or other.get("data")}
-    if _differ(theirs["data"], mine["data"]):
-        diff.append("data")
+    def same(k: str) -> bool:
+        if k == "data":
+            return not _differ(theirs[k], mine[k])
+        return setting(k, theirs[k]) == setting(k, mine[k])
+
+    diff = [k for k in SPLIT_FLAGS if k in theirs and not same(k)]
     if not diff:
         return None
-    what = ", ".join(f"--{k} {mine[k]!r} (encoder run: {theirs.get(k)!r})" for k in diff)
+    what = ", ".join(f"--{k} {mine[k]!r} (encoder run: {theirs[k]!r})" for k in diff)
     return (
         f"the encoder's run used another split ({what}): validation images may have been "
         "seen by the encoder, so validation accuracy may be optimistic"
     )
-
-
-def _data_read(record: dict[str, Any]) -> Any:
-    """A run's ``--data`` as the file it read (recorded as an absolute path), so that it means
-    the same from any folder; the flag's own value where that is not on record, and None for
-    a run that read the default data (``REPRLAB_DATA``, else CIFAR-10), which passes the
-    default on (runs of earlier releases were planned so, and resume so)."""
-    data = record["config"].get("data")
-    inputs = record.get("inputs")
-    recorded = inputs.get("data") if isinstance(inputs, dict) else None
-    if data is not None and isinstance(recorded, dict) and isinstance(recorded.get("path"), str):
-        return recorded["path"]
-    return data
 
 
 def _differ(a: Any, b: Any) -> bool:

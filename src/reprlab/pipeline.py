@@ -372,9 +372,8 @@ def plan_stages(
         own = overrides.get(name, {})  # the stage's own flags
         shared = {k: getattr(opts, k) for k in SHARED if k in fields}
         shared = {k: v for k, v in shared.items() if v is not None}  # None: each stage's own
-        vals.update(shared)
-        vals.update(own)
         given = {**shared, **own}  # what the user set for this stage, not the preset
+        vals.update(given)
         vals["out"] = str(folder / name)
         vals["overwrite"] = False
         try:
@@ -383,8 +382,7 @@ def plan_stages(
                 # this pipeline's, as a file or its folder (which need not exist yet)
                 enc = Path(vals["encoder_path"]).expanduser().resolve()
                 if enc in (own_encoder.resolve(), own_encoder.parent.resolve()):
-                    split = {k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS}
-                    vals.update({k: split[k] for k in SPLIT_FLAGS if k not in own})
+                    vals.update({k: getattr(encoder_cfg, k) for k in SPLIT_FLAGS if k not in own})
                 else:  # another run's: its split where the user set none (a preset's is not)
                     full = with_inherited(name, {**given, "encoder_path": vals["encoder_path"]})
                     vals.update({k: full[k] for k in SPLIT_FLAGS if k in full and k not in given})
