@@ -134,12 +134,12 @@ def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # n
     _fails(argv, "empty.png: an empty file, not an image", capsys)
 
 
-def test_sigterm_outside_training_is_one_line_and_exit_130(
+def test_sigterm_outside_training_is_one_line_and_exit_143(
     softmax_run, small_test, tmp_path  # noqa: F811
 ) -> None:
     """SIGTERM while loading or predicting ends as Ctrl-C does (training handles its own):
-    one line, exit 130, no output file; the handler is put back afterwards. (In a child
-    process: without the handler, SIGTERM would end the test session itself.)"""
+    one line, exit 143 (128 + SIGTERM), no output file; the handler is put back afterwards.
+    (In a child process: without the handler, SIGTERM would end the test session itself.)"""
     import subprocess
     import sys
 
@@ -161,7 +161,7 @@ sys.exit(rc)
 """
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert p.returncode == 130, (p.returncode, p.stderr[-500:])
+    assert p.returncode == 143, (p.returncode, p.stderr[-500:])
     assert time.perf_counter() - t0 < 25 and not out.exists()
     assert p.stderr.strip().splitlines()[-1] == "reprlab: interrupted (nothing was written)"
 

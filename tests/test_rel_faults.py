@@ -158,6 +158,7 @@ def test_cont_rep_nan_loss_keeps_last_good_checkpoint(
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert all(torch.isfinite(t).all() for t in ck["model"].values() if t.is_floating_point())
     assert 10 <= ck["iter"] < 60 and str(ck["iter"]) not in line.split("iteration")[1][:4]
+    assert s["iterations"] == 30 and "by iteration 30" in line  # the iterations it ran
     assert not (out / "encoder.pt").exists()
     # resuming it fails the same way, and the good checkpoint is still there
     capsys.readouterr()
@@ -176,9 +177,10 @@ def test_fine_tune_nn_nan_loss_fails_cleanly(tmp_path: Path, capsys) -> None:
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 1, err
-    one_line(err, "reprlab: training failed: ")
+    line = one_line(err, "reprlab: training failed: ")
     s = json.loads((out / "summary.json").read_text())
     assert s["status"] == "failed"
+    assert s["iterations"] > 0 and f"by iteration {s['iterations']} " in line
     if (out / "checkpoint.pt").exists():
         ck = torch.load(out / "checkpoint.pt", weights_only=True)
         assert all(torch.isfinite(t).all() for t in ck["model"].values() if t.is_floating_point())

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from reprlab.errors import ReprlabError, TrainingFailed
+from reprlab.errors import ReprlabError, Terminated, TrainingFailed
 from reprlab.io import load_checkpoint, read_jsonl
 from reprlab.train import (
     StepRNG,
@@ -240,8 +240,9 @@ def test_ctrl_c_saves_then_reraises(tmp_path: Path, sig: signal.Signals):
             signal.raise_signal(sig)  # deferred: the loop finishes iteration 14
         return sample(it, rng)
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as e:
         train(m, interrupting, stepper(m), cfg(checkpoint_every=0), run_dir=tmp_path / "b")
+    assert isinstance(e.value, Terminated) == (sig == signal.SIGTERM)  # the CLI exits 143 / 130
     assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["iter"] == 14
     m2 = make(seed=9)
     train(m2, sample, stepper(m2), cfg(checkpoint_every=0), run_dir=tmp_path / "b", resume=True)
@@ -258,8 +259,9 @@ def test_nan_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path):
         loss, extra = base(batch)
         return (loss * float("nan") if calls["n"] > 23 else loss), extra
 
-    with pytest.raises(TrainingFailed, match="nan.*iteration 30"):
+    with pytest.raises(TrainingFailed, match="nan.*iteration 30") as e:
         train(m, sample, step, cfg(), run_dir=tmp_path)
+    assert e.value.iteration == 30
     ck = load_checkpoint(tmp_path / "checkpoint.pt")
     assert ck["iter"] == 20
     assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())

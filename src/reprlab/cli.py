@@ -13,7 +13,7 @@ import threading
 
 from reprlab import __version__, modes
 from reprlab.config import ArgParser, add_arguments, explicit_args, field_types
-from reprlab.errors import ReprlabError, TrainingFailed, one_line
+from reprlab.errors import ReprlabError, Terminated, TrainingFailed, one_line
 from reprlab.modes import MODES, TOOLS
 
 
@@ -40,7 +40,7 @@ def _parser(command: str | None) -> argparse.ArgumentParser:
 
 
 def _terminated(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM (kill, a job scheduler) ends a command as Ctrl-C does
+    raise Terminated  # SIGTERM (kill, a job scheduler) ends a command as Ctrl-C does
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGXFSZ"):
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     # SIGTERM while loading data or predicting, as in training (where the loop saves first):
-    # one line and exit 130 (Ctrl-C's), no half-written file
+    # one line and exit 143 (Ctrl-C: 130), no half-written file
     old_term = signal.signal(signal.SIGTERM, _terminated)
     try:
         return _main(argv)
@@ -78,9 +78,9 @@ def _main(argv: list[str]) -> int:
     except TrainingFailed as e:
         print(f"reprlab: training failed: {one_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"reprlab: interrupted ({_after_interrupt(command)})", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except MemoryError as e:  # numpy: "Unable to allocate 3 GiB for an array with shape ..."
         print(f"reprlab: error: out of memory ({one_line(e) or 'MemoryError'}); try a "
               "smaller --batch_size or --limit", file=sys.stderr)

@@ -590,7 +590,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
                 "stop_reason": "nan_loss",
                 "error": str(e),
                 "wall_time_s": time.perf_counter() - t0,
-                "iterations": rows[-1]["iter"] if rows else 0,
+                "iterations": e.iteration or (rows[-1]["iter"] if rows else 0),
             }
         )
         raise

@@ -15,7 +15,19 @@ class ReprlabError(Exception):
 
 
 class TrainingFailed(Exception):
-    """Training cannot go on (e.g. the loss became NaN/Inf): the run is marked failed, exit 1."""
+    """Training cannot go on (e.g. the loss became NaN/Inf): the run is marked failed, exit 1.
+
+    ``iteration``: the iterations run when it failed, where the training loop knows it.
+    """
+
+    def __init__(self, message: str, iteration: int | None = None) -> None:
+        super().__init__(message)
+        self.iteration = iteration
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a container or job scheduler) stops a command as Ctrl-C does; the CLI
+    then exits with 143 (128 + SIGTERM), as a shell reports a process that SIGTERM ended."""
 
 
 def first_line(e: BaseException) -> str:

@@ -1156,7 +1156,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
                 "status": "failed",
                 "stop_reason": "nan_loss",
                 "error": str(e),
-                "iterations": rows[-1]["iter"] if rows else 0,
+                "iterations": e.iteration or (rows[-1]["iter"] if rows else 0),
                 "wall_time_s": time.perf_counter() - t0,
             }
         )

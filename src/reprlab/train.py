@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from reprlab.config import RunConfig, arg, positive
 from reprlab.early_stopping import EarlyStopping
-from reprlab.errors import ReprlabError, TrainingFailed, one_line
+from reprlab.errors import ReprlabError, Terminated, TrainingFailed, one_line
 from reprlab.io import load_checkpoint, save_checkpoint, write_jsonl
 
 CHECKPOINT_VERSION = 1
@@ -555,13 +555,14 @@ def deterministic_algorithms(on: bool = True) -> Iterator[None]:
 
 class _SigintDeferred:
     """First Ctrl-C (or SIGTERM: ``kill``, a container or job scheduler stopping the run) sets a
-    flag (the loop saves at the next iteration boundary and raises KeyboardInterrupt); a second
+    flag (the loop saves at the next iteration boundary and raises :meth:`interrupt`); a second
     one interrupts at once."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.hit = False
+        self.signum = signal.SIGINT
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> _SigintDeferred:
@@ -573,8 +574,12 @@ class _SigintDeferred:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.hit:
-            raise KeyboardInterrupt
-        self.hit = True
+            raise self.interrupt()
+        self.hit, self.signum = True, signum
+
+    def interrupt(self) -> KeyboardInterrupt:
+        """The exception for the first signal: :class:`Terminated` for SIGTERM (exit 143)."""
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -1051,7 +1056,7 @@ def train(
                     checkpoint(it)
                 if sigint.hit:
                     checkpoint(it)
-                    raise KeyboardInterrupt
+                    raise sigint.interrupt()
             checkpoint(it)  # final state (resuming a finished run is then a no-op)
     except _NonFinite as e:
         bar.close()
@@ -1063,7 +1068,7 @@ def train(
             else "; no checkpoint had been saved yet"
         )
         raise TrainingFailed(
-            f"loss became {e.value} by iteration {e.it} (try a lower --lr){where}"
+            f"loss became {e.value} by iteration {e.it} (try a lower --lr){where}", e.it
         ) from None
     except KeyboardInterrupt:
         bar.close()
