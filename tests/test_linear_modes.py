@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from reprlab.cli import main
+from reprlab.errors import ReprlabError
 from reprlab.linear_modes import load_linear_model
 from reprlab.metrics import score_test_set, score_text
 
@@ -326,3 +327,15 @@ def test_classes_named_by_digits_are_chosen_by_name() -> None:
     named = ImageSet(images, np.array([0, 0, 1, 1, 2, 2]), ["cat", "dog", "emu"], "n")
     assert select_classes(named, LogisticConfig(classes="2,0").class_list()).classes == [
         "emu", "cat"]
+
+
+def test_a_library_call_validates_its_configuration(tmp_path: Path) -> None:
+    """``run_softmax(SoftmaxConfig(gamma=()))`` failed deep in NumPy; the commands always
+    validated, the library functions now do too (as ``run_cont_rep`` and the fine-tuning modes)."""
+    from reprlab.linear_modes import LogisticConfig, SoftmaxConfig, run_logistic, run_softmax
+
+    with pytest.raises(ReprlabError, match="--gamma"):
+        run_softmax(SoftmaxConfig(gamma=(), out=str(tmp_path / "s")))
+    with pytest.raises(ReprlabError, match="--batch_size"):
+        run_logistic(LogisticConfig(batch_size=0, out=str(tmp_path / "l")))
+    assert not (tmp_path / "s").exists() and not (tmp_path / "l").exists()

@@ -601,3 +601,15 @@ def test_the_default_preset_is_fast_or_timed_by_the_cpu(tmp_path, monkeypatch, c
     release_folder(tmp_path / "s")
     assert main([*argv, "--out", str(tmp_path / "s")]) == 2
     assert "holds a pipeline with another configuration" in capsys.readouterr().err
+
+
+def test_config_file_keys_are_spelt_as_the_flags(tmp_path: Path) -> None:
+    """A stage table accepts what the flags accept: kebab-case and an option's earlier name
+    (``tta_flip``), which raised an AttributeError traceback."""
+    from reprlab.pipeline import load_config_file
+
+    toml = tmp_path / "p.toml"
+    toml.write_text('test-data = "t.npz"\n[fine_tune_nn]\ntta_flip = false\nnum-iters = 7\n')
+    given, tables = load_config_file(toml)
+    assert given == {"test_data": "t.npz"}
+    assert tables == {"fine_tune_nn": {"flip_tta": False, "num_iters": 7}}

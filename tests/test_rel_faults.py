@@ -23,6 +23,7 @@ import torch
 from badinputs import encoder_file, good_npz
 
 from reprlab.cli import main
+from reprlab.errors import ReprlabError
 from reprlab.io import LOCK_NAME
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -468,6 +469,9 @@ def test_json_records_of_the_wrong_shape_are_one_line_errors(tmp_path: Path, cap
 
     (run / "metrics.jsonl").write_text('{"iter": 1}\n{"iter": 2, "train_lo\n')
     with pytest.raises(Exception, match="metrics.jsonl: line 2 is not valid JSON"):
+        read_jsonl(run / "metrics.jsonl")
+    (run / "metrics.jsonl").write_bytes(b'{"iter": 1}\n\xff\xfe\x00binary\n')  # not UTF-8
+    with pytest.raises(ReprlabError, match="metrics.jsonl: not a text file of JSON lines"):
         read_jsonl(run / "metrics.jsonl")
 
 

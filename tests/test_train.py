@@ -21,6 +21,7 @@ from reprlab.train import (
     lr_multiplier,
     make_optimizer,
     param_groups,
+    pick_device,
     rng_state,
     set_rng_state,
     train,
@@ -588,3 +589,17 @@ def test_a_run_cut_inside_its_warm_up_still_decays_to_zero() -> None:
     assert cut.warmup_iters == 60 and cut.num_iters == 120
     assert lr_multiplier(cut, 119) == pytest.approx(cut.final_lr_frac)
     assert max(lr_multiplier(cut, i) for i in range(120)) <= 1.0
+
+
+def test_device_names_torch_knows_but_reprlab_cannot_run_on_are_one_line_errors(monkeypatch):
+    """``meta`` was accepted (tensors vanished into it), ``xpu``/``hpu`` and a CUDA index past
+    the last device ended in tracebacks."""
+    assert pick_device("cpu") == torch.device("cpu")
+    for name, why in [("meta", "cpu, cuda"), ("xpu", "cpu, cuda"), ("nonsense", "unknown")]:
+        with pytest.raises(ReprlabError, match=why):
+            pick_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert pick_device("cuda:0") == torch.device("cuda:0")
+    with pytest.raises(ReprlabError, match="1 CUDA device"):
+        pick_device("cuda:7")

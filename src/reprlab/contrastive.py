@@ -25,6 +25,7 @@ from reprlab.config import arg, positive
 from reprlab.data import (
     ImageSet,
     Standardizer,
+    check_image_shape,
     load_images,
     run_images,
     to_float,
@@ -47,13 +48,12 @@ from reprlab.encoders import (
     count_parameters,
     encoder_summary,
 )
-from reprlab.errors import ReprlabError, TrainingFailed, one_line
+from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.io import (
     RunDir,
-    check_finite_weights,
-    check_model_meta,
+    cpu_weights,
     file_digest,
-    load_checkpoint,
+    load_model,
     load_npy,
     read_json,
     read_jsonl,
@@ -245,9 +245,7 @@ def save_encoder(
             "encoder": name,
             "z_dim": int(z_dim),
             "kwargs": dict(kwargs),
-            "state_dict": {
-                k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()
-            },
+            "state_dict": cpu_weights(encoder),
             "mean": [float(v) for v in np.asarray(mean).reshape(-1)],
             "std": [float(v) for v in np.asarray(std).reshape(-1)],
             "classes": list(classes),
@@ -277,19 +275,13 @@ def load_encoder(path: str | Path) -> tuple[torch.nn.Module, dict[str, Any]]:
             f"{path}: encoder file not found ({what}--encoder_path takes a cont_rep run folder "
             "or its encoder.pt)"
         )
-    ck = load_checkpoint(path)
-    if ck.get("format") != ENCODER_FORMAT:
-        raise ReprlabError(f"{path}: not a reprlab encoder file (expected cont_rep's encoder.pt)")
-    check_model_meta(ck, path)
-    try:
-        enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
-        enc.load_state_dict(ck["state_dict"])
-    except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
-        raise ReprlabError(f"{path}: encoder does not load ({one_line(e, 200)})") from None
-    check_finite_weights(ck["state_dict"], path)
-    enc.eval()
-    meta = {k: v for k, v in ck.items() if k != "state_dict"}
-    return enc, meta
+    return load_model(
+        path,
+        ENCODER_FORMAT,
+        lambda ck: build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {})),
+        kind="encoder",
+        expected="a reprlab encoder file (expected cont_rep's encoder.pt)",
+    )
 
 
 class KNNPredictor:
@@ -325,8 +317,6 @@ class KNNPredictor:
         progress: bool = False,
         where: str | None = None,
     ) -> np.ndarray:
-        from reprlab.finetune import check_image_shape
-
         check_image_shape(images, self.image_shape, where or self.source)
         z = embed(
             self.encoder, images, self.meta["mean"], self.meta["std"], batch_size=batch_size,

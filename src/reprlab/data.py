@@ -1013,6 +1013,20 @@ def check_inputs(configs: Sequence[dict[str, Any]]) -> None:
             del ds
 
 
+def check_image_shape(
+    images: np.ndarray, shape: tuple[int, ...], where: str, model: str = "the model", hint: str = ""
+) -> None:
+    """ReprlabError naming ``where`` unless ``images`` are ``(N, *shape)``, (H, W, C) images as
+    ``model`` was trained on; ``hint`` ends the message (say, the flag that would fix it)."""
+    got = np.shape(images)
+    if len(got) != 4 or tuple(got[1:]) != tuple(shape):
+        have = "x".join(map(str, got[1:])) if len(got) == 4 else str(got)
+        raise ReprlabError(
+            f"{where}: images are {have} (HxWxC) but {model} was trained on "
+            f"{'x'.join(map(str, shape))} images{hint}"
+        )
+
+
 def check_compatible(train: ImageSet, test: ImageSet) -> None:
     """Raise :class:`ReprlabError` naming ``test.source`` unless its H, W, C match train's."""
     if train.images.shape[1:] != test.images.shape[1:]:

@@ -54,7 +54,7 @@ from reprlab.embed import (
     tta_views,
 )
 from reprlab.encoders import build_encoder, count_parameters
-from reprlab.errors import ReprlabError, TrainingFailed, one_line
+from reprlab.errors import ReprlabError, TrainingFailed
 from reprlab.linear import LR_SCHEDULES, STOP_METRICS, SoftmaxRegression
 from reprlab.linear_modes import fit_and_measure, make_estimator
 from reprlab.metrics import (
@@ -413,12 +413,7 @@ def _prepare_data(cfg: _EncoderConfig, meta: dict[str, Any], enc_path: Path) -> 
             f"{ds.source}: images have {ds.shape[2]} channel(s) but the encoder {enc_path} was "
             f"trained on {shape[2]}"
         )
-    if ds.shape != shape:
-        h, w, c = ds.shape
-        raise ReprlabError(
-            f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the encoder {enc_path} was trained "
-            f"on {shape[0]}x{shape[1]}x{shape[2]}"
-        )
+    D.check_image_shape(ds.images, shape, ds.source, f"the encoder {enc_path}")
     images = D.run_images(ds, cfg)
     return _Splits(
         images.train, images.val, images.test, _split_mismatch(cfg, enc_path, len(ds))
@@ -605,7 +600,7 @@ class EmbeddingLinearPredictor:
         )
 
     def predict_proba(self, images: np.ndarray, **kw: Any) -> np.ndarray:
-        check_image_shape(images, self.image_shape, kw.pop("where", self.source))
+        D.check_image_shape(images, self.image_shape, kw.pop("where", self.source))
         return self.proba_of_embeddings(self.embed(images, **kw))
 
     def proba_of_embeddings(self, emb: np.ndarray) -> np.ndarray:
@@ -616,17 +611,6 @@ class EmbeddingLinearPredictor:
 
     def predict(self, images: np.ndarray, **kw: Any) -> np.ndarray:
         return np.argmax(self.predict_proba(images, **kw), axis=1).astype(np.int64)
-
-
-def check_image_shape(images: np.ndarray, shape: tuple[int, ...], where: str) -> None:
-    """ReprlabError naming ``where`` unless ``images`` are ``(N, *shape)``."""
-    images = np.asarray(images)
-    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(shape):
-        got = "x".join(map(str, images.shape[1:])) if images.ndim == 4 else str(images.shape)
-        raise ReprlabError(
-            f"{where}: images are {got} (HxWxC) but the model was trained on "
-            f"{'x'.join(map(str, shape))} images"
-        )
 
 
 def _standardise(emb: np.ndarray, normalize: bool, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -792,7 +776,7 @@ def run_fine_tune_linear(cfg: FineTuneLinearConfig) -> dict[str, Any]:
         # the saved model.npz classifies, as in `reprlab predict`; the embeddings are this
         # run's encoder's (the same file as the run folder's copy), or cont_rep's when reused
         predictor = load_fine_tune_linear(run.path)
-        check_image_shape(sp.test.images, predictor.image_shape, sp.test.source)
+        D.check_image_shape(sp.test.images, predictor.image_shape, sp.test.source)
         e_test = emb(sp.test.images, "embed test", cfg.translate_tta, "test_embeddings.npy")
         labels = predictor.proba_of_embeddings(e_test).argmax(1).astype(np.int64)
         out = run.file("predictions.csv")
@@ -877,7 +861,7 @@ class NNPredictor:
         """Class probabilities ``(N, K)`` with the run's test-time averaging; ``flip_tta`` and
         ``translate_tta`` override the run's choice, ``centre`` passes unshifted probabilities
         already computed (see :func:`multi_crop`); ``desc`` labels the progress bars."""
-        check_image_shape(images, self.image_shape, where or self.source)
+        D.check_image_shape(images, self.image_shape, where or self.source)
         dev = device if isinstance(device, torch.device) else pick_device(device)
         self.model.to(dev)
         flip = self.flip_tta if flip_tta is None else flip_tta
@@ -970,7 +954,7 @@ def _save_classifier(
             "dropout": float(cfg.dropout),
             "logit_scale": float(cfg.logit_scale),
             "n_classes": len(classes),
-            "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            "state_dict": io.cpu_weights(model),
             "mean": [float(v) for v in enc_meta["mean"]],
             "std": [float(v) for v in enc_meta["std"]],
             "classes": list(classes),
@@ -987,27 +971,16 @@ def load_classifier(run_dir: str | Path) -> NNPredictor:
     path = run_dir / "model.pt" if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise ReprlabError(f"{path}: model file not found (is the run finished?)")
-    ck = io.load_checkpoint(path)
-    if ck.get("format") != NN_FORMAT:
-        raise ReprlabError(f"{path}: not a fine_tune_nn model")
-    io.check_model_meta(ck, path)
-    try:
+    def build(ck: dict[str, Any]) -> Classifier:
         if int(ck["n_classes"]) != len(ck["classes"]):
             raise ReprlabError(f"n_classes {ck['n_classes']} for {len(ck['classes'])} names")
         enc = build_encoder(ck["encoder"], int(ck["z_dim"]), **dict(ck.get("kwargs") or {}))
-        model = Classifier(
-            enc,
-            int(ck["n_classes"]),
-            list(ck["hidden"]),
-            ck["features"],
-            ck.get("dropout", 0.0),
-            ck.get("logit_scale", 1.0),
-        )
-        model.load_state_dict(ck["state_dict"])
-    except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
-        raise ReprlabError(f"{path}: model does not load ({one_line(e, 200)})") from None
-    io.check_finite_weights(ck["state_dict"], path)
-    meta = {k: v for k, v in ck.items() if k != "state_dict"}
+        hidden = list(ck["hidden"])
+        dropout, scale = ck.get("dropout", 0.0), ck.get("logit_scale", 1.0)
+        return Classifier(enc, int(ck["n_classes"]), hidden, ck["features"], dropout, scale)
+
+    expected = "a fine_tune_nn model"
+    model, meta = io.load_model(path, NN_FORMAT, build, kind="model", expected=expected)
     return NNPredictor(model, meta, source=str(path))
 
 

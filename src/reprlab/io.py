@@ -179,8 +179,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise ReprlabError(f"{path}: not a text file of JSON lines ({e.reason})") from None
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -399,11 +403,6 @@ def check_model_meta(ck: dict[str, Any], path: str | Path) -> None:
         )
 
 
-# ---------------------------------------------------------------------------------------------
-# Run folders
-# ---------------------------------------------------------------------------------------------
-
-
 def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
     """Refuse a model file whose floating-point weights hold NaN or infinite values (a
     damaged file, or one saved from a diverged run): its every prediction would be one class."""
@@ -415,6 +414,38 @@ def check_finite_weights(state: dict[str, Any], path: str | Path) -> None:
     ]  # fmt: skip
     if bad:
         raise ReprlabError(f"{path}: weights hold NaN or infinite values ({bad[0]})")
+
+
+def cpu_weights(model: Any) -> dict[str, Any]:
+    """A module's state dict as contiguous CPU tensors, as model files store it."""
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def load_model(
+    path: Path, fmt: str, build: Callable[[dict[str, Any]], Any], kind: str, expected: str
+) -> tuple[Any, dict[str, Any]]:
+    """Load a model file (``encoder.pt``, ``model.pt``) whose ``format`` tag is ``fmt``:
+    ``(module, meta)``, the module built by ``build(meta)`` with the file's weights, in eval
+    mode; ``meta`` is the file without the weights. A file of another kind (``expected`` says
+    which is), damaged metadata, weights that do not fit or are not finite: one-line errors
+    naming the file and the ``kind`` of model."""
+    ck = load_checkpoint(path)
+    if ck.get("format") != fmt:
+        raise ReprlabError(f"{path}: not {expected}")
+    check_model_meta(ck, path)
+    try:
+        model = build(ck)
+        model.load_state_dict(ck["state_dict"])
+    except (KeyError, RuntimeError, ReprlabError, TypeError, ValueError) as e:
+        raise ReprlabError(f"{path}: {kind} does not load ({one_line(e, 200)})") from None
+    check_finite_weights(ck["state_dict"], path)
+    model.eval()
+    return model, {k: v for k, v in ck.items() if k != "state_dict"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Run folders
+# ---------------------------------------------------------------------------------------------
 
 
 def environment() -> dict[str, Any]:
@@ -495,6 +526,11 @@ def release_folder(path: Path) -> None:
     f = _HELD.pop(path.resolve(), None)
     if f is not None:
         f.close()
+
+
+def held_folders() -> set[Path]:
+    """The folders this process holds (resolved paths)."""
+    return set(_HELD)
 
 
 def holds_files(path: Path) -> bool:

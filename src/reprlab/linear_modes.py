@@ -311,11 +311,7 @@ class LinearPredictor:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities (K = 2 for a binary model)."""
         images = np.asarray(images)
-        if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
-            raise ReprlabError(
-                f"images of shape {tuple(images.shape[1:])} do not fit the model {self.source} "
-                f"(trained on {self.image_shape})"
-            )
+        D.check_image_shape(images, self.image_shape, "predict", f"the model {self.source}")
         out = []
         for s in range(0, len(images), 10000):
             z = _features(images[s : s + 10000], self.scaler, self.gamma) @ self.W + self.b
@@ -496,6 +492,7 @@ def fit_and_measure(
 
 def _run(cfg: _LinearConfig, mode: str) -> dict[str, Any]:
     t0 = time.perf_counter()
+    cfg.validate()  # the commands built it validated; a library caller may not have
     done = io.RunDir.finished_summary(cfg.out, mode, cfg.to_dict(), cfg.overwrite)
     if done is not None:
         print(result_line(mode, done, Path(cfg.out or "")))

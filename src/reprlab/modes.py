@@ -14,6 +14,7 @@ from typing import Any
 
 from reprlab.config import build, from_mapping
 from reprlab.errors import ReprlabError
+from reprlab.io import held_folders, release_folder
 
 
 @dataclass(frozen=True)
@@ -109,4 +110,9 @@ def run_mode(
     encoder's run passes them through :func:`with_inherited` first, as the commands do."""
     cfg = config_for(mode, overrides, preset)
     _, run = MODES[mode].load()
-    return run(cfg, **runtime)
+    held = held_folders()
+    try:
+        return run(cfg, **runtime)
+    finally:  # a sweep of a thousand runs must not keep a thousand lock files open
+        for path in held_folders() - held:
+            release_folder(path)

@@ -255,12 +255,14 @@ def load_config_file(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[s
         cls, _ = MODES[key].load()
         where = f"{path} [{key}]"
         for name in table:
-            if name.replace("-", "_") in RUN_CONTROL:
+            if field_name(cls, name) in RUN_CONTROL:
                 raise ReprlabError(f"{where}: key {name!r} is set by the pipeline")
         cfg = from_mapping(cls, table, where=where)  # names an unknown key or a wrong type
-        tables[key] = {n.replace("-", "_"): getattr(cfg, n.replace("-", "_")) for n in table}
+        fields = [field_name(cls, n) for n in table]  # kebab-case and aliases as the flags
+        tables[key] = {f: getattr(cfg, f) for f in fields if f is not None}
     opts = from_mapping(PipelineOptions, top, where=str(path))
-    given = {k.replace("-", "_"): getattr(opts, k.replace("-", "_")) for k in top}
+    top_fields = [field_name(PipelineOptions, k) for k in top]
+    given = {f: getattr(opts, f) for f in top_fields if f is not None}
     # checked here too, so that a typo in the file is refused even where the command line
     # overrides the key, not kept for the next run without the flag
     _check_names(lambda key: f"{path}: key {key!r}", given.get("preset"), given.get("stages"))

@@ -161,7 +161,7 @@ def predict_labels(
     model's), the class names they index, each class's label in the training set's numbering
     (what the predictions file holds: ``logistic --classes cat,dog`` writes 3 and 5), and the
     images (with their own labels when the source has them)."""
-    from reprlab.data import load_images, resize_images
+    from reprlab.data import check_image_shape, load_images, resize_images
 
     mode, predictor = load_predictor(run_dir, tta)
     shape = tuple(predictor.image_shape)
@@ -175,13 +175,8 @@ def predict_labels(
         ds.images = ds.images[..., :1]  # grayscale files are decoded as RGB: their one channel
     if resize and ds.images.shape[1:3] != shape[:2] and ds.images.shape[3] == shape[2]:
         ds.images = resize_images(ds.images, *shape[:2])
-    if tuple(ds.images.shape[1:]) != shape:
-        h, w, c = ds.images.shape[1:]
-        raise ReprlabError(
-            f"{ds.source}: images are {h}x{w}x{c} (HxWxC) but the model of {run_dir} was "
-            f"trained on {'x'.join(map(str, shape))} images"
-            + (" (--resize resizes them)" if not resize and c == shape[2] else "")
-        )
+    hint = " (--resize resizes them)" if not resize and ds.images.shape[3] == shape[2] else ""
+    check_image_shape(ds.images, shape, ds.source, f"the model of {run_dir}", hint)
     if mode in LINEAR_MODES:
         labels = predictor.predict_model_labels(ds.images)
         return labels, predictor.classes, predictor.class_ids, ds

@@ -283,8 +283,15 @@ def pick_device(name: str = "auto") -> torch.device:
         dev = torch.device(name)
     except RuntimeError:
         raise ReprlabError(f"--device: unknown device {name!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):  # torch knows more (meta, xpu, ...); not run here
+        raise ReprlabError(f"--device {name}: reprlab runs on cpu, cuda[:N] or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ReprlabError("--device cuda: no CUDA device available")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        raise ReprlabError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            "numbered from 0"
+        )
     if dev.type == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
