@@ -6,14 +6,16 @@ DATA ?= ../shared/datasets/cifar10
 OUT ?= runs/pipeline
 # auto: fast, or timed (20 minutes by the clock) on a CPU without native bf16 (AMX / AVX512-BF16)
 PRESET ?= auto
+# The torch to install: here a CPU wheel on local disk; elsewhere PyPI's torch is a multi-GB CUDA
+# build on Linux, so say which, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= torch==2.13.0
 
 .PHONY: install run test clean chromium
 
 $(BIN)/reprlab: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# CPU build of torch from local disk; an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(BIN)/reprlab
 

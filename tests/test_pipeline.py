@@ -613,3 +613,30 @@ def test_config_file_keys_are_spelt_as_the_flags(tmp_path: Path) -> None:
     given, tables = load_config_file(toml)
     assert given == {"test_data": "t.npz"}
     assert tables == {"fine_tune_nn": {"flip_tta": False, "num_iters": 7}}
+
+
+def test_device_reaches_the_neural_stages_and_auto_picks_by_it(tmp_path: Path, monkeypatch) -> None:
+    """``pipeline --device cpu`` on a GPU machine: every neural stage runs on the CPU, and
+    ``--preset auto`` chooses as for a CPU (it chose ``gpu``, hours on a CPU)."""
+    import torch
+
+    from reprlab.cli import _parser
+    from reprlab.pipeline import concrete_preset, plan_stages, resolve_options
+
+    def plan(*argv: str) -> tuple[dict[str, dict], str]:
+        ns = _parser("pipeline").parse_args(["pipeline", *argv])
+        opts, over = resolve_options(ns)
+        stages = {s.name: s.config for s in plan_stages(opts, over, tmp_path / "p")}
+        return stages, concrete_preset(opts)[0]
+
+    stages, _ = plan("--preset", "smoke", "--device", "cpu")
+    assert {n: c.get("device") for n, c in stages.items()} == {
+        "logistic": None, "softmax": None,
+        "cont_rep": "cpu", "fine_tune_linear": "cpu", "fine_tune_nn": "cpu",
+    }  # fmt: skip
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert plan()[1] == "gpu"
+    assert plan("--device", "cpu")[1] in ("fast", "timed")
+    stages, _ = plan("--device", "cpu", "--set", "cont_rep.device=cuda")  # a stage's own wins
+    assert stages["cont_rep"]["device"] == "cuda" and stages["fine_tune_nn"]["device"] == "cpu"

@@ -676,8 +676,9 @@ def test_memory_embedding_60k_images(cifar_train: Path, cifar_test: Path, tmp_pa
 @pytest.mark.parametrize(
     "argv,hint",
     [
-        (["cont_rep"], "with --resume to continue"),
-        (["fine_tune_nn"], "with --resume to continue"),
+        (["cont_rep", "--out", "runs/x"], "rerun the same command with --resume to continue"),
+        (["fine_tune_nn"], "with --out runs/fine_tune_nn-"),  # the folder reprlab chose
+        (["cont_rep"], "--resume to continue"),
         (["softmax"], "rerun the same command to start again"),
         (["fine_tune_linear"], "rerun the same command to start again"),
         (["pipeline"], "with the same --out, to continue"),
@@ -699,3 +700,6 @@ def test_ctrl_c_says_what_to_do_next(argv: list[str], hint: str, capsys, monkeyp
     assert main(argv) == 130
     line = one_line(capsys.readouterr().err, "reprlab: interrupted (")
     assert hint in line, line
+    if argv in (["cont_rep"], ["fine_tune_nn"]):  # the command it says runs where it stopped
+        out = line.split("--out ")[1].split()[0]
+        assert Path(out).name.startswith(f"{argv[0]}-") and not Path(out).exists()

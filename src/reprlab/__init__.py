@@ -14,4 +14,5 @@ Library layout (one home for each idea):
 - ``modes``       the registry of CLI modes; ``cli`` is a thin shell over it
 """
 
-__version__ = "0.1.0"
+#: 0.N is release vN of the README and docs/results-history.md (v22: the release of 2026-12-06)
+__version__ = "0.22.0"

@@ -49,7 +49,8 @@ class RunConfig:
         0.2, "fraction of the training set held out, stratified (report: 80/20)"
     )
     limit: int | None = arg(
-        None, "use a stratified subset of this many training images (quick runs, tests)"
+        None, "use a stratified subset of this many training images (quick runs, tests; "
+        "none: all)"
     )
     overwrite: bool = arg(False, "replace an existing run folder of another configuration")
     progress: bool = arg(True, "show progress bars (not part of the run's configuration)")
@@ -266,9 +267,12 @@ def add_arguments(
 
 
 def _show(v: Any) -> str:
-    """A default as the help shows it; list items after ", " so that a long list wraps between
-    items, not inside a name (the flag accepts the spaces)."""
+    """A default as the help shows it, in a form the flag takes: numbers as ``0.5,1,2``; names
+    after ", " so that a long list wraps between items, not inside a name (the flag accepts
+    the spaces)."""
     if isinstance(v, (tuple, list)):
+        if v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            return ",".join(f"{x:g}" for x in v)
         return ", ".join(map(str, v)) or "none"
     return str(v)
 

@@ -109,7 +109,7 @@ class ContRepConfig(NeuralRunConfig):
     # "gap" = global average pool + Linear(512, z) (same function class, 49x fewer parameters)
     head: str = arg("report", "vgg16_bn head: report | gap", choices=("report", "gap"))
     encoder_path: str | None = arg(
-        None, "start from this encoder.pt (a finished cont_rep run's encoder)"
+        None, "start from this encoder (a finished cont_rep run's encoder.pt, or its folder)"
     )
     # --- triplets ----------------------------------------------------------------------------
     # report 2.2.1: margin 1.0 on squared L2 distances of raw embeddings

@@ -73,7 +73,8 @@ class _LinearConfig(RunConfig):
         0.0, "evaluate/keep an exponential moving average of the weights (0: off)"
     )
     flip_augment: bool = arg(
-        True, "mirrored training images as extra samples (half of each minibatch is mirrored)"
+        True, "add the mirrored training images as extra samples (half of each minibatch is "
+        "drawn from them)"
     )
     translate: int = arg(0, _TRANSLATE_HELP)
     gamma: tuple[float, ...] = arg((1.0,), _GAMMA_HELP)

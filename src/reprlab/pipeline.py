@@ -173,11 +173,15 @@ class PipelineOptions:
     seed: int | None = arg(None, "seed for every stage (none: each mode's own)")
     limit: int | None = arg(None, "stratified subset of this many training images, every stage")
     progress: bool | None = arg(None, "progress bars in every stage (none: on)")
+    device: str | None = arg(
+        None, "device of the neural stages: auto (cuda, mps, cpu) | cpu | cuda | cuda:N | mps "
+        "(none: each stage's own, auto); --preset auto picks by it"
+    )
     overwrite: bool = arg(False, "replace an existing pipeline folder of another configuration")
     preset: str = arg(
         DEFAULT_PRESET,
-        "starting configuration (auto: gpu on a CUDA GPU, else fast, or timed on a CPU without "
-        "native bf16)",
+        "starting configuration (auto: gpu on a CUDA GPU, fast on mps or a CPU with native bf16, "
+        "timed on a CPU without)",
         choices=[AUTO, *sorted(PRESETS)],
     )
     stages: tuple[str, ...] = arg(STAGES, "comma-separated stages to run")
@@ -189,7 +193,7 @@ class PipelineOptions:
     )
 
 
-SHARED = ("data", "test_data", "seed", "limit", "progress")
+SHARED = ("data", "test_data", "seed", "limit", "progress", "device")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +305,15 @@ def resolve_options(ns: argparse.Namespace) -> tuple[PipelineOptions, dict[str, 
         raise ReprlabError(f"{where('stages')}: no stage given")
     if opts.limit is not None and opts.limit < 2:
         raise ReprlabError(f"{where('limit')} must be >= 2, got {opts.limit}")
+    if opts.device is not None:  # an unknown or absent device: refused before any stage runs
+        from reprlab.train import pick_device
+
+        try:
+            pick_device(opts.device)
+        except ReprlabError as e:
+            if where("device") == "--device":
+                raise
+            raise ReprlabError(f"{where('device')}: {e}") from None
     if opts.time_budget is not None and not 0 <= opts.time_budget < math.inf:
         raise ReprlabError(
             f"{where('time_budget')} must be a finite number >= 0, got {opts.time_budget}"
@@ -315,7 +328,8 @@ def concrete_preset(opts: PipelineOptions, folder: Path | None = None) -> tuple[
     """The preset the pipeline runs, and why when ``--preset auto`` chose it. A folder that
     holds a ``gpu``, ``fast`` or ``timed`` pipeline keeps it (rerunning the same command
     resumes, on this machine or another); otherwise ``gpu`` where the default device is a CUDA
-    GPU, ``fast`` on Apple's mps or a CPU with native bf16, ``timed`` on a CPU without (its
+    GPU (``--device``, or the default one), ``fast`` on Apple's mps or a CPU with native
+    bf16, ``timed`` on a CPU without (its
     float32 steps cost ~2x, so fast's iteration counts would take over 30 minutes there)."""
     from reprlab.train import cpu_has_native_bf16, pick_device
 
@@ -328,11 +342,12 @@ def concrete_preset(opts: PipelineOptions, folder: Path | None = None) -> tuple[
         held = (reprlab_record(pj, "pipeline") or {}).get("preset")
         if held in AUTO_CHOICES:
             return held, f"the preset of the pipeline in {folder}"
-    device = pick_device("auto")
+    device = pick_device(opts.device or "auto")
+    which = "--device" if opts.device not in (None, "auto") else "the default device"
     if device.type == "cuda":
-        return "gpu", "the default device is a CUDA GPU"
+        return "gpu", f"{which} is a CUDA GPU"
     if device.type != "cpu":
-        return "fast", f"the default device is {device.type}"
+        return "fast", f"{which} is {device.type}"
     if cpu_has_native_bf16():
         return "fast", "this CPU has native bf16 (AMX or AVX512-BF16)"
     return "timed", "this CPU has no native bf16 (AMX or AVX512-BF16): float32 steps"
