@@ -109,7 +109,8 @@ def field_types(cls: type) -> dict[str, Any]:
     return {f.name: tp for f, tp in _resolved_fields(cls)}
 
 
-def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+def unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; any other type -> ``(tp, False)``."""
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
@@ -120,7 +121,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 def parse_value(tp: Any, text: str, name: str) -> Any:
     """Parse a command-line string into the field's type; the error names the flag."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if optional and text.lower() in ("none", "null"):
         return None
     if not text.strip():  # e.g. --data "$DATA" with DATA unset: never a silent default
@@ -151,7 +152,7 @@ def parse_value(tp: Any, text: str, name: str) -> Any:
 
 
 def _type_name(tp: Any) -> str:
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     name = getattr(inner, "__name__", str(inner))
     if typing.get_origin(inner) in (tuple, list):
         name = f"comma-separated list of {typing.get_args(inner)[0].__name__}"
@@ -160,7 +161,7 @@ def _type_name(tp: Any) -> str:
 
 def check_value(tp: Any, value: Any, where: str) -> Any:
     """Check a value from TOML/JSON against the field's type; the error names the key."""
-    inner, optional = _unwrap_optional(tp)
+    inner, optional = unwrap_optional(tp)
     if value is None and optional:
         return None
     origin = typing.get_origin(inner)
@@ -244,7 +245,7 @@ def add_arguments(
         help_ = helps.get(f.name, f.metadata.get("help", ""))
         if default is not None and f.name not in helps:
             help_ += f" (default: {_show(default)})"
-        inner, _ = _unwrap_optional(tp)
+        inner, _ = unwrap_optional(tp)
         choices = f.metadata.get("choices")
         if inner is bool:
             parser.add_argument(

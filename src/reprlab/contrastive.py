@@ -56,7 +56,6 @@ from reprlab.io import (
     load_model,
     load_npy,
     read_json,
-    read_jsonl,
     reprlab_record,
     save_checkpoint,
     save_npy,
@@ -75,6 +74,7 @@ from reprlab.train import (
     TrainConfig,
     param_groups,
     pick_device,
+    record_failure,
     train,
 )
 from reprlab.triplets import (
@@ -406,26 +406,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
     device = pick_device(cfg.device)
     train_set, val_set, test_set = _prepare_data(cfg)
     enc_kwargs = cfg.encoder_kwargs(train_set.shape[2])  # built, checked and saved with these
-    init_meta = None
-    if cfg.encoder_path is not None:
-        init_enc, init_meta = load_encoder(cfg.encoder_path)
-        if init_meta["encoder"] != cfg.encoder or int(init_meta["z_dim"]) != cfg.z_dim:
-            raise ReprlabError(
-                f"{cfg.encoder_path}: holds a {init_meta['encoder']} encoder with "
-                f"z_dim={init_meta['z_dim']}, but --encoder {cfg.encoder} --z_dim {cfg.z_dim} "
-                "were asked for"
-            )
-        channels = int((init_meta.get("image_shape") or [0, 0, 3])[2])
-        if channels != train_set.shape[2]:
-            raise ReprlabError(
-                f"{cfg.encoder_path}: the encoder was trained on {channels}-channel images, but "
-                f"those of {train_set.source} have {train_set.shape[2]}"
-            )
-        if dict(init_meta.get("kwargs") or {}) != enc_kwargs:
-            raise ReprlabError(
-                f"{cfg.encoder_path}: the encoder was built with {init_meta.get('kwargs')}, "
-                f"but this run asks for {enc_kwargs} (--head)"
-            )
+    init_enc = _starting_encoder(cfg, train_set, enc_kwargs)  # --encoder_path, checked
     torch.manual_seed(cfg.seed)
     encoder = build_encoder(cfg.encoder, cfg.z_dim, **enc_kwargs)
     check_input_size(encoder, train_set.shape, f"{train_set.source} (--encoder {cfg.encoder})")
@@ -439,7 +420,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
     mean, std = as_mean_std(std_.mean_, std_.std_)
     mean_t, std_t = torch.from_numpy(mean).to(device), torch.from_numpy(std).to(device)
 
-    if init_meta is not None:
+    if init_enc is not None:
         encoder.load_state_dict(init_enc.state_dict())
     elif hasattr(encoder, "init_whitening"):  # airbench: whitened 2x2 patch stem
         sub = torch.from_numpy(train_set.images[np.sort(fit_idx)[:2000]])
@@ -571,18 +552,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
             after_evals=after / per_eval,
         )
     except TrainingFailed as e:
-        rows = read_jsonl(run.file("metrics.jsonl"))
-        _plots(rows, run)
-        run.write_summary(
-            {
-                **base,
-                "status": "failed",
-                "stop_reason": "nan_loss",
-                "error": str(e),
-                "wall_time_s": time.perf_counter() - t0,
-                "iterations": e.iteration or (rows[-1]["iter"] if rows else 0),
-            }
-        )
+        record_failure(run, base, e, t0, lambda rows: _plots(rows, run))
         raise
 
     # ---- final evaluation on the whole splits -----------------------------------------------
@@ -645,20 +615,7 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         )
     _plots(res.rows, run)
     if cfg.tsne:
-        sel = np.arange(len(val_emb))
-        if len(sel) > cfg.tsne_max:
-            sel = np.sort(np.random.default_rng(cfg.seed).permutation(len(sel))[: cfg.tsne_max])
-        if cfg.progress:
-            print(f"cont_rep: t-SNE of {len(sel)} validation embeddings ...", file=sys.stderr)
-        xy = tsne_2d(val_emb[sel], seed=cfg.seed)
-        plot_embedding_2d(
-            xy,
-            val_set.labels[sel],
-            val_set.classes,
-            run.file("tsne.png"),
-            title=f"t-SNE of validation embeddings ({cfg.encoder}, z={cfg.z_dim}, "
-            f"kNN acc {knn:.3f})",
-        )
+        _plot_tsne(cfg, val_emb, val_set, knn, run.file("tsne.png"))
     losses = [r["train_loss"] for r in res.rows]
     summary = {
         **base,
@@ -680,18 +637,61 @@ def run_cont_rep(cfg: ContRepConfig, deadline: float | None = None) -> dict[str,
         "classification_report": knn_report,
         "embedding_digests": digests,
         **test_summary,
-        "resumed_from": res.resumed_from,
-        "train_wall_time_s": res.wall_time_s,
-        "steps_per_s": res.steps_per_s,
-        "peak_memory_mib": res.peak_memory_mib,
-        "precision": res.precision,
-        "time_budget": res.time_budget,
+        **res.run_facts(),
         # this session's, plus the training seconds of the sessions before a resume
         "wall_time_s": time.perf_counter() - t0 + res.earlier_s,
     }
     run.write_summary(summary)
     print(_result_line(summary, run.path))
     return summary
+
+
+def _starting_encoder(
+    cfg: ContRepConfig, train_set: ImageSet, enc_kwargs: dict[str, Any]
+) -> torch.nn.Module | None:
+    """The encoder of ``--encoder_path`` to start from (None without one), refused unless it
+    is the architecture, ``z_dim``, head and channel count this run builds."""
+    if cfg.encoder_path is None:
+        return None
+    init_enc, init_meta = load_encoder(cfg.encoder_path)
+    if init_meta["encoder"] != cfg.encoder or int(init_meta["z_dim"]) != cfg.z_dim:
+        raise ReprlabError(
+            f"{cfg.encoder_path}: holds a {init_meta['encoder']} encoder with "
+            f"z_dim={init_meta['z_dim']}, but --encoder {cfg.encoder} --z_dim {cfg.z_dim} "
+            "were asked for"
+        )
+    channels = int((init_meta.get("image_shape") or [0, 0, 3])[2])
+    if channels != train_set.shape[2]:
+        raise ReprlabError(
+            f"{cfg.encoder_path}: the encoder was trained on {channels}-channel images, but "
+            f"those of {train_set.source} have {train_set.shape[2]}"
+        )
+    if dict(init_meta.get("kwargs") or {}) != enc_kwargs:
+        raise ReprlabError(
+            f"{cfg.encoder_path}: the encoder was built with {init_meta.get('kwargs')}, "
+            f"but this run asks for {enc_kwargs} (--head)"
+        )
+    return init_enc
+
+
+def _plot_tsne(
+    cfg: ContRepConfig, val_emb: np.ndarray, val_set: ImageSet, knn: float, path: Path
+) -> None:
+    """``tsne.png``: the report's Figure 5, of at most ``--tsne_max`` validation embeddings."""
+    sel = np.arange(len(val_emb))
+    if len(sel) > cfg.tsne_max:
+        sel = np.sort(np.random.default_rng(cfg.seed).permutation(len(sel))[: cfg.tsne_max])
+    if cfg.progress:
+        print(f"cont_rep: t-SNE of {len(sel)} validation embeddings ...", file=sys.stderr)
+    xy = tsne_2d(val_emb[sel], seed=cfg.seed)
+    plot_embedding_2d(
+        xy,
+        val_set.labels[sel],
+        val_set.classes,
+        path,
+        title=f"t-SNE of validation embeddings ({cfg.encoder}, z={cfg.z_dim}, "
+        f"kNN acc {knn:.3f})",
+    )
 
 
 def _result_line(s: dict[str, Any], path: Path) -> str:

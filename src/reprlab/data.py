@@ -9,10 +9,11 @@ Supported sources:
   optional ``classes`` (K,) strings; read with ``allow_pickle=False``.
 - The official CIFAR-10 python release: a ``cifar-10-batches-py`` folder or the
   ``cifar-10-python.tar.gz`` archive (read in place, pickles through a restricted unpickler).
-- An image folder ``<root>/<class>/*.{jpg,jpeg,png}`` or ``<root>/<split>/<class>/...`` as a
+- An image folder ``<root>/<class>/<image>`` (any of ``IMAGE_SUFFIXES``: jpg, png, bmp, gif,
+  webp, tif, ...) or ``<root>/<split>/<class>/...`` as a
   directory or a tar (``.tar``, ``.tar.gz``, ``.tgz``, ``.tar.xz``, ``.tar.bz2``), read without
   extracting. Class names are the sorted folder names; a flat folder is unlabelled.
-- One image file (``.jpg``, ``.jpeg``, ``.png``): one unlabelled image (``reprlab predict``).
+- One image file (any of ``IMAGE_SUFFIXES``): one unlabelled image (``reprlab predict``).
 - ``None``: the official CIFAR-10, from ``REPRLAB_DATA`` or downloaded once to the cache folder.
 
 Archives and image folders are decoded once and cached as ``.npy`` files under ``REPRLAB_CACHE``
@@ -43,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from reprlab.errors import ReprlabError, first_line
-from reprlab.io import atomic_open, save_npy, walk_files, write_json
+from reprlab.io import atomic_open, file_digest, save_npy, walk_files, write_json
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -775,7 +776,7 @@ def download_cifar10(dest: Path) -> Path:
 
     dest = Path(dest)
     target = dest / CIFAR10_ARCHIVE
-    if target.is_file() and _md5(target) == CIFAR10_MD5:
+    if target.is_file() and file_digest(target, "md5") == CIFAR10_MD5:
         return target
     try:
         resp = urllib.request.urlopen(CIFAR10_URL, timeout=30)
@@ -804,14 +805,6 @@ def download_cifar10(dest: Path) -> Path:
             f"download of {CIFAR10_URL} failed ({first_line(e)}); {_OFFLINE_HINT}"
         ) from None
     return target
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

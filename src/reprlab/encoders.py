@@ -1,6 +1,7 @@
 """Image encoders for contrastive (triplet) representation learning.
 
-Every encoder maps a normalised float batch ``(N, 3, 32, 32)`` to embeddings ``(N, z_dim)`` and
+Every encoder maps a normalised float batch ``(N, C, H, W)`` (CIFAR-10: ``(N, 3, 32, 32)``; the
+channel count is ``in_channels``, any size its pooling allows) to embeddings ``(N, z_dim)`` and
 exposes ``z_dim``; encoders with a penultimate feature vector also expose ``feature_dim`` and a
 ``features(x)`` method (the vector before the last linear layer).
 
@@ -26,7 +27,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from reprlab.errors import ReprlabError
+from reprlab.errors import ReprlabError, first_line
 
 VGG16_CFG: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
@@ -237,9 +238,8 @@ def check_input_size(model: nn.Module, shape: Sequence[int], where: str) -> None
         with torch.no_grad():
             model(torch.zeros(1, c, h, w))
     except RuntimeError as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise ReprlabError(
-            f"{where}: images of {h}x{w}x{c} (HxWxC) do not fit the encoder ({first})"
+            f"{where}: images of {h}x{w}x{c} (HxWxC) do not fit the encoder ({first_line(e)})"
         ) from None
     finally:
         model.train(was_training)

@@ -70,6 +70,7 @@ from reprlab.train import (
     TrainConfig,
     param_groups,
     pick_device,
+    record_failure,
     train,
 )
 
@@ -306,7 +307,11 @@ class FineTuneNNConfig(_EncoderConfig, NeuralRunConfig):
         "early stopping ignores the checks before this fraction of --num_iters (the warm-up "
         "dip): they neither count toward --patience nor are kept as the best (report: 0)",
     )
-    patience: int = arg(20, "evaluations without improvement before stopping (0: off; report: 10)")
+    patience: int = arg(
+        20,
+        "checks without improvement before stopping (val_loss/val_acc are checked every "
+        "--eval_every, train_loss every 10 iterations); 0 = off (report: 10)",
+    )
     # averaging the mirror's probabilities costs one more forward pass per image; the usual
     # gain is a few tenths of a percent (summary.json shows both numbers for every run)
     flip_tta: bool = arg(
@@ -1120,23 +1125,12 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
             after_evals=after / len(ev_idx),
         )
     except TrainingFailed as e:
-        rows = io.read_jsonl(run.file("metrics.jsonl"))
-        if rows:
-            plots.plot_curves(rows, run.path, title="fine_tune_nn")
-        run.write_summary(
-            {
-                **base,
-                "status": "failed",
-                "stop_reason": "nan_loss",
-                "error": str(e),
-                "iterations": e.iteration or (rows[-1]["iter"] if rows else 0),
-                "wall_time_s": time.perf_counter() - t0,
-            }
+        record_failure(
+            run, base, e, t0, lambda rows: plots.plot_curves(rows, run.path, title="fine_tune_nn")
         )
         raise
 
-    rows = res.rows
-    io.write_jsonl(run.file("metrics.jsonl"), rows)
+    rows = res.rows  # train() wrote them to metrics.jsonl with its last checkpoint
     plots.plot_curves(rows, run.path, title="fine_tune_nn")
     model.eval()
     _save_classifier(run.file("model.pt"), model, meta, cfg, classes, sp.train.shape)
@@ -1188,12 +1182,7 @@ def run_fine_tune_nn(cfg: FineTuneNNConfig, deadline: float | None = None) -> di
         "(train_loss with label smoothing), val_* on eval_size validation images; top-level "
         f"val_* on the whole validation split, train_* on {len(tr_idx)} training images "
         "(no augmentation)",
-        "resumed_from": res.resumed_from,
-        "train_wall_time_s": res.wall_time_s,
-        "steps_per_s": res.steps_per_s,
-        "peak_memory_mib": res.peak_memory_mib,
-        "precision": res.precision,
-        "time_budget": res.time_budget,
+        **res.run_facts(),
     }
     summary["classification_report"] = report_with_confusion(
         sp.val.labels,

@@ -268,9 +268,10 @@ def save_npy(path: str | Path, array: np.ndarray) -> None:
         np.save(f, np.asarray(array), allow_pickle=False)
 
 
-def file_digest(path: str | Path) -> str:
-    """A short hash of a file's bytes (a saved array not changed since it was recorded)."""
-    h = hashlib.blake2b(digest_size=20)
+def file_digest(path: str | Path, algorithm: str = "blake2b") -> str:
+    """A hash of a file's bytes: by default a short one (a saved array not changed since it
+    was recorded); ``algorithm="md5"`` where a published checksum is MD5 (CIFAR-10's)."""
+    h = hashlib.blake2b(digest_size=20) if algorithm == "blake2b" else hashlib.new(algorithm)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)

@@ -71,6 +71,12 @@ MODES: dict[str, Mode] = {
     ]
 }
 
+#: The pipeline's stages, in the course report's order (``pipeline`` runs them, ``report``
+#: shows them so).
+PIPELINE_STAGES: tuple[str, ...] = (
+    "logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn"
+)  # fmt: skip
+
 # Other commands: name -> (help, module)
 TOOLS: dict[str, tuple[str, str]] = {
     "predict": ("predict labels with a finished run's model", "reprlab.predict"),

@@ -48,9 +48,9 @@ from reprlab.io import (
     reprlab_record,
     write_json,
 )
-from reprlab.modes import MODES
+from reprlab.modes import MODES, PIPELINE_STAGES
 
-STAGES: tuple[str, ...] = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+STAGES = PIPELINE_STAGES
 #: Stages that train a classifier (``cont_rep`` predicts test labels with kNN).
 CLASSIFIERS = frozenset({"logistic", "softmax", "fine_tune_linear", "fine_tune_nn"})
 #: Stages that load the encoder trained by the ``cont_rep`` stage.

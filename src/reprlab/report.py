@@ -20,9 +20,10 @@ from typing import Any
 
 from reprlab.errors import ReprlabError
 from reprlab.io import check_output_file, read_json, reprlab_record, to_json, write_text
+from reprlab.modes import PIPELINE_STAGES
 
 #: Stage order of the pipeline (also the order of the report's sections).
-STAGE_ORDER = ("logistic", "softmax", "cont_rep", "fine_tune_linear", "fine_tune_nn")
+STAGE_ORDER = PIPELINE_STAGES
 
 #: The course report's own figures (seed report: sections 1.1, 1.3, Tables 4 and 7, 2.6).
 PAPER: dict[str, dict[str, Any]] = {

@@ -30,7 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from reprlab.config import ArgParser, explicit_args, field_name, field_types, parse_value
+from reprlab.config import (
+    ArgParser,
+    explicit_args,
+    field_name,
+    field_types,
+    parse_value,
+    unwrap_optional,
+)
 from reprlab.config import add_arguments as add_config_arguments
 from reprlab.data import check_inputs, default_cifar10
 from reprlab.errors import ReprlabError, TrainingFailed
@@ -135,7 +142,7 @@ def parse_grid(mode: str, items: list[str]) -> dict[str, list[Any]]:
         if name in grid:
             raise ReprlabError(f"--grid {key}: given twice")
         tp = fields[name]
-        inner = typing.get_args(tp)[0] if type(None) in typing.get_args(tp) else tp
+        inner, _ = unwrap_optional(tp)
         # values that hold commas themselves (lists, logistic's --classes) are split at ";"
         sep = ";" if typing.get_origin(inner) in (tuple, list) or ";" in text else ","
         texts = [t.strip() for t in text.split(sep)]

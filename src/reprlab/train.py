@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from reprlab.config import RunConfig, arg, positive
 from reprlab.early_stopping import EarlyStopping
 from reprlab.errors import ReprlabError, Terminated, TrainingFailed, one_line
-from reprlab.io import load_checkpoint, save_checkpoint, write_jsonl
+from reprlab.io import load_checkpoint, read_jsonl, save_checkpoint, write_jsonl
 
 CHECKPOINT_VERSION = 1
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -264,6 +264,37 @@ class TrainResult:
     # which weights the model ends with: "lookahead" (airbench's slow weights, a run that
     # reached num_iters), "best" (by the early-stopping metric), "ema" or "last"
     weights: str = "last"
+
+    def run_facts(self) -> dict[str, Any]:
+        """How the training went, as every neural mode's ``summary.json`` records it."""
+        return {
+            "resumed_from": self.resumed_from,
+            "train_wall_time_s": self.wall_time_s,
+            "steps_per_s": self.steps_per_s,
+            "peak_memory_mib": self.peak_memory_mib,
+            "precision": self.precision,
+            "time_budget": self.time_budget,
+        }
+
+
+def record_failure(
+    run: Any, base: dict[str, Any], e: TrainingFailed, t0: float, plot: Callable[[list], None]
+) -> None:
+    """A neural run that :func:`train` gave up on (``e``): its curves so far (``plot(rows)``)
+    and a ``summary.json`` with ``status: failed``, the error and the iterations it ran."""
+    rows = read_jsonl(run.file("metrics.jsonl"))
+    if rows:
+        plot(rows)
+    run.write_summary(
+        {
+            **base,
+            "status": "failed",
+            "stop_reason": "nan_loss",
+            "error": str(e),
+            "iterations": e.iteration or (rows[-1]["iter"] if rows else 0),
+            "wall_time_s": time.perf_counter() - t0,
+        }
+    )
 
 
 # ---------------------------------------------------------------------------------------------
