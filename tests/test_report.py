@@ -136,6 +136,23 @@ def test_report_command(smoke_pipeline: dict, tmp_path: Path, capsys) -> None:
     assert len(err) == 1 and err[0].startswith("reprlab: error:") and "missing" in err[0]
 
 
+def test_report_says_which_records_it_could_not_read(smoke_pipeline: dict, tmp_path: Path, capsys):
+    """A damaged summary.json or metrics.jsonl was left out of the report without a word."""
+    pipe = tmp_path / "pipe"
+    shutil.copytree(smoke_pipeline["dir"], pipe)
+    (pipe / "softmax" / "summary.json").write_text("{broken")
+    (pipe / "cont_rep" / "metrics.jsonl").write_bytes(b"\xff\xfe binary")
+    assert main(["report", str(pipe)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(e.startswith("reprlab: warning: left out") for e in err), err
+    assert "softmax/summary.json: not valid JSON" in err[0]
+    assert "cont_rep/metrics.jsonl: not a text file" in err[1]
+    text = (pipe / "report.html").read_text()
+    assert "Left out of this report, unreadable:" in text and "softmax/summary.json" in text
+    shutil.copytree(smoke_pipeline["dir"], tmp_path / "clean")
+    assert "class=warn" not in render_report(tmp_path / "clean").read_text()
+
+
 def test_report_command_keeps_an_existing_file(smoke_pipeline: dict, tmp_path: Path, capsys):
     mine = tmp_path / "mine.html"
     mine.write_text("precious\n")

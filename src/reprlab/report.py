@@ -14,12 +14,20 @@ import base64
 import html
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from reprlab.errors import ReprlabError
-from reprlab.io import check_output_file, read_json, reprlab_record, to_json, write_text
+from reprlab.errors import ReprlabError, one_line
+from reprlab.io import (
+    check_output_file,
+    read_json,
+    read_jsonl,
+    reprlab_record,
+    to_json,
+    write_text,
+)
 from reprlab.modes import PIPELINE_STAGES
 
 #: Stage order of the pipeline (also the order of the report's sections).
@@ -130,6 +138,25 @@ def _read_json_or_none(path: Path) -> Any:
         return None
 
 
+def unreadable_records(run_dir: Path, stages: list[tuple[str, Path]]) -> list[str]:
+    """One line for each record file of the report that exists but cannot be read (a damaged
+    ``summary.json`` and the like): the report leaves out what they held, and says so."""
+    files = [run_dir / "pipeline.json", run_dir / "pipeline_summary.json"]
+    files += [run / name for _, run in stages for name in RECORD_FILES]
+    problems = []
+    for f in dict.fromkeys(files):  # a single run folder is its own stage: once each
+        if f.is_file():
+            try:
+                read_jsonl(f) if f.suffix == ".jsonl" else read_json(f)
+            except ReprlabError as e:
+                problems.append(one_line(e))
+    return problems
+
+
+#: The records of a run folder that the report reads.
+RECORD_FILES = ("config.json", "summary.json", "metrics.jsonl")
+
+
 def _stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:
     """(name, folder) of each run in ``run_dir``: its stage sub-folders, or itself; a sweep's
     runs of its grid, in the grid's order (a folder of an earlier, wider grid is not one)."""
@@ -161,6 +188,7 @@ body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0 a
 h1{font-size:1.6rem;margin:.2rem 0} h2{margin-top:2.2rem;border-bottom:2px solid #dde3ee;
   padding-bottom:.2rem} h3{margin:1.2rem 0 .4rem;font-size:1.05rem}
 .meta{color:#5b6577;font-size:.9rem}
+.warn{background:#fff4d6;border:1px solid #e3c56d;padding:.4rem .9rem;border-radius:4px}
 table{border-collapse:collapse;font-size:.8rem;margin:.5rem 0}
 th,td{border:1px solid #d5dbe6;padding:.25rem .4rem;text-align:right;vertical-align:top}
 td{white-space:nowrap} th{background:#eef2f8} td.l,th.l{text-align:left}
@@ -438,8 +466,12 @@ def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
         meta.append(f"total wall time {_secs(psum['total_wall_time_s'])}")
     if psum.get("time_budget_s"):
         meta.append(f"--time_budget {_secs(psum['time_budget_s'])}")
-    body = [
-        f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>",
+    body = [f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>"]
+    problems = unreadable_records(run_dir, stages)
+    if problems:
+        items = "".join(f"<li>{_e(p)}</li>" for p in problems)
+        body.append(f"<div class=warn>Left out of this report, unreadable:<ul>{items}</ul></div>")
+    body += [
         "<h2>results</h2>",
         "<p class=meta>Final metrics of each run (accuracy on the validation split of the "
         "training set; on the test images too when they carry labels), beside the course "
@@ -494,6 +526,8 @@ def main(args: argparse.Namespace) -> int:
     if args.out is not None:  # the default RUN_DIR/report.html is the report's own file
         check_output_file(Path(args.out), args.overwrite)
     path = render_report(args.run_dir, args.out)
+    for problem in unreadable_records(Path(args.run_dir), _stage_dirs(Path(args.run_dir))):
+        print(f"reprlab: warning: left out of the report: {problem}", file=sys.stderr)
     print(path)
     return 0
 
