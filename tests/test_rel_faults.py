@@ -674,24 +674,39 @@ def test_memory_embedding_60k_images(cifar_train: Path, cifar_test: Path, tmp_pa
 
 
 @pytest.mark.parametrize(
-    "argv,hint",
+    "argv,saved,hint",
     [
-        (["cont_rep", "--out", "runs/x"], "rerun the same command with --resume to continue"),
-        (["fine_tune_nn"], "with --out runs/fine_tune_nn-"),  # the folder reprlab chose
-        (["cont_rep"], "--resume to continue"),
-        (["softmax"], "rerun the same command to start again"),
-        (["fine_tune_linear"], "rerun the same command to start again"),
-        (["pipeline"], "with the same --out, to continue"),
-        (["sweep", "softmax", "--grid", "lr=0.1,0.2"], "with the same --out, to continue"),
-        (["predict", "RUN", "--data", "x.npz"], "nothing was written"),
+        (["cont_rep", "--out", "OUT"], True, "rerun the same command with --resume to continue"),
+        (["fine_tune_nn"], True, "rerun the same command with --out CHOSEN --resume to continue"),
+        (["cont_rep", "--out", "OUT", "--resume"], True, "rerun the same command to continue"),
+        (["cont_rep"], False, "nothing was saved yet; rerun the same command to start again"),
+        (["softmax"], False, "rerun the same command to start again"),
+        (["fine_tune_linear"], False, "rerun the same command to start again"),
+        (["pipeline"], False, "with the same --out, to continue"),
+        (["sweep", "softmax", "--grid", "lr=0.1,0.2"], False, "with the same --out, to continue"),
+        (["predict", "RUN", "--data", "x.npz"], False, "nothing was written"),
     ],
 )
-def test_ctrl_c_says_what_to_do_next(argv: list[str], hint: str, capsys, monkeypatch) -> None:
+def test_ctrl_c_says_what_to_do_next(
+    argv: list[str], saved: bool, hint: str, tmp_path: Path, capsys, monkeypatch
+) -> None:
     """Ctrl-C: exit 130, one line, and advice that the command accepts (the linear modes and
-    sweep have no --resume flag)."""
+    sweep have no --resume flag): a run without --out resumes only in the folder reprlab
+    chose, so the advice names it (it said --resume alone, which is refused without --out),
+    and a run stopped before its first checkpoint has nothing to resume."""
     import importlib
 
+    from reprlab.io import RunDir
+
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    chosen = tmp_path / "runs" / f"{argv[0]}-20261206-101500"
+
     def interrupted(*_a, **_k):
+        if saved:  # the run made its folder and saved a checkpoint before Ctrl-C
+            folder = Path(argv[argv.index("--out") + 1]) if "--out" in argv else chosen
+            folder.mkdir(parents=True)
+            (folder / "checkpoint.pt").write_bytes(b"")
+            RunDir.last_opened = folder
         raise KeyboardInterrupt
 
     monkeypatch.setattr("reprlab.modes.run_mode", interrupted)
@@ -699,7 +714,4 @@ def test_ctrl_c_says_what_to_do_next(argv: list[str], hint: str, capsys, monkeyp
         monkeypatch.setattr(importlib.import_module(f"reprlab.{module}"), "main", interrupted)
     assert main(argv) == 130
     line = one_line(capsys.readouterr().err, "reprlab: interrupted (")
-    assert hint in line, line
-    if argv in (["cont_rep"], ["fine_tune_nn"]):  # the command it says runs where it stopped
-        out = line.split("--out ")[1].split()[0]
-        assert Path(out).name.startswith(f"{argv[0]}-") and not Path(out).exists()
+    assert hint.replace("CHOSEN", str(chosen)) in line, line

@@ -250,6 +250,20 @@ def test_ctrl_c_saves_then_reraises(tmp_path: Path, sig: signal.Signals):
     assert same_weights(ref, m2)
 
 
+def test_a_second_signal_stops_at_once_as_itself(tmp_path: Path):
+    """Ctrl-C, then SIGTERM before the loop saved: SIGTERM's exception (the CLI exits 143)."""
+    m = make()
+
+    def interrupting(it, rng):
+        if it == 13:
+            signal.raise_signal(signal.SIGINT)  # deferred
+            signal.raise_signal(signal.SIGTERM)  # at once
+        return sample(it, rng)
+
+    with pytest.raises(Terminated):
+        train(m, interrupting, stepper(m), cfg(checkpoint_every=0), run_dir=tmp_path)
+
+
 def test_nan_loss_fails_and_keeps_last_good_checkpoint(tmp_path: Path):
     m = make()
     base = stepper(m)

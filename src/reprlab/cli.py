@@ -14,7 +14,7 @@ import threading
 from reprlab import __version__, modes
 from reprlab.config import ArgParser, add_arguments, explicit_args, field_types
 from reprlab.errors import ReprlabError, Terminated, TrainingFailed, one_line
-from reprlab.io import default_run_dir
+from reprlab.io import RunDir
 from reprlab.modes import MODES, TOOLS
 
 
@@ -62,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
-    chosen_out = None  # the run folder reprlab chose, where the command gave no --out
     try:
         ns = _parser(command).parse_args(argv)
         if ns.command is None:
@@ -72,9 +71,7 @@ def _main(argv: list[str]) -> int:
             return int(importlib.import_module(TOOLS[ns.command][1]).main(ns) or 0)
         cls, _ = MODES[ns.command].load()
         given = modes.with_inherited(ns.command, explicit_args(ns, cls))
-        if given.get("out") is None and not given.get("resume"):
-            # the folder named here, so that Ctrl-C can say which --out resumes the run
-            given["out"] = chosen_out = str(default_run_dir(ns.command))
+        RunDir.last_opened = None  # the run's folder, once made (Ctrl-C's advice names it)
         modes.run_mode(ns.command, given, getattr(ns, "preset", None))
         return 0
     except ReprlabError as e:
@@ -84,7 +81,7 @@ def _main(argv: list[str]) -> int:
         print(f"reprlab: training failed: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
-        print(f"reprlab: interrupted ({_after_interrupt(command, chosen_out)})", file=sys.stderr)
+        print(f"reprlab: interrupted ({_after_interrupt(command, argv)})", file=sys.stderr)
         return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     except MemoryError as e:  # numpy: "Unable to allocate 3 GiB for an array with shape ..."
         print(f"reprlab: error: out of memory ({one_line(e) or 'MemoryError'}); try a "
@@ -103,15 +100,19 @@ def _main(argv: list[str]) -> int:
         return 2 if isinstance(e, PermissionError) else 1  # a folder the user cannot write
 
 
-def _after_interrupt(command: str | None, chosen_out: str | None = None) -> str:
-    """What a user can do after Ctrl-C of ``command`` (``chosen_out``: the run folder reprlab
-    chose for a command without ``--out``)."""
+def _after_interrupt(command: str | None, argv: list[str]) -> str:
+    """What a user can do after Ctrl-C of ``command`` (run as ``argv``)."""
     if command in ("pipeline", "sweep"):  # finished runs are kept, the interrupted one resumes
         return "rerun the same command, with the same --out, to continue"
     if command in MODES and "resume" in field_types(MODES[command].load()[0]):
-        if chosen_out is not None:
-            return f"rerun the same command with --out {chosen_out} --resume to continue"
-        return "rerun the same command with --resume to continue"
+        folder = RunDir.last_opened  # None: stopped before its folder was made
+        if folder is None or not (folder / "checkpoint.pt").is_file():
+            return "nothing was saved yet; rerun the same command to start again"
+        given_out = any(a == "--out" or a.startswith("--out=") for a in argv)
+        extra = ([] if given_out else ["--out", str(folder)]) + (  # the folder reprlab chose
+            [] if "--resume" in argv else ["--resume"]
+        )
+        return f"rerun the same command{' with ' + ' '.join(extra) if extra else ''} to continue"
     if command in MODES:
         return "nothing is kept of an unfinished run; rerun the same command to start again"
     return "nothing was written"

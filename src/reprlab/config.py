@@ -273,7 +273,7 @@ def _show(v: Any) -> str:
     the spaces)."""
     if isinstance(v, (tuple, list)):
         if v and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-            return ",".join(f"{x:g}" for x in v)
+            return ",".join(str(x) if isinstance(x, int) else f"{x:g}" for x in v)
         return ", ".join(map(str, v)) or "none"
     return str(v)
 

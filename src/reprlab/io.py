@@ -21,7 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from io import StringIO
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import numpy as np
 
@@ -581,6 +581,10 @@ class RunDir:
     a folder with the same configuration is reused (resume / skip if finished).
     """
 
+    #: The folder the last :meth:`open` of this process made or reused (the CLI names it in its
+    #: advice after Ctrl-C: a run without ``--out`` resumes only with the folder it chose).
+    last_opened: ClassVar[Path | None] = None
+
     def __init__(self, path: Path, mode: str, config: dict[str, Any]):
         self.path = path
         self.mode = mode
@@ -627,6 +631,7 @@ class RunDir:
             )
         path.mkdir(parents=True, exist_ok=True)
         hold_folder(path)
+        RunDir.last_opened = path
         remove_stale_temporaries(path)
         if not cfg_file.exists():
             write_json(

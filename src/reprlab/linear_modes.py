@@ -312,7 +312,7 @@ class LinearPredictor:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, K) class probabilities (K = 2 for a binary model)."""
         images = np.asarray(images)
-        D.check_image_shape(images, self.image_shape, "predict", f"the model {self.source}")
+        D.check_image_shape(images, self.image_shape, "predict_proba", f"the model {self.source}")
         out = []
         for s in range(0, len(images), 10000):
             z = _features(images[s : s + 10000], self.scaler, self.gamma) @ self.W + self.b

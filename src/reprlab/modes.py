@@ -14,7 +14,6 @@ from typing import Any
 
 from reprlab.config import build, from_mapping
 from reprlab.errors import ReprlabError
-from reprlab.io import held_folders, release_folder
 
 
 @dataclass(frozen=True)
@@ -116,9 +115,4 @@ def run_mode(
     encoder's run passes them through :func:`with_inherited` first, as the commands do."""
     cfg = config_for(mode, overrides, preset)
     _, run = MODES[mode].load()
-    held = held_folders()
-    try:
-        return run(cfg, **runtime)
-    finally:  # a sweep of a thousand runs must not keep a thousand lock files open
-        for path in held_folders() - held:
-            release_folder(path)
+    return run(cfg, **runtime)

@@ -52,6 +52,7 @@ from reprlab.io import (
     holds_files,
     read_json,
     read_jsonl,
+    release_folder,
     remove_folder,
     reprlab_record,
     to_json,
@@ -363,6 +364,8 @@ def run_sweep(
                 # than the training split): the other settings still run
                 print(f"{prefix}: refused: {e}", file=sys.stderr)
                 summary = {"status": "refused", "error": str(e)}
+            finally:  # a sweep of a thousand runs must not keep a thousand lock files open
+                release_folder(run)
         m = _metrics(summary)
         # cont_rep's kNN accuracy of the embeddings comes as an extra column
         rows.append({"run": name, **combo, **{c: m.get(c) for c in RESULT_COLUMNS}, **m["knn"]})

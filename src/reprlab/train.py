@@ -317,7 +317,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):  # torch knows more (meta, xpu, ...); not run here
         raise ReprlabError(f"--device {name}: reprlab runs on cpu, cuda[:N] or mps")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ReprlabError("--device cuda: no CUDA device available")
+        raise ReprlabError(f"--device {name}: no CUDA device available")
     if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
         raise ReprlabError(
             f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
@@ -326,7 +326,7 @@ def pick_device(name: str = "auto") -> torch.device:
     if dev.type == "mps" and not (
         getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
     ):
-        raise ReprlabError("--device mps: MPS is not available")
+        raise ReprlabError(f"--device {name}: MPS is not available")
     return dev
 
 
@@ -611,8 +611,8 @@ class _SigintDeferred:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.hit:
-            raise self.interrupt()
+        if self.hit:  # the second: at once, as that signal (SIGTERM: exit 143)
+            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
         self.hit, self.signum = True, signum
 
     def interrupt(self) -> KeyboardInterrupt:
