@@ -250,6 +250,89 @@ def test_every_image_format_pil_reads_losslessly_is_the_same_image(tmp_path: Pat
         assert np.array_equal(img, pixels)
 
 
+def test_wide_grey_and_rotated_photos_decode_as_they_look(tmp_path: Path) -> None:
+    """16-bit and float grey images were clipped by PIL's convert("RGB") (near-white and black
+    images), and a phone photo's EXIF orientation was ignored (decoded sideways)."""
+    from reprlab.data import load_images
+
+    grey = (np.arange(64).reshape(8, 8) * 1000).astype(np.uint16)  # 0..63000 of 65535
+    want = np.rint(grey / 257).astype(np.uint8)
+    folder = tmp_path / "imgs" / "cls"
+    folder.mkdir(parents=True)
+    Image.fromarray(grey).save(folder / "i16.png")
+    Image.fromarray(grey).save(folder / "i16.tif")
+    Image.fromarray((grey / 65535).astype(np.float32)).save(folder / "f01.tif")
+    ds = load_images(tmp_path / "imgs")
+    for img in ds.images:
+        assert np.abs(img[..., 0].astype(int) - want).max() <= 1
+        assert (img[..., 0] == img[..., 2]).all()
+    photo = Image.new("RGB", (12, 8), "black")  # stored landscape, white on the left ...
+    photo.paste((255, 255, 255), (0, 0, 6, 8))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # ... shown rotated 90 degrees clockwise: white on top
+    (tmp_path / "p").mkdir()
+    photo.save(tmp_path / "p" / "photo.jpg", exif=exif.tobytes(), quality=95)
+    img = load_images(tmp_path / "p" / "photo.jpg").images[0]
+    assert img.shape == (12, 8, 3) and img[:5].mean() > 240 and img[7:].mean() < 15
+    Image.fromarray(np.full((4, 4), 300.0, np.float32)).save(folder / "bad.tif")
+    with pytest.raises(ReprlabError, match="bad.tif: float pixel values outside"):
+        load_images(tmp_path / "imgs")
+
+
+def test_links_inside_an_archive_are_the_files_they_name(tmp_path: Path, monkeypatch) -> None:
+    """A hard or symbolic link in a tar was dropped without a word, so the archive of a folder
+    gave fewer images than the folder; a link to a file the archive lacks is one line."""
+    import tarfile
+
+    from reprlab.data import load_images
+
+    monkeypatch.setenv("REPRLAB_CACHE", "off")
+    d = tmp_path / "d" / "cls"
+    d.mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray(np.full((4, 4, 3), 50 * i, np.uint8)).save(d / f"{i}.png")
+    os.link(d / "0.png", d / "hard.png")
+    os.symlink("1.png", d / "soft.png")
+    with tarfile.open(tmp_path / "d.tar", "w") as tf:
+        tf.add(tmp_path / "d", arcname="d")
+        kinds = {m.name: m.type for m in tf.getmembers()}
+    assert kinds["d/cls/hard.png"] == tarfile.LNKTYPE and kinds["d/cls/soft.png"] == tarfile.SYMTYPE
+    folder, archive = load_images(tmp_path / "d"), load_images(tmp_path / "d.tar")
+    assert len(folder) == len(archive) == 4
+    assert np.array_equal(folder.images, archive.images)
+    with tarfile.open(tmp_path / "bad.tar", "w") as tf:
+        link = tarfile.TarInfo("cls/gone.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "cls/missing.png"
+        tf.addfile(link)
+    with pytest.raises(ReprlabError, match="is a link to 'cls/missing.png', which the archive"):
+        load_images(tmp_path / "bad.tar")
+
+
+def test_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, monkeypatch) -> None:
+    """A file or class folder named in another encoding (old Windows shares) crashed the data
+    cache's key, and its class name crashed the plots and JSON: the files are read by their
+    real names and the names shown with U+FFFD; an .npz's Latin-1 class names too."""
+    from reprlab.data import load_images
+
+    monkeypatch.setenv("REPRLAB_CACHE", str(tmp_path / "cache"))
+    root = os.fsencode(tmp_path / "d")
+    for cls in (b"cat", b"d\xe9g"):
+        os.makedirs(os.path.join(root, cls))
+        for i in range(2):
+            pix = np.full((4, 4, 3), 40 * i + (0 if cls == b"cat" else 100), np.uint8)
+            Image.fromarray(pix).save(os.path.join(root, cls, b"x\xe9%d.png" % i))
+    Path(os.fsdecode(os.path.join(root, b"cat", b"notes_\xe9.txt"))).write_bytes(b"not an image")
+    for _ in range(2):  # decoded, then from the cache
+        ds = load_images(tmp_path / "d")
+        assert ds.classes == ["cat", "d\ufffdg"] and ds.names[0] == "cat/x\ufffd0.png"
+        assert list(ds.labels) == [0, 0, 1, 1]
+        json_ok = [n.encode("utf-8") for n in ds.classes + ds.names]  # no lone surrogates
+        assert len(json_ok) == 6
+    np.savez(tmp_path / "l1.npz", images=np.zeros((2, 4, 4, 3), np.uint8),
+             labels=np.array([0, 1]), classes=np.array([b"caf\xe9", b"tea"]))  # fmt: skip
+    assert load_images(tmp_path / "l1.npz").classes == ["caf\ufffd", "tea"]
+
+
 def test_images_of_folders_and_archives_keep_their_file_names(tmp_path: Path, monkeypatch) -> None:
     """Each image's file, relative to the folder (or the archive's member path), in the order
     of the images; kept through the data cache and a subset; arrays have none."""

@@ -175,6 +175,10 @@ def test_load_linear_model_rejects_other_files(tmp_path):
     np.savez(other, W=np.zeros((3, 2)))
     with pytest.raises(ReprlabError, match="not a reprlab linear model"):
         load_linear_model(other)
+    objects = tmp_path / "objects.npz"  # numpy's own error advised allow_pickle=True
+    np.savez(objects, W=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ReprlabError, match="holds Python objects, which are never loaded"):
+        load_linear_model(objects)
     junk = tmp_path / "junk.npz"
     Path(junk).write_bytes(b"not a zip")
     with pytest.raises(ReprlabError, match="not a readable"):
@@ -303,6 +307,16 @@ def test_test_scores_match_labels_by_name_then_by_index() -> None:
     s = score_test_set(pred, np.array([0, 1, 2, 0, 1]), ["a", "b", "c"], run_classes)
     assert "test_acc" not in s and "not scored" in s["test_note"]
     assert score_test_set(pred, None, [], run_classes) == {}
+    # folders named by label, "3/" (cats) and "5/" (dogs), against a CIFAR-10 run: label 3 is
+    # cat and 5 dog (they were matched by their sorted position: airplane and automobile)
+    cifar = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+             "truck"]  # fmt: skip
+    s = score_test_set(np.array([3, 5, 5, 3]), np.array([0, 1, 1, 0]), ["3", "5"], cifar)
+    assert s["test_acc"] == 1.0 and s["test_n"] == 4
+    # ... and against logistic's cat/dog pair, whose classes are labels 3 and 5 of its data
+    s = score_test_set(np.array([0, 1, 0]), np.array([0, 1, 1]), ["3", "5"], ["cat", "dog"],
+                       class_ids=np.array([3, 5]))  # fmt: skip
+    assert s["test_acc"] == pytest.approx(2 / 3) and s["test_n"] == 3
 
 
 def test_help_lists_choices_and_meaningful_defaults(capsys) -> None:

@@ -75,6 +75,26 @@ def test_predict_reproduces_the_runs_predictions(which, request, small_test, tmp
     assert len(labels) == 64 and labels.min() >= 0 and labels.max() < 10
 
 
+def test_predict_never_writes_over_what_it_reads(softmax_run, small_test, tmp_path, capsys):  # noqa: F811
+    """--out the --data file, or a file of the run folder, was replaced under --overwrite (a
+    user's image, the run's model.npz); a trailing slash made a file of the folder's name."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(softmax_run, run)
+    data = tmp_path / "mine.npz"
+    shutil.copy(small_test, data)
+    before = {p.name: p.read_bytes() for p in (data, run / "model.npz")}
+    base = ["predict", str(run), "--data", str(data), "--overwrite"]
+    _fails([*base, "--out", str(data)], "is the --data file itself", capsys)
+    _fails([*base, "--out", str(run / "model.npz")], "is inside the run folder", capsys)
+    _fails([*base, "--out", str(tmp_path / "new") + "/"], "names a folder", capsys)
+    assert {p.name: p.read_bytes() for p in (data, run / "model.npz")} == before
+    assert not (tmp_path / "new").exists()
+    _fails(["report", str(run), "--out", str(run / "summary.json"), "--overwrite"],
+           "the report is an .html file", capsys)  # fmt: skip
+
+
 def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # noqa: F811
     """An image file is one image: its label is the run's label for the same pixels, and the
     command says the class."""

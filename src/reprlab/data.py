@@ -34,6 +34,7 @@ import sys
 import tarfile
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
@@ -60,8 +61,9 @@ SPLIT_NAMES = ("train", "test", "val", "valid", "validation")
 #: Refuse arrays whose header declares more than this (a zip-bomb-like .npz).
 MAX_ARRAY_BYTES = 8 << 30
 #: Bump when the cached arrays' meaning changes: old cache entries are then ignored.
-CACHE_FORMAT_VERSION = 3  # 2 (v17): hidden folders and files are no longer read as data;
-# 3 (v21): .bmp, .gif (its first frame), .webp and .tif files are read as images too
+CACHE_FORMAT_VERSION = 4  # 2 (v17): hidden folders and files are no longer read as data;
+# 3 (v21): .bmp, .gif (its first frame), .webp and .tif files are read as images too;
+# 4 (v22): EXIF-rotated photos upright, 16-bit and float grey scaled (they were clipped)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +200,7 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
             "class indices 0..K-1 (or give a 'classes' array)"
         )
     if classes is not None:
-        names = [str(c) for c in classes]
+        names = [printable(c) for c in classes]
         if any(not n.strip() for n in names):
             raise ReprlabError(f"{source}: an empty class name (names are {names[:12]})")
         if len(set(names)) != len(names):
@@ -209,7 +211,14 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
         classes = list(CIFAR10_CLASSES) if top == 9 else [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise ReprlabError(f"{source}: label {top} out of range for {len(classes)} classes")
-    return ImageSet(images, labels.astype(np.int64), list(classes), source)
+    return ImageSet(images, labels.astype(np.int64), [printable(c) for c in classes], source)
+
+
+def printable(name: object) -> str:
+    """A class or file name as text every writer takes (JSON, CSV, plots): bytes that are not
+    UTF-8 (a folder named on an old Windows share: Python holds them as lone surrogates) become
+    U+FFFD. The files themselves are still read by their real names."""
+    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,7 +253,10 @@ def load_npz(path: str | Path) -> ImageSet:
     if classes is not None:
         if classes.ndim != 1 or classes.dtype.kind not in "US":
             raise ReprlabError(f"{path}: 'classes' must be a 1-D array of strings")
-        class_list = [c.decode() if isinstance(c, bytes) else str(c) for c in classes.tolist()]
+        class_list = [
+            c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+            for c in classes.tolist()
+        ]
     return _check(images, labels, class_list, str(path))
 
 
@@ -461,7 +473,9 @@ def _iter_tar(path: Path) -> Iterator[tuple[PurePosixPath, tarfile.TarFile, tarf
         try:
             for m in tf:
                 rel = _safe_member_name(m.name, path)
-                if m.isfile():
+                # a hard or symbolic link to another member is that member's file, as in a
+                # folder (read from the archive, never from the disk)
+                if m.isfile() or m.islnk() or m.issym():
                     yield rel, tf, m
         except _TAR_ERRORS as e:
             raise _corrupt_tar(path, e) from None
@@ -488,9 +502,16 @@ def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int)
         f = tf.extractfile(m)
         if f is None:
             raise ReprlabError(f"{path}: member {m.name!r} cannot be read")
-        return f.read()
+        data = f.read(most + 1)  # a link's size is its target's, known only now
+    except KeyError:  # extractfile of a link whose target the archive lacks
+        raise ReprlabError(
+            f"{path}: member {m.name!r} is a link to {m.linkname!r}, which the archive does not "
+            "hold as a file"
+        ) from None
     except _TAR_ERRORS as e:
         raise _corrupt_tar(path, e) from None
+    _refuse_if_larger(f"{path}: member {m.name!r}", len(data), most)
+    return data
 
 
 def _load_tar(path: Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
@@ -591,6 +612,30 @@ def _layout(
     return [(p, index[p.parts[len(prefix)]]) for p in cur], classes
 
 
+def _rgb_array(im: Any, where: str) -> np.ndarray:
+    """An opened PIL image as uint8 (H, W, 3), upright as its EXIF orientation says (a phone's
+    photo), 16-bit and 32-bit grey scaled to 0..255 and float grey from 0..1 (PIL's own
+    ``convert("RGB")`` clips them: white or black images)."""
+    from PIL import ImageOps
+
+    if im.getexif().get(0x0112, 1) != 1:  # Orientation: only a rotated photo is transposed
+        im = ImageOps.exif_transpose(im)
+    if im.mode == "RGB":
+        return np.asarray(im)
+    if im.mode.startswith("I") or im.mode == "F":
+        a = np.asarray(im, dtype=np.float64)
+        if im.mode == "F":
+            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+            if not (np.isfinite(a).all() and lo >= 0 and hi <= 255):
+                raise ReprlabError(f"{where}: float pixel values outside 0..1 and 0..255")
+            a = a * 255 if hi <= 1 else a
+        else:  # 16-bit (or wider) integers: 65535 is white
+            a = a / 257
+        grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(im.convert("RGB"))
+
+
 def _decode_all(
     entries: list[tuple[str, int | None, Any]],
     classes: list[str],
@@ -611,8 +656,11 @@ def _decode_all(
         if not data:
             raise ReprlabError(f"{where}: an empty file, not an image")
         try:
-            with Image.open(io.BytesIO(data)) as im:
-                arr = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+            with warnings.catch_warnings():
+                # 89-179 megapixels: PIL warns, then reads it (past that it refuses: below)
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data)) as im:
+                    arr = _rgb_array(im, where)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise ReprlabError(f"{where}: not a readable image ({first_line(e)})") from None
         if size is not None and arr.shape[:2] != tuple(size):
@@ -631,11 +679,11 @@ def _decode_all(
     labels = None if entries[0][1] is None else np.array([e[1] for e in entries], dtype=np.int64)
     ds = _check(out, labels, classes if labels is not None else [], str(source))
     if source.is_dir():  # a folder: each file relative to it
-        ds.names = [os.path.relpath(name, source) for name, _, _ in entries]
+        ds.names = [printable(os.path.relpath(name, source)) for name, _, _ in entries]
     elif _is_image_name(source.name):  # one image file
-        ds.names = [source.name]
+        ds.names = [printable(source.name)]
     else:  # an archive: its members' paths
-        ds.names = [name for name, _, _ in entries]
+        ds.names = [printable(name) for name, _, _ in entries]
     return ds
 
 
@@ -654,7 +702,7 @@ def cache_dir() -> Path | None:
 
 def _source_key(path: Path, split: str) -> str:
     path = path.resolve()
-    h = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{path}|{split}".encode())
+    h = hashlib.sha256(f"v{CACHE_FORMAT_VERSION}|{path}|{split}".encode("utf-8", "surrogateescape"))
     if path.is_dir():  # the files the reader reads, linked class folders included
         for full in walk_files(path):
             try:
@@ -662,7 +710,7 @@ def _source_key(path: Path, split: str) -> str:
             except OSError:  # a dangling link: the reader reports it, if it is an image
                 st = os.lstat(full)
             rel = os.path.relpath(full, path)
-            h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode())
+            h.update(f"|{rel}:{st.st_size}:{st.st_mtime_ns}".encode("utf-8", "surrogateescape"))
     else:
         st = path.stat()
         h.update(f"|{st.st_size}:{st.st_mtime_ns}".encode())

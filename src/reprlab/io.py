@@ -214,7 +214,15 @@ def read_npz(path: str | Path, what: str = "model") -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+    except ValueError as e:
+        # an .npz holding object arrays: numpy's advice (allow_pickle=True) must never be taken
+        if "pickle" in str(e) and zipfile.is_zipfile(path):
+            raise ReprlabError(
+                f"{path}: not a reprlab {what} file (it holds Python objects, which are never "
+                "loaded: a pickle can run code)"
+            ) from None
+        raise ReprlabError(f"{path}: not a readable .npz {what} ({one_line(e, 200)})") from None
+    except (OSError, zipfile.BadZipFile) as e:
         raise ReprlabError(f"{path}: not a readable .npz {what} ({one_line(e, 200)})") from None
 
 
@@ -324,7 +332,9 @@ def save_figure(fig: Any, path: str | Path, dpi: int = 120) -> None:
     import matplotlib.pyplot as plt
 
     fmt = Path(path).suffix.lstrip(".") or "png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
+    with warnings.catch_warnings():  # a class name in a script the font lacks: a box, no noise
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=fmt))
     plt.close(fig)
 
 

@@ -83,16 +83,19 @@ def score_test_set(
     test_labels: np.ndarray | None,
     test_classes: list[str],
     classes: list[str],
+    class_ids: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Scores of a run's test predictions when the test images carry labels (CIFAR-10's official
     ``test_batch``, a labelled ``.npz`` or image folder); ``{}`` when they do not.
 
     ``y_pred`` index the run's ``classes``; test labels index ``test_classes`` and are matched
     to them by name, so a logistic run (two classes) is scored on the test images of its two
-    classes. When no name is shared (an ``.npz`` of bare integer labels against an image folder's
-    class names) and the test set has no more classes than the run, label i is taken for the
-    run's class i, and ``test_matched_by`` says so; names that mean something (an image
-    folder's ``mixed/``, a set of other classes) are never matched by index: not scored.
+    classes. When no name is shared and the test classes are bare labels, they are matched by
+    label, and ``test_matched_by`` says so: a digit name (an ``.npz`` of integer labels, a
+    folder ``3/``) is the run's class of that label (``class_ids``: the run's classes' labels
+    in its training data, ``logistic``'s pair; default 0..K-1), and CIFAR-10's names given to
+    labels 0..9 are the run's classes 0..9; names that mean something (an image folder's
+    ``mixed/``, a set of other classes) are never matched by label: not scored.
     Returns ``test_acc``, ``test_n`` (images scored), ``test_matched_by`` and
     ``test_classification_report``.
     """
@@ -104,9 +107,15 @@ def score_test_set(
     to_run = np.array([index.get(name, -1) for name in test_classes], dtype=np.int64)
     matched_by = "class name"
     # the names a loader gives bare integer labels: 0..9 are CIFAR-10's, others their digits
-    bare = all(n.isdigit() for n in test_classes) or list(test_classes) == list(CIFAR10_CLASSES)
-    if (to_run < 0).all() and bare and len(test_classes) <= len(classes):
-        to_run, matched_by = np.arange(len(test_classes)), "label index (no class name in common)"
+    digits = all(n.isdigit() for n in test_classes)
+    if (to_run < 0).all() and digits:  # folder "3" is label 3, not the folder sorted first
+        ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids)
+        by_id = {int(v): i for i, v in enumerate(ids)}
+        to_run = np.array([by_id.get(int(n), -1) for n in test_classes], dtype=np.int64)
+        matched_by = "label index (no class name in common)"
+    elif (to_run < 0).all() and list(test_classes) == list(CIFAR10_CLASSES) and len(classes) >= 10:
+        # an .npz's labels 0..9 without names are given CIFAR-10's: label i is the run's class i
+        to_run, matched_by = np.arange(10), "label index (no class name in common)"
     y_true = to_run[np.asarray(test_labels, dtype=np.int64)]
     keep = y_true >= 0
     if not keep.any():
@@ -136,7 +145,7 @@ def write_test_predictions(
     write_predictions(path, labels if class_ids is None else np.asarray(class_ids)[labels])
     return {
         "n_test_predictions": len(labels),
-        **score_test_set(labels, test.labels, test.classes, classes),
+        **score_test_set(labels, test.labels, test.classes, classes, class_ids),
     }
 
 

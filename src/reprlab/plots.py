@@ -46,14 +46,27 @@ def plot_curves(
     return written
 
 
+#: Classes up to which a confusion plot names its axes and writes each cell's count.
+CONFUSION_LABELLED = 30
+
+
 def plot_confusion(
     cm: np.ndarray, class_names: list[str], path: str | Path, title: str = ""
 ) -> None:
-    """Confusion matrix with counts, rows = true class."""
+    """Confusion matrix with counts, rows = true class. Past ``CONFUSION_LABELLED`` classes the
+    cells carry no numbers and the axes no names (both grew with k², minutes at 500 classes),
+    and the figure stops growing: a heat map."""
     cm = np.asarray(cm)
     k = len(class_names)
-    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    side = min(k, CONFUSION_LABELLED)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * side, 0.8 + 0.5 * side))
     ax.imshow(cm, cmap="Blues")
+    if k > CONFUSION_LABELLED:
+        ax.set_xlabel(f"predicted (classes 0..{k - 1})")
+        ax.set_ylabel("true")
+        ax.set_title(title or "confusion matrix")
+        save_figure(fig, path)
+        return
     ax.set_xticks(range(k), class_names, rotation=45, ha="right")
     ax.set_yticks(range(k), class_names)
     ax.set_xlabel("predicted")

@@ -15,6 +15,7 @@ averaging of the neural modes (``none``: one pass per image instead of up to six
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,9 +187,25 @@ def predict_labels(
     return labels, predictor.classes, np.arange(len(predictor.classes)), ds
 
 
+def _check_not_an_input(out: Path, run_dir: Path, data: str | None) -> None:
+    """Refuse an ``--out`` that would replace what the prediction reads, ``--overwrite`` or
+    not: the ``--data`` file, or a file of the run folder (its model, its own record)."""
+    where = out.resolve()
+    if run_dir.resolve() in where.parents:
+        raise ReprlabError(
+            f"--out {out}: is inside the run folder {run_dir}, whose files are the run's model "
+            "and record (choose another --out)"
+        )
+    if data is not None and Path(data).expanduser().resolve() == where:
+        raise ReprlabError(f"--out {out}: is the --data file itself (choose another --out)")
+
+
 def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
+    if str(args.out).endswith(("/", os.sep)):
+        raise ReprlabError(f"--out {args.out}: names a folder (--out needs a file name)")
     check_output_file(out, args.overwrite)
+    _check_not_an_input(out, Path(args.run_dir), args.data)
     if args.batch_size <= 0:
         raise ReprlabError(f"--batch_size must be > 0, got {args.batch_size}")
     labels, classes, ids, ds = predict_labels(
@@ -212,7 +229,7 @@ def main(args: argparse.Namespace) -> int:
         counts = np.bincount(labels, minlength=len(classes)).tolist()
         per_class = ", ".join(f"{ids[i]} {name}: {counts[i]}" for i, name in enumerate(classes))
         print(f"predict: {len(labels)} labels -> {out} ({per_class})")
-    scores = score_test_set(labels, ds.labels, ds.classes, classes)
+    scores = score_test_set(labels, ds.labels, ds.classes, classes, ids)
     if scores:  # the images carry labels: how good the predictions are
         print(f"predict: {ds.source} is labelled{score_text(scores) or ': ' + scores['test_note']}")
     return 0

@@ -524,6 +524,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     if args.out is not None:  # the default RUN_DIR/report.html is the report's own file
+        if Path(args.out).suffix.lower() not in (".html", ".htm"):  # never a run's record
+            raise ReprlabError(f"--out {args.out}: the report is an .html file (name one)")
         check_output_file(Path(args.out), args.overwrite)
     path = render_report(args.run_dir, args.out)
     for problem in unreadable_records(Path(args.run_dir), _stage_dirs(Path(args.run_dir))):
