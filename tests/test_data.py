@@ -274,8 +274,12 @@ def test_wide_grey_and_rotated_photos_decode_as_they_look(tmp_path: Path) -> Non
     photo.save(tmp_path / "p" / "photo.jpg", exif=exif.tobytes(), quality=95)
     img = load_images(tmp_path / "p" / "photo.jpg").images[0]
     assert img.shape == (12, 8, 3) and img[:5].mean() > 240 and img[7:].mean() < 15
+    eight = tmp_path / "eight" / "cls"  # 8-bit values saved in a 16-bit file stay as they are
+    eight.mkdir(parents=True)
+    Image.fromarray(want.astype(np.uint16)).save(eight / "u16.png")
+    assert np.array_equal(load_images(tmp_path / "eight").images[0][..., 0], want)
     Image.fromarray(np.full((4, 4), 300.0, np.float32)).save(folder / "bad.tif")
-    with pytest.raises(ReprlabError, match="bad.tif: float pixel values outside"):
+    with pytest.raises(ReprlabError, match="bad.tif: pixel values 300..300 are outside"):
         load_images(tmp_path / "imgs")
 
 
@@ -306,12 +310,20 @@ def test_links_inside_an_archive_are_the_files_they_name(tmp_path: Path, monkeyp
         tf.addfile(link)
     with pytest.raises(ReprlabError, match="is a link to 'cls/missing.png', which the archive"):
         load_images(tmp_path / "bad.tar")
+    with tarfile.open(tmp_path / "loop.tar", "w") as tf:  # RecursionError: a traceback
+        for name, target in (("cls/p.png", "q.png"), ("cls/q.png", "p.png")):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tf.addfile(link)
+    with pytest.raises(ReprlabError, match="is a loop of symbolic links"):
+        load_images(tmp_path / "loop.tar")
 
 
 def test_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, monkeypatch) -> None:
     """A file or class folder named in another encoding (old Windows shares) crashed the data
     cache's key, and its class name crashed the plots and JSON: the files are read by their
-    real names and the names shown with U+FFFD; an .npz's Latin-1 class names too."""
+    real names and the names shown with a backslash escape; an .npz's Latin-1 class names and
+    lone surrogates too."""
     from reprlab.data import load_images
 
     monkeypatch.setenv("REPRLAB_CACHE", str(tmp_path / "cache"))
@@ -324,13 +336,16 @@ def test_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, monkeypatc
     Path(os.fsdecode(os.path.join(root, b"cat", b"notes_\xe9.txt"))).write_bytes(b"not an image")
     for _ in range(2):  # decoded, then from the cache
         ds = load_images(tmp_path / "d")
-        assert ds.classes == ["cat", "d\ufffdg"] and ds.names[0] == "cat/x\ufffd0.png"
+        assert ds.classes == ["cat", "d\\xe9g"] and ds.names[0] == "cat/x\\xe90.png"
         assert list(ds.labels) == [0, 0, 1, 1]
         json_ok = [n.encode("utf-8") for n in ds.classes + ds.names]  # no lone surrogates
         assert len(json_ok) == 6
     np.savez(tmp_path / "l1.npz", images=np.zeros((2, 4, 4, 3), np.uint8),
              labels=np.array([0, 1]), classes=np.array([b"caf\xe9", b"tea"]))  # fmt: skip
-    assert load_images(tmp_path / "l1.npz").classes == ["caf\ufffd", "tea"]
+    assert load_images(tmp_path / "l1.npz").classes == ["caf\\xe9", "tea"]
+    np.savez(tmp_path / "s.npz", images=np.zeros((2, 4, 4, 3), np.uint8),
+             labels=np.array([0, 1]), classes=np.array(["a\ud800", "b"]))  # fmt: skip
+    assert load_images(tmp_path / "s.npz").classes == ["a\\ud800", "b"]
 
 
 def test_images_of_folders_and_archives_keep_their_file_names(tmp_path: Path, monkeypatch) -> None:

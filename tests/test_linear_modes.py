@@ -317,6 +317,11 @@ def test_test_scores_match_labels_by_name_then_by_index() -> None:
     s = score_test_set(np.array([0, 1, 0]), np.array([0, 1, 1]), ["3", "5"], ["cat", "dog"],
                        class_ids=np.array([3, 5]))  # fmt: skip
     assert s["test_acc"] == pytest.approx(2 / 3) and s["test_n"] == 3
+    # a run on folders "10", "11": test folders "0", "1" are not its classes (they were 10, 11)
+    s = score_test_set(np.array([0, 1]), np.array([0, 1]), ["0", "1"], ["10", "11"])
+    assert "test_acc" not in s
+    s = score_test_set(np.array([0, 1]), np.array([1, 0]), ["10", "11"], ["11", "10"])
+    assert s["test_acc"] == 1.0 and s["test_matched_by"] == "class name"
 
 
 def test_help_lists_choices_and_meaningful_defaults(capsys) -> None:

@@ -93,6 +93,9 @@ def test_predict_never_writes_over_what_it_reads(softmax_run, small_test, tmp_pa
     assert not (tmp_path / "new").exists()
     _fails(["report", str(run), "--out", str(run / "summary.json"), "--overwrite"],
            "the report is an .html file", capsys)  # fmt: skip
+    (tmp_path / "mine.html").symlink_to(run / "summary.json")  # the link's name is no excuse
+    _fails(["report", str(run), "--out", str(tmp_path / "mine.html"), "--overwrite"],
+           "the report is an .html file", capsys)  # fmt: skip
 
 
 def test_predict_one_image_file(softmax_run, small_test, tmp_path, capsys):  # noqa: F811

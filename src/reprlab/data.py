@@ -217,8 +217,13 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
 def printable(name: object) -> str:
     """A class or file name as text every writer takes (JSON, CSV, plots): bytes that are not
     UTF-8 (a folder named on an old Windows share: Python holds them as lone surrogates) become
-    U+FFFD. The files themselves are still read by their real names."""
-    return str(name).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    ``\\xe9`` (two such names stay apart). The files themselves are still read by their real
+    names."""
+    text = str(name)
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name holds (an .npz's text)
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,7 +259,7 @@ def load_npz(path: str | Path) -> ImageSet:
         if classes.ndim != 1 or classes.dtype.kind not in "US":
             raise ReprlabError(f"{path}: 'classes' must be a 1-D array of strings")
         class_list = [
-            c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)
+            c.decode("utf-8", "backslashreplace") if isinstance(c, bytes) else str(c)
             for c in classes.tolist()
         ]
     return _check(images, labels, class_list, str(path))
@@ -508,6 +513,8 @@ def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo, path: Path, most: int)
             f"{path}: member {m.name!r} is a link to {m.linkname!r}, which the archive does not "
             "hold as a file"
         ) from None
+    except RecursionError:  # tarfile follows a loop of symbolic links without end
+        raise ReprlabError(f"{path}: member {m.name!r} is a loop of symbolic links") from None
     except _TAR_ERRORS as e:
         raise _corrupt_tar(path, e) from None
     _refuse_if_larger(f"{path}: member {m.name!r}", len(data), most)
@@ -618,19 +625,28 @@ def _rgb_array(im: Any, where: str) -> np.ndarray:
     ``convert("RGB")`` clips them: white or black images)."""
     from PIL import ImageOps
 
-    if im.getexif().get(0x0112, 1) != 1:  # Orientation: only a rotated photo is transposed
-        im = ImageOps.exif_transpose(im)
+    try:
+        with warnings.catch_warnings():  # damaged EXIF: PIL warns; the photo is read unrotated
+            warnings.simplefilter("ignore")
+            if im.getexif().get(0x0112, 1) != 1:  # Orientation: only a rotated photo turns
+                im = ImageOps.exif_transpose(im)
+    except Exception:  # noqa: BLE001 - older Pillows raise struct.error, TypeError, ...
+        pass
     if im.mode == "RGB":
         return np.asarray(im)
     if im.mode.startswith("I") or im.mode == "F":
-        a = np.asarray(im, dtype=np.float64)
-        if im.mode == "F":
-            lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-            if not (np.isfinite(a).all() and lo >= 0 and hi <= 255):
-                raise ReprlabError(f"{where}: float pixel values outside 0..1 and 0..255")
-            a = a * 255 if hi <= 1 else a
-        else:  # 16-bit (or wider) integers: 65535 is white
-            a = a / 257
+        a = np.array(im, dtype=np.float32)  # a copy: scaled in place
+        if not np.isfinite(a).all():
+            raise ReprlabError(f"{where}: pixel values that are not finite numbers")
+        lo, hi = float(a.min()), float(a.max())
+        if im.mode == "F" and lo >= -1e-3 and hi <= 1 + 1e-3:
+            a *= 255  # float grey in 0..1
+        elif lo < -1e-3 or hi > (255 if im.mode == "F" else 65535):
+            raise ReprlabError(
+                f"{where}: pixel values {lo:g}..{hi:g} are outside 0..1, 0..255 and 0..65535"
+            )
+        elif hi > 255:  # 16-bit grey: 65535 is white (8-bit values in a wider type stay)
+            a /= 257
         grey = np.clip(np.rint(a), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     return np.asarray(im.convert("RGB"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,9 +108,15 @@ def score_test_set(
     to_run = np.array([index.get(name, -1) for name in test_classes], dtype=np.int64)
     matched_by = "class name"
     # the names a loader gives bare integer labels: 0..9 are CIFAR-10's, others their digits
-    digits = all(n.isdigit() for n in test_classes)
-    if (to_run < 0).all() and digits:  # folder "3" is label 3, not the folder sorted first
-        ids = np.arange(len(classes)) if class_ids is None else np.asarray(class_ids)
+    def digits(names: list[str]) -> bool:
+        return all(re.fullmatch(r"[0-9]+", n) for n in names)
+
+    if (to_run < 0).all() and digits(test_classes):  # folder "3" is label 3, not the 1st one
+        ids = (
+            np.asarray(class_ids) if class_ids is not None
+            else np.array([int(c) for c in classes]) if digits(classes)  # a run on folders 10, 11
+            else np.arange(len(classes))
+        )  # fmt: skip
         by_id = {int(v): i for i, v in enumerate(ids)}
         to_run = np.array([by_id.get(int(n), -1) for n in test_classes], dtype=np.int64)
         matched_by = "label index (no class name in common)"
