@@ -525,8 +525,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.out is not None:  # the default RUN_DIR/report.html is the report's own file
         out = Path(args.out)
-        device = out.exists() and not out.is_file() and not out.is_dir()  # /dev/stdout
-        if not device and out.resolve().suffix.lower() not in (".html", ".htm"):  # a record
+        not_a_file = out.exists() and not out.is_file()  # a folder (refused below), /dev/stdout
+        if not not_a_file and out.resolve().suffix.lower() not in (".html", ".htm"):  # a record
             raise ReprlabError(f"--out {args.out}: the report is an .html file (name one)")
         check_output_file(Path(args.out), args.overwrite)
     path = render_report(args.run_dir, args.out)
