@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from badinputs import CORPUS, MARKER, BadInput, by_name
 
@@ -325,3 +326,31 @@ def test_a_folder_in_use_by_another_process_is_refused(
             holder.wait()
         assert main([*args, "--overwrite", "--seed", "1"]) == 0
         capsys.readouterr()
+
+
+def test_a_run_folder_inside_its_image_folder_is_refused(tmp_path: Path, capsys) -> None:
+    """``--out photos/run`` with ``--data photos``: the next read took the run's plots for
+    images of a class ``run``; refused for a mode, a pipeline and a sweep, nothing made."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / "photos" / cls).mkdir(parents=True)
+        for i in range(6):
+            pix = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pix).save(tmp_path / "photos" / cls / f"{i}.png")
+    data = str(tmp_path / "photos")
+    for argv in (
+        ["softmax", "--data", data, "--batch_size", "4", "--out", f"{data}/cat/run"],
+        ["softmax", "--data", data, "--batch_size", "4", "--test_data", data,
+         "--out", f"{data}/run"],
+        ["pipeline", "--preset", "smoke", "--data", data, "--out", f"{data}/pipe"],
+        ["sweep", "softmax", "--grid", "lr=0.1,0.2", "--data", data, "--batch_size", "4",
+         "--out", f"{data}/sw"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is inside the --data folder" in err[0], err
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["cat", "dog"]
+    assert sorted(p.name for p in (tmp_path / "photos" / "cat").iterdir())[-1] == "5.png"

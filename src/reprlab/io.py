@@ -51,12 +51,24 @@ def check_parents(path: Path) -> None:
             return
 
 
-def check_out_folder(path: Path, shown: str | None = None) -> None:
-    """Refuse an ``--out`` folder that cannot be one: a file, or a path below a file
-    (``shown``: how the error names it, by default the path)."""
+def check_out_folder(
+    path: Path, shown: str | None = None, config: dict[str, Any] | None = None
+) -> None:
+    """Refuse an ``--out`` folder that cannot be one: a file, a path below a file, or a folder
+    inside an image folder the run reads (``config``'s ``data`` or ``test_data``), whose plots
+    the next read would take for images (``shown``: how the error names it)."""
     check_parents(path)
     if path.exists() and not path.is_dir():
         raise ReprlabError(f"{shown or path}: exists and is not a folder")
+    for key in ("data", "test_data"):
+        images = input_path(config or {}, key)
+        if images is not None and images.is_dir():
+            where = path.expanduser().resolve()
+            if where == images or images in where.parents:
+                raise ReprlabError(
+                    f"{shown or path}: is inside the --{key} folder {images}, whose next read "
+                    "would take the run's plots for images (choose another --out)"
+                )
 
 
 def _temporary(path: Path, suffix: str) -> tuple[int, str]:
@@ -611,7 +623,7 @@ class RunDir:
     ) -> RunDir:
         path = Path(path) if path is not None else default_run_dir(mode)
         cfg_file = path / "config.json"
-        check_out_folder(path)
+        check_out_folder(path, config=config)
         if holds_files(path):
             old = reprlab_record(cfg_file, "run")
             if old is None:  # never deleted, even with --overwrite: not ours
@@ -689,13 +701,21 @@ def input_files(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     folder whose images changed, is not taken for it."""
     out = {}
     for key in ("data", "test_data"):
-        value = config.get(key)
-        if key == "data" and key in config and not value:  # the default: REPRLAB_DATA, if set
-            value = os.environ.get("REPRLAB_DATA")
-        if value and Path(value).expanduser().exists():
-            p = Path(value).expanduser().resolve()
+        p = input_path(config, key)
+        if p is not None:
             out[key] = {"path": str(p), "bytes": _size(p)}
     return out
+
+
+def input_path(config: dict[str, Any], key: str) -> Path | None:
+    """The absolute path ``config[key]`` names (``data`` without a value: ``REPRLAB_DATA``),
+    where it exists; else None."""
+    value = config.get(key)
+    if key == "data" and key in config and not value:  # the default: REPRLAB_DATA, if set
+        value = os.environ.get("REPRLAB_DATA")
+    if value and Path(value).expanduser().exists():
+        return Path(value).expanduser().resolve()
+    return None
 
 
 def walk_files(folder: Path) -> Iterator[str]:

@@ -469,7 +469,8 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     stages = {s.name: _portable(s.config, folder) for s in plan}
     record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
-    check_out_folder(folder, f"--out {folder}")
+    for s in plan:
+        check_out_folder(folder, f"--out {folder}", s.config)
     old = reprlab_record(pj, "pipeline")
     if old is not None:
         # records of earlier releases name the encoder by its path in this very folder
