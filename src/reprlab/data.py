@@ -621,7 +621,8 @@ def _layout(
 
 def _rgb_array(im: Any, where: str) -> np.ndarray:
     """An opened PIL image as uint8 (H, W, 3), upright as its EXIF orientation says (a phone's
-    photo), 16-bit and 32-bit grey scaled to 0..255 and float grey from 0..1 (PIL's own
+    photo); integer grey (modes I;16, I) of 0..65535 scaled to 0..255 and float grey (F) of
+    0..1 scaled, 8-bit values in either kept, other ranges refused (PIL's own
     ``convert("RGB")`` clips them: white or black images)."""
     from PIL import ImageOps
 
