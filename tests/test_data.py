@@ -319,6 +319,26 @@ def test_links_inside_an_archive_are_the_files_they_name(tmp_path: Path, monkeyp
         load_images(tmp_path / "loop.tar")
 
 
+def test_photos_of_a_format_pil_cannot_read_are_skipped_with_a_note(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A class folder of iPhone .heic photos vanished without a word (its class too); the
+    skipped photos are now named on stderr, other files (notes, a README) are not."""
+    from reprlab.data import load_images
+
+    monkeypatch.setenv("REPRLAB_CACHE", "off")
+    for cls in ("cat", "dog"):
+        (tmp_path / "d" / cls).mkdir(parents=True)
+        Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(tmp_path / "d" / cls / "0.png")
+    for name in ("dog/a.HEIC", "dog/b.heic", "cat/c.avif", "cat/notes.txt"):
+        (tmp_path / "d" / name).write_bytes(b"x")
+    capsys.readouterr()
+    assert len(load_images(tmp_path / "d")) == 2
+    err = capsys.readouterr().err
+    assert "skipped 1 .avif, 2 .heic file(s), a photo format reprlab does not read" in err
+    assert "notes" not in err and ".txt" not in err
+
+
 def test_names_that_are_not_utf8_are_read_and_written(tmp_path: Path, monkeypatch) -> None:
     """A file or class folder named in another encoding (old Windows shares) crashed the data
     cache's key, and its class name crashed the plots and JSON: the files are read by their

@@ -445,6 +445,26 @@ def _is_image_name(name: str) -> bool:
     return name.lower().endswith(IMAGE_SUFFIXES)
 
 
+#: Photos PIL cannot decode: skipped like any other file, but with a note (a class made of
+#: iPhone .heic photos would otherwise vanish without a word).
+UNREAD_PHOTO_SUFFIXES = (".heic", ".heif", ".avif", ".jxl", ".dng", ".cr2", ".nef", ".arw")
+
+
+def _note_unread_photos(names: list[str], source: Path) -> None:
+    """A note on stderr when ``source`` holds photos of a format reprlab does not read."""
+    counts: dict[str, int] = {}
+    for name in names:
+        suffix = os.path.splitext(name)[1].lower()
+        if suffix in UNREAD_PHOTO_SUFFIXES:
+            counts[suffix] = counts.get(suffix, 0) + 1
+    if counts:
+        which = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        note_once(
+            f"note: {source}: skipped {which} file(s), a photo format reprlab does not read; "
+            f"convert them to JPEG or PNG to use them (read: {', '.join(IMAGE_SUFFIXES)})"
+        )
+
+
 def _hidden(parts: Sequence[str]) -> bool:
     """A path under a hidden folder or of a hidden file (``.ipynb_checkpoints/``, macOS's
     ``._name.jpg`` and ``__MACOSX/``): not part of the data set, never a class."""
@@ -527,6 +547,7 @@ def _load_tar(path: Path, split: str, size: tuple[int, int] | None = None) -> Im
     images: dict[PurePosixPath, bytes] = {}
     batches: dict[str, bytes] = {}
     meta: bytes | None = None
+    skipped: list[str] = []  # files that are no image reprlab reads
     bar = tqdm(desc=f"reading {path.name}", unit=" files", disable=None, file=sys.stderr)
     with bar:
         for rel, tf, m in _iter_tar(path):
@@ -540,6 +561,9 @@ def _load_tar(path: Path, split: str, size: tuple[int, int] | None = None) -> Im
             elif _is_image_name(base):
                 images[rel] = _read_member(tf, m, path, MAX_IMAGE_BYTES)
                 bar.update()
+            else:
+                skipped.append(base)
+    _note_unread_photos(skipped, path)
     if batches or meta is not None:
         return _assemble_cifar(batches, meta, split, str(path))
     entries, classes = _layout(list(images), split, path)
@@ -549,12 +573,13 @@ def _load_tar(path: Path, split: str, size: tuple[int, int] | None = None) -> Im
 
 
 def _load_image_dir(path: Path, split: str, size: tuple[int, int] | None = None) -> ImageSet:
-    rels = [
+    files = [  # class folders may be links
         rel
-        for f in walk_files(path)  # class folders may be links
-        if _is_image_name(os.path.basename(f))
-        and not _hidden((rel := PurePosixPath(Path(f).relative_to(path).as_posix())).parts)
+        for f in walk_files(path)
+        if not _hidden((rel := PurePosixPath(Path(f).relative_to(path).as_posix())).parts)
     ]
+    _note_unread_photos([f.name for f in files], path)
+    rels = [f for f in files if _is_image_name(f.name)]
     entries, classes = _layout(rels, split, path)
     return _decode_all(
         [(str(path / p), lab, lambda p=p: _read_image_file(path / p)) for p, lab in entries],
