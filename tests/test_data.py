@@ -728,6 +728,9 @@ def test_missing_truncated_nonzip_unknown(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("1,2")
     with raises_naming(tmp_path / "x.csv", "unknown data format"):
         load_images(tmp_path / "x.csv")
+    zipfile.ZipFile(tmp_path / "photos.zip", "w").close()
+    with raises_naming(tmp_path / "photos.zip", "zip archives are not read, a tar is"):
+        load_images(tmp_path / "photos.zip")
     (tmp_path / "bad.tar.gz").write_bytes(b"not a tar")
     with raises_naming(tmp_path / "bad.tar.gz"):
         load_images(tmp_path / "bad.tar.gz")

@@ -155,6 +155,11 @@ def test_single_class_data_is_refused(tmp_path, capsys):
     assert main(argv) == 2
     assert "two classes" in capsys.readouterr().err
     assert not out.exists()
+    # logistic said "--classes: unknown class '1'", naming a flag the user had not given
+    assert main(["logistic", *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "one.npz: logistic needs images of two classes; it holds one" in err, err
+    assert "--classes" not in err and not out.exists()
 
 
 def test_an_out_folder_below_a_file_is_one_line(cifar_train, tmp_path, capsys):

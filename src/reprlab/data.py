@@ -149,8 +149,10 @@ def _load_path(path: Path, split: str, size: tuple[int, int] | None = None) -> I
         return _cached(path, split, lambda: _load_tar(path, split, size), size)
     if _is_image_name(name):
         return _decode_all([(str(path), None, lambda: _read_image_file(path))], [], path, size)
+    zip_note = "; zip archives are not read, a tar is" if name.endswith(".zip") else ""
     raise ReprlabError(
-        f"{path}: unknown data format (expected an .npz, an archive ({'/'.join(TAR_SUFFIXES)}), "
+        f"{path}: unknown data format{zip_note} (expected an .npz, an archive "
+        f"({'/'.join(TAR_SUFFIXES)}), "
         f"a cifar-10-batches-py folder, an image folder or an image file "
         f"({'/'.join(IMAGE_SUFFIXES)}))"
     )

@@ -252,6 +252,11 @@ def _prepare(cfg: _LinearConfig, binary: bool) -> Prepared:
     if binary:
         assert isinstance(cfg, LogisticConfig)
         wanted = cfg.class_list()
+        if len(full.classes) < 2:  # a one-class set: no pair to tell apart, --classes or not
+            raise ReprlabError(
+                f"{full.source}: logistic needs images of two classes; it holds one "
+                f"({full.classes[0] if full.classes else 'unnamed'})"
+            )
         try:
             ds = D.select_classes(full, wanted)
         except ReprlabError as e:
