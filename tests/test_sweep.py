@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from reprlab import io
 from reprlab.cli import main
-from reprlab.io import held_folders
 from reprlab.sweep import by_setting, parse_grid, run_name, write_by_setting
 
 
@@ -35,8 +35,8 @@ def test_sweep_softmax_grid(tmp_path: Path, cifar_train: Path, capsys) -> None:
     assert main(argv) == 0
     # each run's folder lock is let go when it ends (a sweep of a thousand runs held a thousand
     # open lock files); the sweep's own folder stays held for the life of the process
-    assert out.resolve() in held_folders()
-    assert not [p for p in held_folders() if p.parent == out.resolve()]
+    assert out.resolve() in io._HELD
+    assert not [p for p in io._HELD if p.parent == out.resolve()]
     names = sorted(p.name for p in out.iterdir() if p.is_dir())
     assert names == [
         "batch_size=128,l2_lambda=0",

@@ -202,18 +202,18 @@ def _check(images: Any, labels: Any, classes: list[str] | None, source: str) -> 
             "class indices 0..K-1 (or give a 'classes' array)"
         )
     if classes is not None:
-        names = [printable(c) for c in classes]
-        if any(not n.strip() for n in names):
-            raise ReprlabError(f"{source}: an empty class name (names are {names[:12]})")
-        if len(set(names)) != len(names):
-            dup = next(n for n in names if names.count(n) > 1)
+        classes = [printable(c) for c in classes]
+        if any(not n.strip() for n in classes):
+            raise ReprlabError(f"{source}: an empty class name (names are {classes[:12]})")
+        if len(set(classes)) != len(classes):
+            dup = next(n for n in classes if classes.count(n) > 1)
             raise ReprlabError(f"{source}: class name {dup!r} appears more than once")
     else:
         # labels 0..9 without names are taken for CIFAR-10's; any other range is named 0..top
         classes = list(CIFAR10_CLASSES) if top == 9 else [str(i) for i in range(top + 1)]
     if top >= len(classes):
         raise ReprlabError(f"{source}: label {top} out of range for {len(classes)} classes")
-    return ImageSet(images, labels.astype(np.int64), [printable(c) for c in classes], source)
+    return ImageSet(images, labels.astype(np.int64), list(classes), source)
 
 
 def printable(name: object) -> str:

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from io import StringIO
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -52,19 +52,20 @@ def check_parents(path: Path) -> None:
 
 
 def check_out_folder(
-    path: Path, shown: str | None = None, config: dict[str, Any] | None = None
+    path: Path, shown: str | None = None, configs: Sequence[dict[str, Any]] = ()
 ) -> None:
     """Refuse an ``--out`` folder that cannot be one: a file, a path below a file, or a folder
-    inside an image folder the run reads (``config``'s ``data`` or ``test_data``), whose plots
-    the next read would take for images (``shown``: how the error names it)."""
+    inside an image folder that its runs read (``configs``' ``data`` or ``test_data``), whose
+    plots the next read would take for images (``shown``: how the error names it)."""
     check_parents(path)
     if path.exists() and not path.is_dir():
         raise ReprlabError(f"{shown or path}: exists and is not a folder")
-    for key in ("data", "test_data"):
-        images = input_path(config or {}, key)
-        if images is not None and images.is_dir():
-            where = path.expanduser().resolve()
-            if where == images or images in where.parents:
+    where = path.expanduser().resolve()
+    for config in configs:
+        for key in ("data", "test_data"):
+            images = input_path(config, key)
+            inside = images is not None and (where == images or images in where.parents)
+            if inside and images.is_dir():
                 raise ReprlabError(
                     f"{shown or path}: is inside the --{key} folder {images}, whose next read "
                     "would take the run's plots for images (choose another --out)"
@@ -551,11 +552,6 @@ def release_folder(path: Path) -> None:
         f.close()
 
 
-def held_folders() -> set[Path]:
-    """The folders this process holds (resolved paths)."""
-    return set(_HELD)
-
-
 def holds_files(path: Path) -> bool:
     """True if folder ``path`` holds anything besides reprlab's lock and stale temporaries."""
     return path.is_dir() and any(
@@ -623,7 +619,7 @@ class RunDir:
     ) -> RunDir:
         path = Path(path) if path is not None else default_run_dir(mode)
         cfg_file = path / "config.json"
-        check_out_folder(path, config=config)
+        check_out_folder(path, configs=[config])
         if holds_files(path):
             old = reprlab_record(cfg_file, "run")
             if old is None:  # never deleted, even with --overwrite: not ours

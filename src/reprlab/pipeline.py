@@ -469,8 +469,7 @@ def open_folder(folder: Path, preset: str, plan: list[Stage], overwrite: bool) -
     stages = {s.name: _portable(s.config, folder) for s in plan}
     record = {"preset": preset, "stages": stages}
     pj = folder / "pipeline.json"
-    for s in plan:
-        check_out_folder(folder, f"--out {folder}", s.config)
+    check_out_folder(folder, f"--out {folder}", [s.config for s in plan])
     old = reprlab_record(pj, "pipeline")
     if old is not None:
         # records of earlier releases name the encoder by its path in this very folder

@@ -442,7 +442,9 @@ def _environment(stages: list[tuple[str, Path]]) -> str:
     return f"<h2>environment</h2><table><tr><th class=l>key</th>{head}</tr>{rows}</table>"
 
 
-def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
+def render_html(
+    run_dir: str | Path, html_dir: str | Path | None = None, problems: list[str] | None = None
+) -> str:
     """The report of ``run_dir`` (a pipeline folder or a single run folder) as HTML text, to be
     saved in ``html_dir`` (default ``run_dir``: its links to files are relative to it)."""
     run_dir = Path(run_dir)
@@ -467,9 +469,11 @@ def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
     if psum.get("time_budget_s"):
         meta.append(f"--time_budget {_secs(psum['time_budget_s'])}")
     body = [f"<h1>{_e(title)}</h1><p class=meta>{' · '.join(meta)}</p>"]
-    problems = unreadable_records(run_dir, stages)
-    if problems:
-        items = "".join(f"<li>{_e(p)}</li>" for p in problems)
+    unreadable = unreadable_records(run_dir, stages)
+    if problems is not None:  # the caller says them too (reprlab report, on stderr)
+        problems.extend(unreadable)
+    if unreadable:
+        items = "".join(f"<li>{_e(p)}</li>" for p in unreadable)
         body.append(f"<div class=warn>Left out of this report, unreadable:<ul>{items}</ul></div>")
     body += [
         "<h2>results</h2>",
@@ -501,11 +505,14 @@ def render_html(run_dir: str | Path, html_dir: str | Path | None = None) -> str:
     )
 
 
-def render_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.html`` (self-contained) into ``run_dir``, or to ``out``; return its path."""
+def render_report(
+    run_dir: str | Path, out: str | Path | None = None, problems: list[str] | None = None
+) -> Path:
+    """Write ``report.html`` (self-contained) into ``run_dir``, or to ``out``; return its path.
+    ``problems``, when given, receives a line for each record the report had to leave out."""
     run_dir = Path(run_dir)
     path = Path(out) if out is not None else run_dir / "report.html"
-    write_text(path, render_html(run_dir, path.parent))
+    write_text(path, render_html(run_dir, path.parent, problems))
     return path
 
 
@@ -528,9 +535,10 @@ def main(args: argparse.Namespace) -> int:
         not_a_file = out.exists() and not out.is_file()  # a folder (refused below), /dev/stdout
         if not not_a_file and out.resolve().suffix.lower() not in (".html", ".htm"):  # a record
             raise ReprlabError(f"--out {args.out}: the report is an .html file (name one)")
-        check_output_file(Path(args.out), args.overwrite)
-    path = render_report(args.run_dir, args.out)
-    for problem in unreadable_records(Path(args.run_dir), _stage_dirs(Path(args.run_dir))):
+        check_output_file(out, args.overwrite)
+    problems: list[str] = []
+    path = render_report(args.run_dir, args.out, problems)
+    for problem in problems:
         print(f"reprlab: warning: left out of the report: {problem}", file=sys.stderr)
     print(path)
     return 0

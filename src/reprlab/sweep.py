@@ -305,8 +305,8 @@ def run_sweep(
     }
     record = json.loads(to_json(record))
     sj = folder / "sweep.json"
-    for _, _, vals in runs:  # a grid over --data: the folder is inside none of them
-        check_out_folder(folder, f"--out {folder}", vals)
+    # a grid over --data: the folder is inside none of them
+    check_out_folder(folder, f"--out {folder}", [vals for _, _, vals in runs])
     old = reprlab_record(sj, "sweep")
     extended = ""
     if old is not None:

@@ -611,13 +611,15 @@ class _SigintDeferred:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.hit:  # the second: at once, as that signal (SIGTERM: exit 143)
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+        if self.hit:  # the second: at once, as that signal
+            raise self.interrupt(signum)
         self.hit, self.signum = True, signum
 
-    def interrupt(self) -> KeyboardInterrupt:
-        """The exception for the first signal: :class:`Terminated` for SIGTERM (exit 143)."""
-        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
+    def interrupt(self, signum: int | None = None) -> KeyboardInterrupt:
+        """The exception for a signal (default: the first one): :class:`Terminated` for SIGTERM
+        (the CLI exits 143), else :class:`KeyboardInterrupt` (130)."""
+        sig = self.signum if signum is None else signum
+        return Terminated() if sig == signal.SIGTERM else KeyboardInterrupt()
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
